@@ -1,0 +1,34 @@
+"""niflow: Neural Information Flow — end-to-end system identification of visual areas.
+
+The public API, for notebooks and scripts (the ``niflow`` command is a thin layer over it)::
+
+    import niflow
+    sim = niflow.simulate("data/")                      # or your own stim.mat / bold.mat
+    cfg = niflow.preset("default")
+    run, history, data = niflow.train_run(sim.stim, sim.responses, "runs/r1", cfg,
+                                          test_rows=niflow.parse_rows("288:360", 360))
+    run.predict(sim.stim[:5])                           # dict area -> (5, n_voxels)
+"""
+
+__version__ = "0.1.0"
+
+from niflow.config import ConfigError, RunConfig, preset  # noqa: E402
+from niflow.data import (  # noqa: E402
+    DataError,
+    load_responses,
+    load_stimuli,
+    parse_rows,
+    simulate,
+)
+from niflow.evaluate import pearson_r, r_squared  # noqa: E402
+from niflow.interpret import receptive_fields  # noqa: E402
+from niflow.model import NIFModel  # noqa: E402
+from niflow.run import Run, RunError, evaluate_files, load_run, train_run  # noqa: E402
+from niflow.train import fit, predict  # noqa: E402
+
+__all__ = [
+    "ConfigError", "DataError", "NIFModel", "Run", "RunConfig", "RunError", "__version__",
+    "evaluate_files", "fit", "load_responses", "load_run", "load_stimuli", "parse_rows",
+    "pearson_r", "predict", "preset", "r_squared", "receptive_fields", "simulate",
+    "train_run",
+]

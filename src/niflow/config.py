@@ -1,0 +1,335 @@
+"""Run configuration: model graph, readout and training settings, as dataclasses.
+
+A configuration is plain data: it round-trips through JSON (``to_dict`` / ``from_dict``),
+unknown keys and impossible values are rejected with a :class:`ConfigError` that names the
+offending key, and the two presets (``default`` and ``basicnif``) are defined here once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+NONLINEARITIES = ("sigmoid", "relu", "square", "abs", "softplus", "tanh", "elu", "identity")
+NORMS = ("none", "batch", "divisive")
+POOLS = ("avg", "max", "none")
+STIMULUS = "stimulus"
+
+
+class ConfigError(ValueError):
+    """A configuration value or key is invalid."""
+
+
+@dataclass
+class AreaConfig:
+    """One brain area: conv → nonlinearity → normalisation → [1×1 mix] → pooling.
+
+    Parameters
+    ----------
+    name : str
+        Area name; voxel responses are matched to areas by this name (e.g. ``"V1"``).
+    sources : list of str
+        Areas (or ``"stimulus"``) feeding this area. Several sources are resampled to the
+        grid of the first one and concatenated on channels.
+    channels, kernel : int
+        Output channels and (square) kernel size of the area's convolution.
+    padding : int or None
+        Convolution padding; ``None`` keeps the grid size (``kernel // 2``).
+    nonlinearity : str
+        One of ``NONLINEARITIES``.
+    norm : str
+        ``"none"``, ``"batch"`` (batch norm) or ``"divisive"`` (each channel divided by the
+        locally pooled mean activity of all channels plus a learned constant).
+    mix_channels : int
+        If > 0, a 1×1 convolution to this many channels followed by ``mix_nonlinearity``,
+        after normalisation: a cheap second stage inside the area.
+    pool : int
+        Pooling window and stride (1 = no pooling).
+    pool_type : str
+        ``"avg"``, ``"max"`` or ``"none"``.
+    """
+
+    name: str
+    sources: list[str] = field(default_factory=lambda: [STIMULUS])
+    channels: int = 6
+    kernel: int = 3
+    padding: int | None = None
+    nonlinearity: str = "sigmoid"
+    norm: str = "none"
+    mix_channels: int = 0
+    mix_nonlinearity: str = "relu"
+    pool: int = 2
+    pool_type: str = "avg"
+
+    @property
+    def out_channels(self) -> int:
+        return self.mix_channels if self.mix_channels > 0 else self.channels
+
+    @property
+    def conv_padding(self) -> int:
+        return self.kernel // 2 if self.padding is None else self.padding
+
+
+@dataclass
+class ReadoutConfig:
+    """Low-rank observation model shared by all areas.
+
+    ``rank`` spatial components per voxel; ``spatial_lr_scale`` and ``lr_scale`` multiply the
+    training learning rate for the spatial logits and for the other readout parameters (a
+    larger spatial rate lets the softmax maps sharpen onto the receptive field);
+    ``l1_channels`` is an L1 penalty on the channel weights per voxel.
+    """
+
+    rank: int = 2
+    spatial_lr_scale: float = 1.0
+    lr_scale: float = 1.0
+    l1_channels: float = 0.0
+    init_spatial_std: float = 0.1
+    init: str = "contrast"  # "contrast": maps start at each voxel's contrast correlation
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings (Adam)."""
+
+    lr: float = 0.01
+    batch_size: int = 3
+    epochs: int = 15
+    weight_decay: float = 0.0
+    seed: int = 0
+    val_fraction: float = 0.1
+    patience: int = 5
+    area_weighting: str = "voxels"  # "voxels": every voxel counts once; "equal": per area
+    threads: int = 0  # 0 = leave torch's default
+
+
+@dataclass
+class DataConfig:
+    """How inputs are read and scaled."""
+
+    stim_variable: str = "stim"
+    stim_scale: str = "auto"  # auto: integers / dtype max, floats / max if max > 1
+    input_norm: str = "standardize"  # standardize with train-set pixel mean/std, or "none"
+
+
+@dataclass
+class RunConfig:
+    """Everything needed to rebuild and retrain a model."""
+
+    preset: str = "default"
+    areas: list[AreaConfig] = field(default_factory=list)
+    readout: ReadoutConfig = field(default_factory=ReadoutConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+
+    def area(self, name: str) -> AreaConfig:
+        for area in self.areas:
+            if area.name == name:
+                return area
+        raise ConfigError(f"no area named {name!r}; areas are {self.area_names()}")
+
+    def area_names(self) -> list[str]:
+        return [a.name for a in self.areas]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def validate(self) -> RunConfig:
+        validate(self)
+        return self
+
+
+def _basicnif_areas() -> list[AreaConfig]:
+    return [
+        AreaConfig("V1", [STIMULUS], channels=6, kernel=3, nonlinearity="sigmoid"),
+        AreaConfig("V2", ["V1"], channels=6, kernel=3, nonlinearity="sigmoid"),
+    ]
+
+
+def _default_areas() -> list[AreaConfig]:
+    # An energy-like V1 (wide kernels, squaring, divisive normalisation, 1×1 mixing) beats
+    # the sigmoid reference core on strongly nonlinear voxels; V2 rectifies V1's output.
+    return [
+        AreaConfig(
+            "V1", [STIMULUS], channels=16, kernel=7, nonlinearity="square", norm="divisive",
+            mix_channels=16, mix_nonlinearity="relu",
+        ),
+        AreaConfig("V2", ["V1"], channels=16, kernel=3, nonlinearity="relu", norm="batch"),
+    ]
+
+
+def preset(name: str = "default") -> RunConfig:
+    """Return a fresh configuration for a named preset.
+
+    ``"basicnif"`` reproduces the reference script (two 3×3 sigmoid areas with 6 channels,
+    rank 2, Adam 0.01, batch 3, 15 epochs); ``"default"`` is niflow's stronger core.
+    """
+    if name == "basicnif":
+        return RunConfig(
+            preset="basicnif",
+            areas=_basicnif_areas(),
+            readout=ReadoutConfig(rank=2, init_spatial_std=0.2, init="random"),
+            train=TrainConfig(val_fraction=0.1, patience=15),
+            data=DataConfig(input_norm="none"),
+        )
+    if name == "default":
+        return RunConfig(
+            preset="default",
+            areas=_default_areas(),
+            readout=ReadoutConfig(rank=2, spatial_lr_scale=10.0, lr_scale=1.0),
+            train=TrainConfig(lr=0.003, batch_size=8, epochs=30, patience=8),
+        )
+    raise ConfigError(f"unknown preset {name!r}; choose one of {PRESETS}")
+
+
+PRESETS = ("default", "basicnif")
+
+
+def _from_fields(cls, data: dict[str, Any], where: str):
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
+    names = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(names)}")
+    return cls(**data)
+
+
+def from_dict(data: dict[str, Any]) -> RunConfig:
+    """Build a validated :class:`RunConfig` from a mapping.
+
+    Keys missing from the mapping take the values of its ``preset`` (default ``"default"``);
+    nested sections (``readout``, ``train``, ``data``) are merged key by key, while ``areas``,
+    when given, replaces the preset's list entirely.
+    """
+    if not isinstance(data, dict):
+        raise ConfigError(f"config: expected a mapping, got {type(data).__name__}")
+    allowed = {"preset", "areas", "readout", "train", "data"}
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise ConfigError(f"config: unknown key(s) {unknown}; allowed: {sorted(allowed)}")
+    base = preset(data.get("preset", "default"))
+    merged = base.to_dict()
+    for section in ("readout", "train", "data"):
+        if section in data:
+            if not isinstance(data[section], dict):
+                raise ConfigError(f"config.{section}: expected a mapping")
+            merged[section] = {**merged[section], **data[section]}
+    if "areas" in data:
+        if not isinstance(data["areas"], list):
+            raise ConfigError("config.areas: expected a list of areas")
+        merged["areas"] = data["areas"]
+    cfg = RunConfig(
+        preset=merged["preset"],
+        areas=[_from_fields(AreaConfig, a, f"config.areas[{i}]")
+               for i, a in enumerate(merged["areas"])],
+        readout=_from_fields(ReadoutConfig, merged["readout"], "config.readout"),
+        train=_from_fields(TrainConfig, merged["train"], "config.train"),
+        data=_from_fields(DataConfig, merged["data"], "config.data"),
+    )
+    return cfg.validate()
+
+
+def read_json(path: str | Path) -> dict[str, Any]:
+    """The raw mapping of a JSON config file (:class:`ConfigError` if unreadable)."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ConfigError(f"{path}: not a readable JSON file ({err})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a JSON object at the top level")
+    return data
+
+
+def load(path: str | Path) -> RunConfig:
+    """Read a JSON configuration file (see ``configs/`` for examples)."""
+    data = read_json(path)
+    try:
+        return from_dict(data)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
+
+
+def _check(cond: bool, msg: str) -> None:
+    if not cond:
+        raise ConfigError(msg)
+
+
+def _check_type(value: Any, types: type | tuple[type, ...], where: str) -> None:
+    # bool is an int in Python; a flag where a count is expected is a mistake
+    if isinstance(value, bool) and bool not in (types if isinstance(types, tuple) else (types,)):
+        raise ConfigError(f"{where}: expected {types}, got bool")
+    _check(isinstance(value, types), f"{where}: expected {types}, got {type(value).__name__}")
+
+
+def validate(cfg: RunConfig) -> None:
+    """Raise :class:`ConfigError` for wrong types, impossible values or a broken area graph."""
+    _check(len(cfg.areas) > 0, "config.areas: at least one area is required")
+    seen: set[str] = set()
+    for i, a in enumerate(cfg.areas):
+        where = f"config.areas[{i}] ({a.name!r})"
+        _check_type(a.name, str, f"{where}.name")
+        _check(a.name != STIMULUS and a.name not in seen and a.name.isidentifier(),
+               f"{where}.name: must be a unique identifier other than 'stimulus'")
+        _check_type(a.sources, list, f"{where}.sources")
+        _check(len(a.sources) > 0, f"{where}.sources: at least one source is required")
+        for s in a.sources:
+            _check(s == STIMULUS or s in seen,
+                   f"{where}.sources: {s!r} is not 'stimulus' or an earlier area ({sorted(seen)})")
+        for key in ("channels", "kernel", "pool", "mix_channels"):
+            _check_type(getattr(a, key), int, f"{where}.{key}")
+        _check(a.channels >= 1, f"{where}.channels: must be >= 1, got {a.channels}")
+        _check(a.kernel >= 1, f"{where}.kernel: must be >= 1, got {a.kernel}")
+        _check(a.pool >= 1, f"{where}.pool: must be >= 1, got {a.pool}")
+        _check(a.mix_channels >= 0, f"{where}.mix_channels: must be >= 0")
+        if a.padding is not None:
+            _check_type(a.padding, int, f"{where}.padding")
+            _check(a.padding >= 0, f"{where}.padding: must be >= 0, got {a.padding}")
+        _check(a.nonlinearity in NONLINEARITIES,
+               f"{where}.nonlinearity: {a.nonlinearity!r} not in {NONLINEARITIES}")
+        _check(a.mix_nonlinearity in NONLINEARITIES,
+               f"{where}.mix_nonlinearity: {a.mix_nonlinearity!r} not in {NONLINEARITIES}")
+        _check(a.norm in NORMS, f"{where}.norm: {a.norm!r} not in {NORMS}")
+        _check(a.pool_type in POOLS, f"{where}.pool_type: {a.pool_type!r} not in {POOLS}")
+        seen.add(a.name)
+    r = cfg.readout
+    _check_type(r.rank, int, "config.readout.rank")
+    _check(r.rank >= 1, f"config.readout.rank: must be >= 1, got {r.rank}")
+    for key in ("spatial_lr_scale", "lr_scale", "init_spatial_std"):
+        _check_type(getattr(r, key), (int, float), f"config.readout.{key}")
+        _check(getattr(r, key) > 0, f"config.readout.{key}: must be > 0")
+    _check(r.init in ("contrast", "random"),
+           f"config.readout.init: {r.init!r} not in ('contrast', 'random')")
+    _check_type(r.l1_channels, (int, float), "config.readout.l1_channels")
+    _check(r.l1_channels >= 0, "config.readout.l1_channels: must be >= 0")
+    t = cfg.train
+    for key in ("batch_size", "epochs", "seed", "patience", "threads"):
+        _check_type(getattr(t, key), int, f"config.train.{key}")
+    _check_type(t.lr, (int, float), "config.train.lr")
+    _check(t.lr > 0, f"config.train.lr: must be > 0, got {t.lr}")
+    _check(t.batch_size >= 1, f"config.train.batch_size: must be >= 1, got {t.batch_size}")
+    _check(t.epochs >= 1, f"config.train.epochs: must be >= 1, got {t.epochs}")
+    _check(t.patience >= 1, f"config.train.patience: must be >= 1, got {t.patience}")
+    _check(t.threads >= 0, "config.train.threads: must be >= 0")
+    _check_type(t.val_fraction, (int, float), "config.train.val_fraction")
+    _check(0 <= t.val_fraction < 0.5, "config.train.val_fraction: must be in [0, 0.5)")
+    _check_type(t.weight_decay, (int, float), "config.train.weight_decay")
+    _check(t.weight_decay >= 0, "config.train.weight_decay: must be >= 0")
+    _check(t.area_weighting in ("voxels", "equal"),
+           f"config.train.area_weighting: {t.area_weighting!r} not in ('voxels', 'equal')")
+    d = cfg.data
+    _check(d.stim_scale in ("auto", "none"), f"config.data.stim_scale: {d.stim_scale!r}")
+    _check(d.input_norm in ("standardize", "none"), f"config.data.input_norm: {d.input_norm!r}")
+
+
+def save(cfg: RunConfig, path: str | Path) -> None:
+    """Write the configuration as JSON, atomically."""
+    from niflow._atomic import atomic_write_text
+
+    atomic_write_text(Path(path), json.dumps(cfg.to_dict(), indent=2) + "\n")

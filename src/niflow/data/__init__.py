@@ -1,0 +1,36 @@
+"""Data: file loaders, splits and z-scoring, and the ground-truth simulator."""
+
+from niflow.data.dataset import (
+    NIFData,
+    Split,
+    Standardizer,
+    build_dataset,
+    make_split,
+    parse_rows,
+    scale_stimuli,
+)
+from niflow.data.io import (
+    DataError,
+    load_arrays,
+    load_responses,
+    load_stimuli,
+    save_mat,
+    save_npz,
+)
+from niflow.data.simulate import (
+    SimConfig,
+    Simulation,
+    load_simulation,
+    load_truth,
+    make_glyphs,
+    simulate,
+    simulate_responses,
+    write_simulation,
+)
+
+__all__ = [
+    "DataError", "NIFData", "SimConfig", "Simulation", "Split", "Standardizer",
+    "build_dataset", "load_arrays", "load_responses", "load_simulation", "load_stimuli",
+    "load_truth", "make_glyphs", "make_split", "parse_rows", "save_mat", "save_npz",
+    "scale_stimuli", "simulate", "simulate_responses", "write_simulation",
+]

@@ -1,0 +1,200 @@
+"""Splits, stimulus scaling and per-voxel z-scoring fitted on the training rows only."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from niflow.data.io import DataError
+
+
+@dataclass(frozen=True)
+class Split:
+    """Row indices of the train, validation and test parts (disjoint, sorted)."""
+
+    train: np.ndarray
+    val: np.ndarray
+    test: np.ndarray
+
+    def to_dict(self) -> dict[str, list[int]]:
+        return {k: getattr(self, k).tolist() for k in ("train", "val", "test")}
+
+
+def parse_rows(spec: str | Path | None, n_samples: int) -> np.ndarray:
+    """Row indices from a spec: ``"288:360"`` (Python slice), ``"0,5,9"``, or a file path.
+
+    A file holds whitespace- or comma-separated integer indices (``.txt``/``.csv``) or an
+    index array (``.npy``). Negative indices count from the end as in Python.
+    """
+    if spec is None or str(spec).strip() == "":
+        return np.zeros(0, dtype=np.int64)
+    text = str(spec).strip()
+    path = Path(text)
+    if path.suffix in (".txt", ".csv", ".npy") or path.is_file():
+        if not path.is_file():
+            raise DataError(f"{path}: row-index file not found")
+        if path.suffix == ".npy":
+            idx = np.load(path, allow_pickle=False)
+        else:
+            tokens = path.read_text().replace(",", " ").split()
+            try:
+                idx = np.array([int(t) for t in tokens], dtype=np.int64)
+            except ValueError:
+                raise DataError(f"{path}: row-index file must hold integers") from None
+    elif ":" in text:
+        parts = text.split(":")
+        if len(parts) > 3:
+            raise DataError(f"row spec {text!r}: expected start:stop or start:stop:step")
+        try:
+            bounds = [int(p) if p.strip() else None for p in parts]
+        except ValueError:
+            raise DataError(f"row spec {text!r}: start:stop must be integers") from None
+        start, stop = bounds[0], bounds[1]
+        for b in (start, stop):
+            if b is not None and not -n_samples <= b <= n_samples:
+                raise DataError(f"row spec {text!r}: bound {b} is outside 0..{n_samples}")
+        idx = np.arange(n_samples)[slice(*bounds)]
+    else:
+        try:
+            idx = np.array([int(t) for t in text.replace(",", " ").split()], dtype=np.int64)
+        except ValueError:
+            raise DataError(f"row spec {text!r}: expected start:stop, a list of integers, "
+                            f"or a file of indices") from None
+    idx = np.asarray(idx, dtype=np.int64).ravel()
+    if idx.size and (idx.max() >= n_samples or idx.min() < -n_samples):
+        raise DataError(f"row spec {text!r}: indices outside 0..{n_samples - 1}")
+    idx = np.where(idx < 0, idx + n_samples, idx)
+    if np.unique(idx).size != idx.size:
+        raise DataError(f"row spec {text!r}: repeated indices")
+    return np.sort(idx)
+
+
+def make_split(n_samples: int, test_rows: np.ndarray, val_fraction: float = 0.1,
+               seed: int = 0) -> Split:
+    """Training rows are all rows not in ``test_rows``; a seeded random ``val_fraction`` of
+    them becomes the validation part used for early stopping."""
+    test = np.sort(np.asarray(test_rows, dtype=np.int64))
+    rest = np.setdiff1d(np.arange(n_samples), test)
+    if rest.size < 2:
+        raise DataError(f"only {rest.size} training rows remain after removing "
+                        f"{test.size} test rows of {n_samples}")
+    n_val = int(round(val_fraction * rest.size))
+    if val_fraction > 0:
+        n_val = max(n_val, 2)  # a correlation needs at least two rows
+    rng = np.random.default_rng(seed)
+    val = np.sort(rng.choice(rest, size=n_val, replace=False)) if n_val else rest[:0]
+    train = np.setdiff1d(rest, val)
+    return Split(train=train, val=val, test=test)
+
+
+@dataclass
+class Standardizer:
+    """Per-voxel z-scoring. ``mean`` and ``std``: arrays of shape (n_voxels,).
+
+    A voxel with zero variance on the fitting rows gets ``std = 1`` so it maps to zeros, not
+    NaN.
+    """
+
+    mean: np.ndarray
+    std: np.ndarray
+
+    @classmethod
+    def fit(cls, responses: np.ndarray) -> Standardizer:
+        """Fit on ``responses`` of shape (n_rows, n_voxels), float."""
+        mean = responses.mean(0, dtype=np.float64)
+        std = responses.std(0, dtype=np.float64)
+        std = np.where(std > 1e-12 * np.maximum(1.0, np.abs(mean)), std, 1.0)
+        return cls(mean.astype(np.float32), std.astype(np.float32))
+
+    def transform(self, responses: np.ndarray) -> np.ndarray:
+        return ((responses - self.mean) / self.std).astype(np.float32)
+
+    def inverse(self, z: np.ndarray) -> np.ndarray:
+        return (z * self.std + self.mean).astype(np.float32)
+
+
+def scale_stimuli(stim: np.ndarray, mode: str = "auto", reference_max: float | None = None,
+                  ) -> np.ndarray:
+    """Float32 stimuli of shape (n, channels, height, width) in [0, 1] for ``mode="auto"``.
+
+    Integers are divided by their dtype's maximum (uint8 → /255); floats whose maximum
+    (``reference_max``, else their own) exceeds 1 are divided by it. A 3-D input gets a
+    channel axis of 1.
+    """
+    stim = np.asarray(stim)
+    if stim.ndim == 3:
+        stim = stim[:, None]
+    out = stim.astype(np.float32)
+    if mode == "none":
+        return out
+    if stim.dtype.kind in "ui":
+        return out / np.float32(np.iinfo(stim.dtype).max)
+    peak = float(np.abs(out).max()) if reference_max is None else float(reference_max)
+    return out / np.float32(peak) if peak > 1.0 else out
+
+
+@dataclass
+class NIFData:
+    """Stimuli and standardised responses with their split, ready for training.
+
+    Attributes
+    ----------
+    stim : ndarray of shape (n_samples, channels, height, width), float32
+    responses : dict of str to ndarray of shape (n_samples, n_voxels), float32
+        z-scored with ``scalers`` (fitted on ``split.train``).
+    raw : dict of str to ndarray of shape (n_samples, n_voxels)
+        Responses as read.
+    voxel_index : dict of str to ndarray of shape (n_voxels,)
+        Column of each kept voxel in the input file.
+    """
+
+    stim: np.ndarray
+    responses: dict[str, np.ndarray]
+    raw: dict[str, np.ndarray]
+    split: Split
+    scalers: dict[str, Standardizer]
+    voxel_index: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def areas(self) -> list[str]:
+        return list(self.responses)
+
+    @property
+    def n_voxels(self) -> dict[str, int]:
+        return {a: r.shape[1] for a, r in self.responses.items()}
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.stim.shape[1:])  # type: ignore[return-value]
+
+
+def build_dataset(stim: np.ndarray, responses: dict[str, np.ndarray], test_rows: np.ndarray,
+                  val_fraction: float = 0.1, seed: int = 0, stim_scale: str = "auto",
+                  ) -> NIFData:
+    """Check row counts, split, scale stimuli and z-score responses on the training rows.
+
+    Parameters
+    ----------
+    stim : ndarray of shape (n_samples, height, width) or (n_samples, channels, height, width)
+    responses : dict of str to ndarray of shape (n_samples, n_voxels)
+    test_rows : ndarray of int
+        Held-out rows (never used for fitting anything, z-scoring included).
+    """
+    n = stim.shape[0]
+    for area, r in responses.items():
+        if r.shape[0] != n:
+            raise DataError(
+                f"area {area!r} has {r.shape[0]} rows but the stimuli have {n}; rows must "
+                f"match one to one")
+    split = make_split(n, test_rows, val_fraction, seed)
+    fit_rows = np.concatenate([split.train, split.val])
+    peak = None
+    if np.asarray(stim).dtype.kind == "f":
+        peak = float(np.abs(stim[fit_rows]).max())  # from training rows only, like z-scoring
+    scaled = scale_stimuli(stim, stim_scale, reference_max=peak)
+    scalers = {a: Standardizer.fit(r[fit_rows]) for a, r in responses.items()}
+    z = {a: scalers[a].transform(r) for a, r in responses.items()}
+    return NIFData(stim=scaled, responses=z, raw=dict(responses), split=split, scalers=scalers,
+                   voxel_index={a: np.arange(r.shape[1]) for a, r in responses.items()})

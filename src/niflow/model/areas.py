@@ -1,0 +1,180 @@
+"""Areas and the area graph: conv → nonlinearity → normalisation → [1×1 mix] → pooling.
+
+Each area also carries the affine map from its grid to stimulus pixels
+(``stimulus = scale · grid + offset`` on each axis, pixel centres, top-left pixel at 0), traced
+through every convolution padding and pooling stride, so receptive fields come out in
+stimulus coordinates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from niflow.config import STIMULUS, AreaConfig, ConfigError
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Shape of a feature tensor and where its grid cells sit on the stimulus.
+
+    ``channels`` and ``grid = (H, W)``; a cell ``(i, j)`` is centred on stimulus pixel
+    ``(y, x) = (scale * i + offset, scale * j + offset)``.
+    """
+
+    channels: int
+    grid: tuple[int, int]
+    scale: float = 1.0
+    offset: float = 0.0
+
+    def to_stimulus(self, grid_coord: Tensor | float) -> Tensor | float:
+        return self.scale * grid_coord + self.offset
+
+
+def _nonlinearity(name: str) -> nn.Module:
+    return {
+        "sigmoid": nn.Sigmoid(),
+        "relu": nn.ReLU(),
+        "square": _Square(),
+        "abs": _Abs(),
+        "softplus": nn.Softplus(),
+        "tanh": nn.Tanh(),
+        "elu": nn.ELU(),
+        "identity": nn.Identity(),
+    }[name]
+
+
+class _Square(nn.Module):
+    def forward(self, x: Tensor) -> Tensor:
+        return x * x
+
+
+class _Abs(nn.Module):
+    def forward(self, x: Tensor) -> Tensor:
+        return x.abs()
+
+
+class DivisiveNorm(nn.Module):
+    """Divide each channel by the local mean activity of all channels plus a learned constant.
+
+    ``y_c = x_c / (softplus(s) + pool_5x5(mean_c |x|))``: a contrast gain control that keeps
+    squared (energy) responses in range without batch statistics.
+    """
+
+    def __init__(self, window: int = 5) -> None:
+        super().__init__()
+        self.window = window
+        self.log_sigma = nn.Parameter(torch.zeros(()))
+
+    def forward(self, x: Tensor) -> Tensor:
+        drive = x.abs().mean(1, keepdim=True)
+        pooled = F.avg_pool2d(drive, self.window, stride=1, padding=self.window // 2,
+                              count_include_pad=False)
+        return x / (F.softplus(self.log_sigma) + pooled)
+
+
+class Area(nn.Module):
+    """One area; ``forward`` takes its sources' feature tensors in config order."""
+
+    def __init__(self, cfg: AreaConfig, in_geometries: list[Geometry]) -> None:
+        super().__init__()
+        self.cfg = cfg
+        target = in_geometries[0]
+        self.in_grid = target.grid
+        in_channels = sum(g.channels for g in in_geometries)
+        pad = cfg.conv_padding
+        conv_grid = tuple(n + 2 * pad - cfg.kernel + 1 for n in target.grid)
+        if min(conv_grid) < 1:
+            raise ConfigError(
+                f"area {cfg.name!r}: kernel {cfg.kernel} with padding {pad} is larger than its "
+                f"input grid {target.grid}")
+        pool = cfg.pool if cfg.pool_type != "none" else 1
+        out_grid = tuple(n // pool for n in conv_grid)
+        if min(out_grid) < 1:
+            raise ConfigError(
+                f"area {cfg.name!r}: pooling {pool} shrinks grid {conv_grid} to zero")
+        self.conv = nn.Conv2d(in_channels, cfg.channels, cfg.kernel, padding=pad)
+        self.nonlin = _nonlinearity(cfg.nonlinearity)
+        self.norm: nn.Module = {
+            "none": nn.Identity(),
+            "batch": nn.BatchNorm2d(cfg.channels),
+            "divisive": DivisiveNorm(),
+        }[cfg.norm]
+        if cfg.mix_channels > 0:
+            self.mix: nn.Module = nn.Sequential(
+                nn.Conv2d(cfg.channels, cfg.mix_channels, 1), _nonlinearity(cfg.mix_nonlinearity))
+        else:
+            self.mix = nn.Identity()
+        self.pool: nn.Module = nn.Identity()
+        if pool > 1:
+            self.pool = nn.AvgPool2d(pool) if cfg.pool_type == "avg" else nn.MaxPool2d(pool)
+        # conv output i is centred on input i - pad + (k-1)/2; pool output i on pool*i + (pool-1)/2
+        conv_offset = (cfg.kernel - 1) / 2 - pad
+        scale = target.scale * pool
+        offset = target.offset + target.scale * (conv_offset + (pool - 1) / 2)
+        self.geometry = Geometry(cfg.out_channels, (int(out_grid[0]), int(out_grid[1])),
+                                 scale, offset)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        nn.init.kaiming_normal_(self.conv.weight, nonlinearity="relu")
+        nn.init.zeros_(self.conv.bias)
+
+    def _gather(self, inputs: list[Tensor]) -> Tensor:
+        if len(inputs) == 1:
+            return inputs[0]
+        h, w = self.in_grid
+        resized = [x if tuple(x.shape[-2:]) == (h, w) else _resample(x, (h, w)) for x in inputs]
+        return torch.cat(resized, dim=1)
+
+    def forward(self, inputs: list[Tensor]) -> Tensor:
+        x = self.norm(self.nonlin(self.conv(self._gather(inputs))))
+        return self.pool(self.mix(x))
+
+
+def _resample(x: Tensor, size: tuple[int, int]) -> Tensor:
+    """Bring a feature tensor (B, C, h, w) to ``size``: area-average down, bilinear up."""
+    if x.shape[-2] >= size[0] and x.shape[-1] >= size[1]:
+        return F.adaptive_avg_pool2d(x, size)
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+
+class AreaGraph(nn.Module):
+    """A DAG of areas fed by the stimulus, evaluated in configuration order.
+
+    Parameters
+    ----------
+    areas : list of AreaConfig
+        Areas in topological order (each source is ``"stimulus"`` or an earlier area).
+    in_channels : int
+        Stimulus channels.
+    image_size : tuple of int
+        Stimulus ``(height, width)``.
+    """
+
+    def __init__(self, areas: list[AreaConfig], in_channels: int,
+                 image_size: tuple[int, int]) -> None:
+        super().__init__()
+        self.geometries: dict[str, Geometry] = {
+            STIMULUS: Geometry(in_channels, (int(image_size[0]), int(image_size[1])))}
+        self.areas = nn.ModuleDict()
+        for cfg in areas:
+            area = Area(cfg, [self.geometries[s] for s in cfg.sources])
+            self.areas[cfg.name] = area
+            self.geometries[cfg.name] = area.geometry
+
+    def forward(self, stimulus: Tensor) -> dict[str, Tensor]:
+        """Return every area's feature tensor, keyed by area name.
+
+        Parameters
+        ----------
+        stimulus : Tensor of shape (B, in_channels, height, width)
+        """
+        feats: dict[str, Tensor] = {STIMULUS: stimulus}
+        for name, area in self.areas.items():
+            feats[name] = area([feats[s] for s in area.cfg.sources])
+        del feats[STIMULUS]
+        return feats

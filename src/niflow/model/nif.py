@@ -1,0 +1,137 @@
+"""The whole NIF model: input normalisation → area graph → one observation model per area."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from niflow.config import RunConfig
+from niflow.model.areas import AreaGraph, Geometry
+from niflow.model.readout import LowRankReadout
+
+
+class NIFModel(nn.Module):
+    """Predict voxel responses of several areas from a stimulus.
+
+    Parameters
+    ----------
+    config : RunConfig
+        Area graph and readout settings.
+    image_shape : tuple of int
+        ``(channels, height, width)`` of one stimulus.
+    n_voxels : dict of str to int
+        Voxels per area with data; areas without voxels are hidden (computed, not read out).
+
+    Notes
+    -----
+    ``pixel_mean`` and ``pixel_std`` (buffers, scalars) standardise the stimulus; set them from
+    training stimuli with :meth:`set_input_stats` so that predictions on new data use the same
+    transform.
+    """
+
+    def __init__(self, config: RunConfig, image_shape: tuple[int, int, int],
+                 n_voxels: dict[str, int]) -> None:
+        super().__init__()
+        names = config.area_names()
+        unknown = [a for a in n_voxels if a not in names]
+        if unknown:
+            raise ValueError(
+                f"responses have area(s) {unknown} that the model config does not define; "
+                f"model areas are {names}")
+        self.config = config
+        self.image_shape = tuple(int(s) for s in image_shape)
+        self.graph = AreaGraph(config.areas, self.image_shape[0], self.image_shape[1:])
+        self.readouts = nn.ModuleDict({
+            area: LowRankReadout(n, self.graph.geometries[area].channels,
+                                 self.graph.geometries[area].grid, config.readout.rank,
+                                 config.readout.init_spatial_std)
+            for area, n in n_voxels.items()
+        })
+        self.register_buffer("pixel_mean", torch.zeros(()))
+        self.register_buffer("pixel_std", torch.ones(()))
+
+    @property
+    def areas_with_voxels(self) -> list[str]:
+        return list(self.readouts.keys())
+
+    def geometry(self, area: str) -> Geometry:
+        return self.graph.geometries[area]
+
+    def set_input_stats(self, mean: float, std: float) -> None:
+        self.pixel_mean.fill_(float(mean))
+        self.pixel_std.fill_(float(std) if std > 0 else 1.0)
+
+    def features(self, stimulus: Tensor) -> dict[str, Tensor]:
+        """Feature tensors of every area, each (B, C_area, H_area, W_area)."""
+        expected = self.image_shape
+        if stimulus.dim() != 4 or tuple(stimulus.shape[1:]) != expected:
+            raise ValueError(
+                f"model expects stimuli of shape (B, {expected[0]}, {expected[1]}, "
+                f"{expected[2]}), got {tuple(stimulus.shape)}")
+        return self.graph((stimulus - self.pixel_mean) / self.pixel_std)
+
+    def forward(self, stimulus: Tensor) -> dict[str, Tensor]:
+        """Predicted responses per area.
+
+        Parameters
+        ----------
+        stimulus : Tensor of shape (B, channels, height, width)
+
+        Returns
+        -------
+        dict of str to Tensor of shape (B, n_voxels[area])
+        """
+        feats = self.features(stimulus)
+        return {area: readout(feats[area]) for area, readout in self.readouts.items()}
+
+    @torch.no_grad()
+    def contrast_prior(self, stim: Tensor, responses: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Where each voxel looks, from data: correlation with local stimulus contrast.
+
+        Local RMS contrast of the (standardised) stimulus is averaged onto each area's grid;
+        each voxel's map is the positive part of its correlation with it over ``stim``.
+
+        Parameters
+        ----------
+        stim : Tensor of shape (n, channels, height, width)
+        responses : dict of str to Tensor of shape (n, n_voxels)
+
+        Returns
+        -------
+        dict of str to Tensor of shape (n_voxels, H, W)
+        """
+        x = (stim - self.pixel_mean) / self.pixel_std
+        energy = ((x - x.mean(0, keepdim=True)) ** 2).mean(1, keepdim=True)
+        out = {}
+        for area, resp in responses.items():
+            grid = self.graph.geometries[area].grid
+            local = torch.nn.functional.adaptive_avg_pool2d(energy, grid).sqrt().flatten(1)
+            local = (local - local.mean(0)) / local.std(0).clamp_min(1e-8)
+            z = (resp - resp.mean(0)) / resp.std(0).clamp_min(1e-8)
+            corr = (z.t() @ local) / max(stim.shape[0] - 1, 1)  # (V, H·W)
+            out[area] = corr.clamp_min(0).reshape(-1, *grid)
+        return out
+
+    def initialize_readouts(self, stim: Tensor, responses: dict[str, Tensor]) -> None:
+        """Start every readout's spatial maps at its voxels' :meth:`contrast_prior`."""
+        prior = self.contrast_prior(stim, responses)
+        for area, readout in self.readouts.items():
+            if area in prior:
+                readout.initialize(spatial_prior=prior[area] ** 2)
+
+    def regularizer(self) -> Tensor:
+        terms = [r.regularizer(self.config.readout.l1_channels) for r in self.readouts.values()]
+        return torch.stack(terms).sum()
+
+    def parameter_groups(self, lr: float) -> list[dict]:
+        """Adam parameter groups: core, readout spatial logits, other readout parameters."""
+        spatial, other = [], []
+        for r in self.readouts.values():
+            spatial += [r.uy, r.ux]
+            other += [r.amp, r.weight, r.bias]
+        ro = self.config.readout
+        return [
+            {"params": list(self.graph.parameters()), "lr": lr, "name": "core"},
+            {"params": spatial, "lr": lr * ro.spatial_lr_scale, "name": "readout_spatial"},
+            {"params": other, "lr": lr * ro.lr_scale, "name": "readout"},
+        ]
