@@ -195,6 +195,11 @@ def _from_fields(cls, data: dict[str, Any], where: str):
     unknown = sorted(set(data) - set(names))
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(names)}")
+    missing = sorted(n for n, f in names.items() if n not in data
+                     and f.default is dataclasses.MISSING
+                     and f.default_factory is dataclasses.MISSING)
+    if missing:
+        raise ConfigError(f"{where}: missing required key(s) {missing}")
     return cls(**data)
 
 
@@ -280,6 +285,7 @@ def validate(cfg: RunConfig) -> None:
         _check_type(a.sources, list, f"{where}.sources")
         _check(len(a.sources) > 0, f"{where}.sources: at least one source is required")
         for s in a.sources:
+            _check_type(s, str, f"{where}.sources")
             _check(s == STIMULUS or s in seen,
                    f"{where}.sources: {s!r} is not 'stimulus' or an earlier area ({sorted(seen)})")
         for key in ("channels", "kernel", "pool", "mix_channels"):
@@ -324,6 +330,7 @@ def validate(cfg: RunConfig) -> None:
     _check(t.area_weighting in ("voxels", "equal"),
            f"config.train.area_weighting: {t.area_weighting!r} not in ('voxels', 'equal')")
     d = cfg.data
+    _check_type(d.stim_variable, str, "config.data.stim_variable")
     _check(d.stim_scale in ("auto", "none"), f"config.data.stim_scale: {d.stim_scale!r}")
     _check(d.input_norm in ("standardize", "none"), f"config.data.input_norm: {d.input_norm!r}")
 

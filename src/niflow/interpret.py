@@ -75,7 +75,10 @@ def prf_from_maps(maps: np.ndarray, scale: float = 1.0, offset: float = 0.0,
         if not np.any(m > 0):
             cx[v] = cy[v] = sig[v] = np.nan
             continue
-        core = m * _peak_component(m, CENTRE_THRESHOLD)
+        # weights fall to zero at the threshold, so cells entering or leaving the region as
+        # the centre moves between grid points do not make the estimate jump
+        core = np.clip(m - CENTRE_THRESHOLD * m.max(), 0, None) * _peak_component(
+            m, CENTRE_THRESHOLD)
         cy[v] = (core * yy).sum() / core.sum()
         cx[v] = (core * xx).sum() / core.sum()
         wide = m * _peak_component(m, SIZE_THRESHOLD)

@@ -36,12 +36,19 @@ def parse_rows(spec: str | Path | None, n_samples: int) -> np.ndarray:
         if not path.is_file():
             raise DataError(f"{path}: row-index file not found")
         if path.suffix == ".npy":
-            idx = np.load(path, allow_pickle=False)
-        else:
-            tokens = path.read_text().replace(",", " ").split()
             try:
+                idx = np.asarray(np.load(path, allow_pickle=False))
+            except Exception as err:  # format, pickle and OS errors
+                raise DataError(f"{path}: not a readable .npy index file ({err})") from None
+            if idx.dtype.kind == "f" and np.all(np.isfinite(idx)) and np.all(idx == np.round(idx)):
+                idx = idx.astype(np.int64)  # e.g. indices saved as doubles
+            if idx.dtype.kind not in "iu":
+                raise DataError(f"{path}: row-index file must hold integers, got {idx.dtype}")
+        else:
+            try:
+                tokens = path.read_text().replace(",", " ").split()
                 idx = np.array([int(t) for t in tokens], dtype=np.int64)
-            except ValueError:
+            except (ValueError, OSError):  # UnicodeDecodeError is a ValueError
                 raise DataError(f"{path}: row-index file must hold integers") from None
     elif ":" in text:
         parts = text.split(":")
@@ -55,6 +62,8 @@ def parse_rows(spec: str | Path | None, n_samples: int) -> np.ndarray:
         for b in (start, stop):
             if b is not None and not -n_samples <= b <= n_samples:
                 raise DataError(f"row spec {text!r}: bound {b} is outside 0..{n_samples}")
+        if len(bounds) == 3 and bounds[2] == 0:
+            raise DataError(f"row spec {text!r}: step must not be zero")
         idx = np.arange(n_samples)[slice(*bounds)]
     else:
         try:
@@ -83,6 +92,10 @@ def make_split(n_samples: int, test_rows: np.ndarray, val_fraction: float = 0.1,
     n_val = int(round(val_fraction * rest.size))
     if val_fraction > 0:
         n_val = max(n_val, 2)  # a correlation needs at least two rows
+    if rest.size - n_val < 1:
+        raise DataError(f"only {rest.size} training rows remain after removing {test.size} "
+                        f"test rows of {n_samples}: too few to also hold out {n_val} "
+                        f"validation rows")
     rng = np.random.default_rng(seed)
     val = np.sort(rng.choice(rest, size=n_val, replace=False)) if n_val else rest[:0]
     train = np.setdiff1d(rest, val)

@@ -23,6 +23,12 @@ class DataError(ValueError):
     """Input data cannot be used as given; the message says which file and variable."""
 
 
+def _reason(err: BaseException) -> str:
+    """An exception's text on one line (library messages sometimes span several)."""
+    text = " ".join(str(err).split())
+    return text or type(err).__name__
+
+
 def _is_hdf5(path: Path) -> bool:
     try:
         return h5py.is_hdf5(path)
@@ -34,7 +40,7 @@ def _load_mat_v5(path: Path) -> dict[str, np.ndarray]:
     try:
         raw = scipy.io.loadmat(path, squeeze_me=False)
     except Exception as err:  # scipy raises many types for corrupt files
-        raise DataError(f"{path}: not a readable MATLAB file ({err})") from None
+        raise DataError(f"{path}: not a readable MATLAB file ({_reason(err)})") from None
     return {k: v for k, v in raw.items() if not k.startswith("__")}
 
 
@@ -49,19 +55,20 @@ def _load_hdf5(path: Path, reverse_axes: bool) -> dict[str, np.ndarray]:
                 if reverse_axes and isinstance(arr, np.ndarray) and arr.ndim > 1:
                     arr = arr.transpose(tuple(range(arr.ndim - 1, -1, -1)))
                 out[name] = np.asarray(arr)
-    except OSError as err:
-        raise DataError(f"{path}: not a readable HDF5 file ({err})") from None
+    except Exception as err:  # h5py raises OSError, RuntimeError, TypeError... on corruption
+        raise DataError(f"{path}: not a readable HDF5 file ({_reason(err)})") from None
     return out
 
 
 def _load_npz(path: Path) -> dict[str, np.ndarray]:
     try:
-        with np.load(path, allow_pickle=False) as data:
-            if isinstance(data, np.ndarray):
-                return {"arr_0": data}
+        data = np.load(path, allow_pickle=False)
+        if isinstance(data, np.ndarray):  # a .npy holds one array (no context manager)
+            return {"arr_0": data}
+        with data:
             return {k: data[k] for k in data.files}
     except Exception as err:  # zip, pickle and format errors all mean "not an npz we read"
-        raise DataError(f"{path}: not a readable .npz/.npy file ({err})") from None
+        raise DataError(f"{path}: not a readable .npz/.npy file ({_reason(err)})") from None
 
 
 def load_arrays(path: str | Path) -> dict[str, np.ndarray]:
@@ -184,4 +191,11 @@ def _matlab_class(dtype: np.dtype) -> str:
 
 def save_npz(path: str | Path, arrays: dict[str, np.ndarray]) -> Path:
     """Write arrays as an uncompressed ``.npz``, atomically."""
-    return atomic_write(path, lambda p: np.savez(p, **arrays))
+    return atomic_write(path, lambda p: _savez(p, arrays))
+
+
+def _savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    # through a file object: given a name, np.savez appends ".npz" when the name lacks it,
+    # which would leave the real temporary file behind and an empty file at ``path``
+    with open(path, "wb") as fh:
+        np.savez(fh, **arrays)
