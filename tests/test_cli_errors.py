@@ -1,0 +1,391 @@
+"""The ``niflow`` command: help texts, clean one-line errors (exit 2, no traceback, no run
+folder) and one tiny successful train + evaluate.
+
+Every invocation is a separate process running ``niflow.cli`` as ``__main__``, as
+``python -m niflow.cli`` does. Starting Python and importing torch costs about 1.5 s per
+process, so the help and error invocations share one start-up: a driver process imports
+``niflow`` once and forks a fresh child per invocation, in which ``niflow.cli`` is executed
+with ``runpy`` exactly as ``-m`` executes it (exit status, stdout and stderr are the child's
+own). The top-level ``--help``, one error case, the training run and the evaluation run are
+plain ``[sys.executable, "-m", "niflow.cli", ...]`` subprocesses.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.io
+
+N, NV1, NV2 = 40, 10, 4
+TIMEOUT = 180
+
+DRIVER = r"""
+import json, os, runpy, sys, traceback
+
+import niflow  # noqa: F401  (torch and friends, imported once; niflow.cli is not imported)
+
+jobs = json.loads(open(sys.argv[1]).read())
+codes = []
+for job in jobs:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.chdir(job["cwd"])
+            for fd, name in ((1, job["stdout"]), (2, job["stderr"])):
+                f = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+                os.dup2(f, fd)
+                os.close(f)
+            sys.argv = ["niflow", *job["argv"]]
+            try:
+                runpy.run_module("niflow.cli", run_name="__main__", alter_sys=True)
+                code = 0
+            except SystemExit as exc:
+                if exc.code is None:
+                    code = 0
+                elif isinstance(exc.code, int):
+                    code = exc.code
+                else:
+                    print(exc.code, file=sys.stderr)
+                    code = 1
+            except BaseException:
+                traceback.print_exc()
+                code = 1
+        finally:
+            try:
+                sys.stdout.flush()
+                sys.stderr.flush()
+            finally:
+                os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    codes.append(os.waitstatus_to_exitcode(status))
+print(json.dumps(codes))
+"""
+
+
+@dataclass
+class Result:
+    rc: int
+    stdout: str
+    stderr: str
+
+
+def _cli(*args) -> list[str]:
+    return [sys.executable, "-m", "niflow.cli", *map(str, args)]
+
+
+def _finish(proc: subprocess.Popen) -> Result:
+    out, err = proc.communicate(timeout=TIMEOUT)
+    return Result(proc.returncode, out, err)
+
+
+def _snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
+    return {str(p.relative_to(folder)): (p.read_bytes(), p.stat().st_mtime_ns)
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+# --------------------------------------------------------------------------- inputs and runs
+
+HELP = {
+    "": ["simulate", "train", "evaluate", "demo", "config", "--version"],
+    "simulate": ["--n-per-letter", "--stim", "--v1", "--v2", "--seed", "--output-exponent",
+                 "--reliability"],
+    "train": ["--stim", "--bold", "--out", "--config", "--preset", "--test-rows", "--epochs",
+              "--batch-size", "--lr", "--seed", "--resume", "--force", "--quiet"],
+    "evaluate": ["--stim", "--bold", "--rows", "--json"],
+    "demo": ["--out", "--preset", "--n-per-letter", "--epochs", "--seed", "--quiet"],
+    "config": ["--preset"],
+}
+
+
+@pytest.fixture(scope="module")
+def cli(tmp_path_factory):
+    """Write the inputs, run every invocation (concurrently where independent)."""
+    d = tmp_path_factory.mktemp("cli")
+    rng = np.random.default_rng(0)
+    stim = rng.integers(0, 256, (N, 56, 56), dtype=np.uint8)
+    bold = {"V1": rng.normal(size=(N, NV1)), "V2": rng.normal(size=(N, NV2))}
+    scipy.io.savemat(d / "stim.mat", {"stim": stim})
+    scipy.io.savemat(d / "bold.mat", bold)
+    scipy.io.savemat(d / "bold_v7.mat", {"V1": bold["V1"], "V7": rng.normal(size=(N, 3))})
+    scipy.io.savemat(d / "bold_rows.mat", {"V1": bold["V1"][:30]})
+    scipy.io.savemat(d / "images.mat", {"images": stim})
+    (d / "corrupt.mat").write_bytes(rng.integers(0, 256, 2048, np.uint8).tobytes())
+    (d / "bad_key.json").write_text(json.dumps({"train": {"epochs": 1}, "colour": "red"}))
+    (d / "bad_area.json").write_text(json.dumps({"areas": [{"name": "V1", "kernal": 3}]}))
+    exist = d / "existing"
+    exist.mkdir()
+    (exist / "notes.txt").write_text("my earlier run\n")
+    (exist / "model.pt").write_bytes(b"\x00weights\x01" * 10)
+    (exist / "figures").mkdir()
+    (exist / "figures" / "rf_V1.png").write_bytes(b"\x89PNG fake")
+    before_exist = _snapshot(exist)
+
+    def train(stim_path, bold_path, out, *extra):
+        return ["train", "--stim", d / stim_path, "--bold", d / bold_path, "--out", d / out,
+                "--test-rows", "30:40", "--epochs", "1", "--quiet", *extra]
+
+    errors = {
+        "areas": train("stim.mat", "bold_v7.mat", "run_areas"),
+        "rows": train("stim.mat", "bold_rows.mat", "run_rows"),
+        "missing_stim": train("nope.mat", "bold.mat", "run_missing_stim"),
+        "missing_bold": train("stim.mat", "nope_bold.mat", "run_missing_bold"),
+        "missing_variable": train("images.mat", "bold.mat", "run_missing_variable"),
+        "corrupt_bold": train("stim.mat", "corrupt.mat", "run_corrupt"),
+        "config_key": train("stim.mat", "bold.mat", "run_config_key", "--config",
+                            d / "bad_key.json"),
+        "config_area_key": train("stim.mat", "bold.mat", "run_config_area_key", "--config",
+                                 d / "bad_area.json"),
+        "missing_config": train("stim.mat", "bold.mat", "run_missing_config", "--config",
+                                d / "nope.json"),
+        "bad_epochs": train("stim.mat", "bold.mat", "run_bad_epochs") + ["--epochs", "0"],
+        "test_rows": train("stim.mat", "bold.mat", "run_test_rows") + ["--test-rows", "30:50"],
+        "test_rows_text": train("stim.mat", "bold.mat", "run_test_rows_text")
+        + ["--test-rows", "thirty"],
+        "exists": train("stim.mat", "bold.mat", "existing"),
+    }
+    jobs = {f"help:{cmd}": ([cmd, "--help"] if cmd else ["--help"]) for cmd in HELP}
+    jobs.update({f"error:{k}": v for k, v in errors.items()})
+    jobs["config_cmd_error"] = ["config", d / "bad_key.json"]
+    jobs["evaluate_not_a_run"] = ["evaluate", d / "existing_missing", "--stim", d / "stim.mat",
+                                  "--bold", d / "bold.mat"]
+
+    spec = []
+    for i, (name, argv) in enumerate(jobs.items()):
+        spec.append({"name": name, "argv": [str(a) for a in argv], "cwd": str(d),
+                     "stdout": str(d / f"job{i}.out"), "stderr": str(d / f"job{i}.err")})
+    (d / "jobs.json").write_text(json.dumps(spec))
+    (d / "driver.py").write_text(DRIVER)
+
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    popen = {"cwd": d, "env": env, "stdout": subprocess.PIPE, "stderr": subprocess.PIPE,
+             "text": True}
+    driver = subprocess.Popen([sys.executable, str(d / "driver.py"), str(d / "jobs.json")],
+                              **popen)
+    real_train = subprocess.Popen(_cli("train", "--stim", "stim.mat", "--bold", "bold.mat",
+                                       "--out", "RUN", "--test-rows", "30:40", "--epochs", "1",
+                                       "--quiet"), **popen)
+    real_help = subprocess.Popen(_cli("--help"), **popen)
+    real_error = subprocess.Popen(_cli(*train("nope.mat", "bold.mat", "run_real_error")),
+                                  **popen)
+
+    results: dict[str, Result] = {}
+    drv = _finish(driver)
+    assert drv.rc == 0, drv.stderr
+    codes = json.loads(drv.stdout)
+    for job, code in zip(spec, codes, strict=True):
+        results[job["name"]] = Result(code, Path(job["stdout"]).read_text(),
+                                      Path(job["stderr"]).read_text())
+    results["real:help"] = _finish(real_help)
+    results["real:error"] = _finish(real_error)
+    results["train"] = _finish(real_train)
+    if results["train"].rc == 0:
+        results["evaluate"] = _finish(subprocess.Popen(
+            _cli("evaluate", "RUN", "--stim", "stim.mat", "--bold", "bold.mat", "--rows",
+                 "30:40", "--json", "out.json"), **popen))
+    return {"dir": d, "results": results, "bold": bold, "exist_before": before_exist}
+
+
+# --------------------------------------------------------------------------- help
+
+
+@pytest.mark.parametrize("cmd", list(HELP))
+def test_help(cli, cmd):
+    res = cli["results"][f"help:{cmd}"]
+    assert res.rc == 0, res.stderr
+    assert res.stderr == ""
+    assert res.stdout.startswith(f"usage: niflow {cmd}".rstrip())
+    for option in HELP[cmd]:
+        assert option in res.stdout, option
+    assert "-h, --help" in res.stdout
+
+
+def test_help_real_process(cli):
+    res = cli["results"]["real:help"]
+    assert res.rc == 0, res.stderr
+    assert res.stdout == cli["results"]["help:"].stdout
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def _check_error(cli, name: str, *fragments, command: str = "train") -> str:
+    res = cli["results"][name]
+    assert res.rc == 2, (res.rc, res.stderr[-2000:])
+    assert "Traceback" not in res.stderr
+    assert res.stdout == ""
+    lines = res.stderr.splitlines()
+    assert len(lines) == 1, res.stderr
+    assert lines[0].startswith(f"niflow {command}: error:"), lines[0]
+    for frag in fragments:
+        assert str(frag) in lines[0], (frag, lines[0])
+    return lines[0]
+
+
+def _no_run_folder(cli, out: str) -> None:
+    assert not (cli["dir"] / out).exists()
+
+
+def test_mismatched_area_names(cli):
+    msg = _check_error(cli, "error:areas", "V7", "'V1'", "'V2'", "bold_v7.mat")
+    assert "V7" in msg.split("config")[0]  # the unknown area is named before the config's
+    _no_run_folder(cli, "run_areas")
+
+
+def test_row_counts_disagree(cli):
+    _check_error(cli, "error:rows", "V1", "30", "40")
+    _no_run_folder(cli, "run_rows")
+
+
+def test_missing_stim_file(cli):
+    _check_error(cli, "error:missing_stim", cli["dir"] / "nope.mat", "not found")
+    _no_run_folder(cli, "run_missing_stim")
+
+
+def test_missing_stim_file_real_process(cli):
+    res = cli["results"]["real:error"]
+    assert res.rc == 2
+    assert res.stderr == cli["results"]["error:missing_stim"].stderr
+    _no_run_folder(cli, "run_real_error")
+
+
+def test_missing_bold_file(cli):
+    _check_error(cli, "error:missing_bold", cli["dir"] / "nope_bold.mat", "not found")
+    _no_run_folder(cli, "run_missing_bold")
+
+
+def test_missing_variable(cli):
+    _check_error(cli, "error:missing_variable", "'stim'", "images", cli["dir"] / "images.mat")
+    _no_run_folder(cli, "run_missing_variable")
+
+
+def test_corrupt_response_file(cli):
+    _check_error(cli, "error:corrupt_bold", cli["dir"] / "corrupt.mat")
+    _no_run_folder(cli, "run_corrupt")
+
+
+def test_config_unknown_key(cli):
+    _check_error(cli, "error:config_key", "colour", "bad_key.json")
+    _no_run_folder(cli, "run_config_key")
+
+
+def test_config_unknown_area_key(cli):
+    _check_error(cli, "error:config_area_key", "kernal", "bad_area.json")
+    _no_run_folder(cli, "run_config_area_key")
+
+
+def test_missing_config_file(cli):
+    _check_error(cli, "error:missing_config", "nope.json")
+    _no_run_folder(cli, "run_missing_config")
+
+
+def test_invalid_command_line_value(cli):
+    _check_error(cli, "error:bad_epochs", "epochs")
+    _no_run_folder(cli, "run_bad_epochs")
+
+
+def test_test_rows_out_of_bounds(cli):
+    _check_error(cli, "error:test_rows", "30:50", "50")
+    _no_run_folder(cli, "run_test_rows")
+
+
+def test_test_rows_garbage(cli):
+    _check_error(cli, "error:test_rows_text", "thirty")
+    _no_run_folder(cli, "run_test_rows_text")
+
+
+def test_existing_run_folder_needs_force(cli):
+    _check_error(cli, "error:exists", "--force", cli["dir"] / "existing")
+    assert _snapshot(cli["dir"] / "existing") == cli["exist_before"]
+
+
+def test_config_command_error(cli):
+    _check_error(cli, "config_cmd_error", "colour", "bad_key.json", command="config")
+
+
+def test_evaluate_without_run(cli):
+    _check_error(cli, "evaluate_not_a_run", "existing_missing", command="evaluate")
+
+
+# --------------------------------------------------------------------------- a tiny real run
+
+
+def _voxels(run: Path) -> tuple[list[str], list[dict[str, str]]]:
+    with (run / "voxels.csv").open(newline="") as fh:
+        header = fh.readline().rstrip("\n").split(",")
+    with (run / "voxels.csv").open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    return header, rows
+
+
+def _pearson(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.corrcoef(a.astype(np.float64), b.astype(np.float64))[0, 1])
+
+
+def test_train_writes_run_folder(cli):
+    res = cli["results"]["train"]
+    assert res.rc == 0, res.stderr[-3000:]
+    assert "Traceback" not in res.stderr
+    run = cli["dir"] / "RUN"
+    for name in ("config.json", "model.pt", "metrics.json", "voxels.csv", "predictions.npz",
+                 "modelparams.mat", "figures/rf_V1.png"):
+        assert (run / name).is_file(), name
+    assert (run / "figures" / "rf_V1.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert json.loads((run / "config.json").read_text())["train"]["epochs"] == 1
+
+    header, rows = _voxels(run)
+    assert header == ["area", "voxel", "r_test", "r2_test", "prf_x", "prf_y", "prf_sigma"]
+    assert [(r["area"], int(r["voxel"])) for r in rows] == (
+        [("V1", j) for j in range(NV1)] + [("V2", j) for j in range(NV2)])
+
+    # held-out r and R² recomputed from the saved predictions and the input responses
+    pred = np.load(run / "predictions.npz")
+    np.testing.assert_array_equal(pred["test_rows"], np.arange(30, 40))
+    bold = cli["bold"]
+    for area, nv in (("V1", NV1), ("V2", NV2)):
+        assert pred[area].shape == (10, nv)
+        true = bold[area][30:40]
+        r_csv = np.array([float(r["r_test"]) for r in rows if r["area"] == area])
+        r2_csv = np.array([float(r["r2_test"]) for r in rows if r["area"] == area])
+        r_ref = np.array([_pearson(pred[area][:, j], true[:, j]) for j in range(nv)])
+        resid = ((true - pred[area]) ** 2).sum(0)
+        r2_ref = 1 - resid / ((true - true.mean(0)) ** 2).sum(0)
+        np.testing.assert_allclose(r_csv, r_ref, atol=1e-4)
+        np.testing.assert_allclose(r2_csv, r2_ref, rtol=1e-4, atol=1e-4)
+
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert set(metrics["areas"]) == {"V1", "V2"}
+    for area, nv in (("V1", NV1), ("V2", NV2)):
+        m = metrics["areas"][area]
+        r = np.array([float(x["r_test"]) for x in rows if x["area"] == area])
+        assert m["n_voxels"] == nv
+        assert m["median_r"] == pytest.approx(np.median(r), abs=1e-5)
+        assert m["mean_r"] == pytest.approx(r.mean(), abs=1e-5)
+        assert m["frac_r_above_0.3"] == pytest.approx((r > 0.3).mean())
+
+    params = scipy.io.loadmat(run / "modelparams.mat")
+    assert params["Uc_V1"].shape[1] == NV1
+    assert "V1" in res.stdout and "V2" in res.stdout
+
+
+def test_evaluate_matches_training_scores(cli):
+    assert cli["results"]["train"].rc == 0, "training failed; see test_train_writes_run_folder"
+    res = cli["results"]["evaluate"]
+    assert res.rc == 0, res.stderr[-3000:]
+    scores = json.loads((cli["dir"] / "out.json").read_text())
+    _, rows = _voxels(cli["dir"] / "RUN")
+    for area, nv in (("V1", NV1), ("V2", NV2)):
+        r_csv = [float(r["r_test"]) for r in rows if r["area"] == area]
+        assert len(scores[area]["r"]) == nv
+        np.testing.assert_allclose(scores[area]["r"], r_csv, atol=1e-4)
+        assert scores[area]["n_voxels"] == nv
