@@ -5,7 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from niflow.data.dataset import Standardizer, build_dataset, make_split, parse_rows
+from niflow.data.dataset import (
+    DroppedVoxelsWarning,
+    Standardizer,
+    build_dataset,
+    make_split,
+    parse_rows,
+)
 from niflow.data.io import DataError
 
 # --------------------------------------------------------------------------- parse_rows
@@ -201,17 +207,36 @@ def test_inputs_not_modified():
         np.testing.assert_array_equal(resp[a], resp0[a])
 
 
-def test_constant_voxel_gives_zeros():
+def test_standardizer_maps_a_constant_voxel_to_zeros():
+    x = np.c_[np.full(20, 3.7), np.arange(20.0)].astype(np.float32)
+    sc = Standardizer.fit(x)
+    z = sc.transform(x)
+    assert np.isfinite(z).all() and np.all(sc.std > 0)
+    np.testing.assert_array_equal(z[:, 0], 0.0)
+
+
+def test_constant_and_nan_voxels_are_dropped_with_a_warning_keeping_input_indices():
     stim, resp = _data()
     resp["V1"][:, 2] = 3.7
+    resp["V1"][7, 0] = np.nan
     resp["V2"][:50, 0] = -1234.5  # constant on the fitting rows only
-    data = build_dataset(stim, resp, np.arange(50, 60))
-    assert np.isfinite(data.responses["V1"]).all()
-    assert np.isfinite(data.responses["V2"]).all()
-    np.testing.assert_array_equal(data.responses["V1"][:, 2], 0.0)
-    np.testing.assert_array_equal(data.responses["V2"][:50, 0], 0.0)
-    for s in data.scalers.values():
-        assert np.all(s.std > 0)
+    with pytest.warns(DroppedVoxelsWarning) as record:
+        data = build_dataset(stim, resp, np.arange(50, 60))
+    messages = sorted(str(w.message) for w in record)
+    assert "'V1': dropped 2 of" in messages[0] and "1 with NaN/Inf, 1 constant" in messages[0]
+    assert "'V2': dropped 1 of" in messages[1]
+    np.testing.assert_array_equal(data.voxel_index["V1"], [1, 3, 4])
+    assert 0 not in data.voxel_index["V2"]
+    for area in data.areas:
+        assert np.isfinite(data.responses[area]).all()
+        np.testing.assert_array_equal(data.raw[area], resp[area][:, data.voxel_index[area]])
+
+
+def test_area_without_usable_voxels_is_an_error():
+    stim, resp = _data()
+    resp["V2"][:] = 1.0
+    with pytest.raises(DataError, match="'V2'.*none of its"):
+        build_dataset(stim, resp, np.arange(50, 60))
 
 
 def test_uint8_stimuli_scaled_to_unit_range():

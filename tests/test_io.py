@@ -297,6 +297,21 @@ def test_non_numeric_response_variable(tmp_path, arrays):
     _raises(load_responses, path, "'note'", "numeric")
 
 
+def test_matlab_73_text_is_not_numeric(tmp_path, arrays):
+    """MATLAB v7.3 stores ``note = 'S01'`` as uint16 codes of shape (3, 1) marked char; like
+    the v5 twin, it must not pass for a one-row area."""
+    path = tmp_path / "b.mat"
+    _write_matlab_like_73(path, {"V1": arrays["V1"]})
+    with h5py.File(path, "r+") as fh:
+        fh.create_dataset("note", data=np.array([[ord(c)] for c in "S01"], dtype=np.uint16))
+        fh["note"].attrs["MATLAB_class"] = np.bytes_("char")
+    assert load_arrays(path)["note"].tolist() == ["S01"]
+    _raises(load_responses, path, "'note'", "numeric")
+    v5 = tmp_path / "b5.mat"
+    scipy.io.savemat(v5, {"V1": arrays["V1"], "note": "S01"})
+    assert load_arrays(v5)["note"].tolist() == ["S01"]
+
+
 def test_complex_response_variable(tmp_path, arrays):
     path = tmp_path / "b.npz"
     np.savez(path, V1=arrays["V1"] + 1j)

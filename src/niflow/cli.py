@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -159,6 +160,9 @@ def cmd_train(args) -> int:
     stim = load_stimuli(args.stim, cfg.data.stim_variable)
     resp = load_responses(args.bold)
     test = parse_rows(args.test_rows, stim.shape[0])
+    if test.size == 0:
+        raise DataError(f"--test-rows {args.test_rows!r} selects no rows of {args.stim} "
+                        f"({stim.shape[0]} samples); held-out rows are required")
     run, hist, data = train_run(stim, resp, args.out, cfg, test, resume=args.resume,
                                 force=args.force, progress=not args.quiet,
                                 inputs={"stim": str(args.stim), "bold": str(args.bold)})
@@ -172,9 +176,12 @@ def cmd_train(args) -> int:
 
 def _print_area_table(areas: dict[str, dict]) -> None:
     print(f"{'area':<6} {'voxels':>6} {'median r':>9} {'mean r':>7} {'r>0.3':>6}")
+    def fmt(value, width, digits):
+        return f"{'n/a':>{width}}" if value is None else f"{value:>{width}.{digits}f}"
+
     for area, m in areas.items():
-        print(f"{area:<6} {m['n_voxels']:>6} {m['median_r']:>9.3f} {m['mean_r']:>7.3f} "
-              f"{m['frac_r_above_0.3']:>6.2f}")
+        print(f"{area:<6} {m['n_voxels']:>6} {fmt(m['median_r'], 9, 3)} "
+              f"{fmt(m['mean_r'], 7, 3)} {fmt(m['frac_r_above_0.3'], 6, 2)}")
 
 
 def cmd_evaluate(args) -> int:
@@ -210,8 +217,13 @@ COMMANDS = {"simulate": cmd_simulate, "train": cmd_train, "evaluate": cmd_evalua
             "demo": cmd_demo, "config": cmd_config}
 
 
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    return f"niflow: warning: {message}\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    warnings.formatwarning = _one_line_warning
     try:
         return COMMANDS[args.command](args)
     except (DataError, ConfigError, RunError) as err:

@@ -38,13 +38,21 @@ def r_squared(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
 
 
 def summarize(r: np.ndarray) -> dict[str, float]:
-    """Area summary of per-voxel r: n_voxels, median_r, mean_r, frac_r_above_0.3."""
+    """Area summary of per-voxel r: n_voxels, median_r, mean_r, frac_r_above_0.3.
+
+    Statistics are over the finite values of ``r`` (shape (n_voxels,)); ``None`` if none.
+    """
     r = np.asarray(r, dtype=np.float64)
+    n_voxels = int(r.size)
+    r = r[np.isfinite(r)]
+    if not r.size:  # nothing scored: say so (JSON null) rather than invent a number
+        return {"n_voxels": n_voxels, "median_r": None, "mean_r": None,
+                "frac_r_above_0.3": None}
     return {
-        "n_voxels": int(r.size),
-        "median_r": float(np.median(r)) if r.size else float("nan"),
-        "mean_r": float(r.mean()) if r.size else float("nan"),
-        "frac_r_above_0.3": float((r > 0.3).mean()) if r.size else float("nan"),
+        "n_voxels": n_voxels,
+        "median_r": float(np.median(r)),
+        "mean_r": float(r.mean()),
+        "frac_r_above_0.3": float((r > 0.3).mean()),
     }
 
 

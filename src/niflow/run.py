@@ -89,6 +89,8 @@ def check_areas(responses: dict[str, np.ndarray], cfg: RunConfig, source: str) -
 
 
 def prepare_run_dir(out: Path, force: bool, resume: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise RunError(f"{out}: exists and is not a folder; choose another --out")
     if resume:
         if not (out / "checkpoint.pt").exists():
             raise RunError(f"{out}: nothing to resume (no checkpoint.pt)")
@@ -98,7 +100,10 @@ def prepare_run_dir(out: Path, force: bool, resume: bool) -> None:
             raise RunError(f"{out}: run folder exists and is not empty; use --force to "
                            f"overwrite or --resume to continue it")
         shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise RunError(f"{out}: cannot create the run folder ({err.strerror})") from None
 
 
 def train_run(stim: np.ndarray, responses: dict[str, np.ndarray], out: str | Path | None,
@@ -218,7 +223,9 @@ def write_outputs(run: Run, data: NIFData, hist: History, seconds: float) -> Non
     summary = {"areas": metrics, "n_test_rows": int(test.size),
                "training": {"best_epoch": hist.best_epoch, "epochs_run": len(hist.epochs),
                             "stopped_early": hist.stopped_early,
-                            "best_val_median_r": hist.best_score, "seconds": seconds}}
+                            "best_val_median_r": (hist.best_score
+                                                  if np.isfinite(hist.best_score) else None),
+                            "seconds": seconds}}
     atomic_write_text(out / "metrics.json", json.dumps(summary, indent=2) + "\n")
     save_mat(out / "modelparams.mat", modelparams(run.model))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -102,6 +103,11 @@ def make_split(n_samples: int, test_rows: np.ndarray, val_fraction: float = 0.1,
     return Split(train=train, val=val, test=test)
 
 
+def _varies(std: np.ndarray, mean: np.ndarray) -> np.ndarray:
+    """True where a standard deviation is more than float round-off of the mean."""
+    return std > 1e-9 * np.maximum(1.0, np.abs(mean))
+
+
 @dataclass
 class Standardizer:
     """Per-voxel z-scoring. ``mean`` and ``std``: arrays of shape (n_voxels,).
@@ -118,7 +124,7 @@ class Standardizer:
         """Fit on ``responses`` of shape (n_rows, n_voxels), float."""
         mean = responses.mean(0, dtype=np.float64)
         std = responses.std(0, dtype=np.float64)
-        std = np.where(std > 1e-12 * np.maximum(1.0, np.abs(mean)), std, 1.0)
+        std = np.where(_varies(std, mean), std, 1.0)
         return cls(mean.astype(np.float32), std.astype(np.float32))
 
     def transform(self, responses: np.ndarray) -> np.ndarray:
@@ -207,7 +213,39 @@ def build_dataset(stim: np.ndarray, responses: dict[str, np.ndarray], test_rows:
     if np.asarray(stim).dtype.kind == "f":
         peak = float(np.abs(stim[fit_rows]).max())  # from training rows only, like z-scoring
     scaled = scale_stimuli(stim, stim_scale, reference_max=peak)
-    scalers = {a: Standardizer.fit(r[fit_rows]) for a, r in responses.items()}
-    z = {a: scalers[a].transform(r) for a, r in responses.items()}
-    return NIFData(stim=scaled, responses=z, raw=dict(responses), split=split, scalers=scalers,
-                   voxel_index={a: np.arange(r.shape[1]) for a, r in responses.items()})
+    index = {a: usable_voxels(a, r, fit_rows) for a, r in responses.items()}
+    raw = {a: r[:, index[a]] for a, r in responses.items()}
+    scalers = {a: Standardizer.fit(r[fit_rows]) for a, r in raw.items()}
+    z = {a: scalers[a].transform(r) for a, r in raw.items()}
+    return NIFData(stim=scaled, responses=z, raw=raw, split=split, scalers=scalers,
+                   voxel_index=index)
+
+
+def usable_voxels(area: str, responses: np.ndarray, fit_rows: np.ndarray) -> np.ndarray:
+    """Columns of ``responses`` (n_samples, n_voxels) worth fitting: finite in every row and
+    not constant on the fitting rows. Dropped voxels are reported in one warning per area.
+
+    Returns
+    -------
+    ndarray of int, the kept columns (indices into the input).
+    """
+    finite = np.isfinite(responses).all(0)
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns are counted above
+        fit = responses[fit_rows].astype(np.float64)
+        varying = _varies(np.nanstd(fit, axis=0), np.nanmean(fit, axis=0))
+    keep = finite & varying
+    if not keep.any():
+        raise DataError(f"area {area!r}: none of its {responses.shape[1]} voxels is usable "
+                        f"(NaN/Inf or constant on the training rows)")
+    if not keep.all():
+        warnings.warn(
+            f"area {area!r}: dropped {int((~keep).sum())} of {keep.size} voxels "
+            f"({int((~finite).sum())} with NaN/Inf, {int((finite & ~varying).sum())} constant "
+            f"on the training rows); outputs keep the input's voxel indices",
+            DroppedVoxelsWarning, stacklevel=3)
+    return np.flatnonzero(keep)
+
+
+class DroppedVoxelsWarning(UserWarning):
+    """Some voxels were left out of fitting (NaN/Inf or constant)."""

@@ -54,7 +54,13 @@ def _load_hdf5(path: Path, reverse_axes: bool) -> dict[str, np.ndarray]:
                 arr = obj[()]
                 if reverse_axes and isinstance(arr, np.ndarray) and arr.ndim > 1:
                     arr = arr.transpose(tuple(range(arr.ndim - 1, -1, -1)))
-                out[name] = np.asarray(arr)
+                arr = np.asarray(arr)
+                if reverse_axes and obj.attrs.get("MATLAB_class") == b"char":
+                    # MATLAB text is stored as uint16 codes; return text (as v5 files give)
+                    # so that it is never mistaken for numbers
+                    rows = arr.reshape(-1, arr.shape[-1] if arr.ndim else 1) if arr.size else []
+                    arr = np.array(["".join(map(chr, row)) for row in rows] or [""])
+                out[name] = arr
     except Exception as err:  # h5py raises OSError, RuntimeError, TypeError... on corruption
         raise DataError(f"{path}: not a readable HDF5 file ({_reason(err)})") from None
     return out
