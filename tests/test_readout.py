@@ -125,3 +125,24 @@ def test_readout_never_builds_batch_channel_grid_voxel_tensor():
         ro(x).sum().backward()
     # the dense map (V, H·W) is the largest thing needed; B·C·H·W·V would be 32× larger
     assert mode.largest <= max(v * h * w, b * c * h * w, b * c * v)
+
+
+@pytest.mark.parametrize("chunk_voxels", [1, 3, 7])
+def test_chunked_readout_matches_dense_in_values_and_gradients(chunk_voxels):
+    torch.manual_seed(2)
+    dense = LowRankReadout(10, 3, (4, 5), rank=2, init_spatial_std=1.0, map_chunk_bytes=0)
+    chunked = LowRankReadout(10, 3, (4, 5), rank=2, map_chunk_bytes=chunk_voxels * 4 * 5 * 8)
+    chunked.load_state_dict(dense.state_dict())
+    dense, chunked = dense.double(), chunked.double()
+    assert chunked.voxels_per_chunk(8) == chunk_voxels
+    x = torch.randn(3, 3, 4, 5, dtype=torch.float64, requires_grad=True)
+    x2 = x.detach().clone().requires_grad_(True)
+    y1, y2 = dense(x), chunked(x2)
+    torch.testing.assert_close(y2, y1)
+    g = torch.randn_like(y1)
+    y1.backward(g)
+    y2.backward(g)
+    torch.testing.assert_close(x2.grad, x.grad)
+    for (name, p1), (_, p2) in zip(dense.named_parameters(), chunked.named_parameters(),
+                                   strict=True):
+        torch.testing.assert_close(p2.grad, p1.grad, msg=name)

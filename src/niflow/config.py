@@ -89,6 +89,7 @@ class ReadoutConfig:
     l1_channels: float = 0.0
     init_spatial_std: float = 0.1
     init: str = "contrast"  # "contrast": maps start at each voxel's contrast correlation
+    map_chunk_mb: float = 256.0  # dense maps larger than this are built in voxel blocks
 
 
 @dataclass
@@ -312,6 +313,8 @@ def validate(cfg: RunConfig) -> None:
         _check(getattr(r, key) > 0, f"config.readout.{key}: must be > 0")
     _check(r.init in ("contrast", "random"),
            f"config.readout.init: {r.init!r} not in ('contrast', 'random')")
+    _check_type(r.map_chunk_mb, (int, float), "config.readout.map_chunk_mb")
+    _check(r.map_chunk_mb >= 0, "config.readout.map_chunk_mb: must be >= 0 (0 = never chunk)")
     _check_type(r.l1_channels, (int, float), "config.readout.l1_channels")
     _check(r.l1_channels >= 0, "config.readout.l1_channels: must be >= 0")
     t = cfg.train

@@ -44,7 +44,8 @@ class NIFModel(nn.Module):
         self.readouts = nn.ModuleDict({
             area: LowRankReadout(n, self.graph.geometries[area].channels,
                                  self.graph.geometries[area].grid, config.readout.rank,
-                                 config.readout.init_spatial_std)
+                                 config.readout.init_spatial_std,
+                                 int(config.readout.map_chunk_mb * 2**20))
             for area, n in n_voxels.items()
         })
         self.register_buffer("pixel_mean", torch.zeros(()))

@@ -18,6 +18,7 @@ import math
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
+from torch.utils.checkpoint import checkpoint
 
 
 class LowRankReadout(nn.Module):
@@ -35,6 +36,8 @@ class LowRankReadout(nn.Module):
         Spatial components ``K`` per voxel.
     init_spatial_std : float
         Standard deviation of the initial spatial logits (0 = uniform maps).
+    map_chunk_bytes : int
+        Largest dense map tensor (V, H·W) built at once; 0 = never chunk.
 
     Attributes
     ----------
@@ -51,7 +54,7 @@ class LowRankReadout(nn.Module):
     """
 
     def __init__(self, n_voxels: int, channels: int, grid: tuple[int, int], rank: int = 2,
-                 init_spatial_std: float = 0.1) -> None:
+                 init_spatial_std: float = 0.1, map_chunk_bytes: int = 256 * 2**20) -> None:
         super().__init__()
         if n_voxels < 1 or channels < 1 or rank < 1 or min(grid) < 1:
             raise ValueError(
@@ -66,6 +69,7 @@ class LowRankReadout(nn.Module):
         self.weight = nn.Parameter(torch.empty(channels, n_voxels))
         self.bias = nn.Parameter(torch.empty(n_voxels))
         self.init_spatial_std = init_spatial_std
+        self.map_chunk_bytes = map_chunk_bytes
         self.initialize()
 
     def initialize(self, mean_response: Tensor | None = None,
@@ -114,8 +118,27 @@ class LowRankReadout(nn.Module):
         a, py, px = self.spatial_factors()
         return torch.einsum("vk,vky,vkx->vyx", a, py, px)
 
+    def _pooled(self, flat: Tensor, start: int, stop: int) -> Tensor:
+        """Features (B, C, H·W) contracted with voxels start:stop's maps → (B, C, stop-start)."""
+        a = F.softplus(self.amp[start:stop])
+        py = torch.softmax(self.uy[start:stop], -1)
+        px = torch.softmax(self.ux[start:stop], -1)
+        spatial = torch.einsum("vk,vky,vkx->vyx", a, py, px).reshape(stop - start, -1)
+        return torch.matmul(flat, spatial.t())
+
+    def voxels_per_chunk(self, element_size: int = 4) -> int:
+        """How many voxels' dense maps fit in ``map_chunk_bytes`` (all of them if it is 0)."""
+        if self.map_chunk_bytes <= 0:
+            return self.n_voxels
+        per_voxel = self.grid[0] * self.grid[1] * element_size
+        return max(1, min(self.n_voxels, int(self.map_chunk_bytes // per_voxel)))
+
     def forward(self, features: Tensor) -> Tensor:
         """Predict voxel responses.
+
+        The dense maps of all voxels are built at once when they fit in ``map_chunk_bytes``;
+        beyond that, voxels are processed in blocks whose maps are rebuilt during the backward
+        pass (activation checkpointing), so memory stays flat in the number of voxels.
 
         Parameters
         ----------
@@ -130,8 +153,20 @@ class LowRankReadout(nn.Module):
                 f"readout expects features of shape (B, {self.channels}, {self.grid[0]}, "
                 f"{self.grid[1]}), got {tuple(features.shape)}")
         b = features.shape[0]
-        spatial = self.spatial_map().reshape(self.n_voxels, -1)  # (V, H·W)
-        pooled = torch.matmul(features.reshape(b, self.channels, -1), spatial.t())  # (B, C, V)
+        flat = features.reshape(b, self.channels, -1)
+        chunk = self.voxels_per_chunk(features.element_size())
+        if chunk >= self.n_voxels:
+            pooled = self._pooled(flat, 0, self.n_voxels)  # (B, C, V)
+        else:
+            parts = []
+            for start in range(0, self.n_voxels, chunk):
+                stop = min(start + chunk, self.n_voxels)
+                if torch.is_grad_enabled():
+                    parts.append(checkpoint(self._pooled, flat, start, stop,
+                                            use_reentrant=False))
+                else:
+                    parts.append(self._pooled(flat, start, stop))
+            pooled = torch.cat(parts, dim=-1)
         return torch.einsum("bcv,cv->bv", pooled, self.weight) + self.bias
 
     def regularizer(self, l1_channels: float = 0.0) -> Tensor:
