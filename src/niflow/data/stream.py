@@ -1,0 +1,293 @@
+"""Data that does not fit in memory: stimuli and responses streamed from HDF5 files.
+
+:class:`StreamingData` offers what training needs from :class:`~niflow.data.dataset.NIFData`
+(split, scalers, voxel index, ``iter_batches``) while keeping the arrays on disk: per-voxel
+statistics are computed in one chunked pass over the rows, and batches are read by
+DataLoader worker processes (each opens the files itself; h5py handles are not shared across
+processes). Memory grows with the batch and the chunk size, not with the number of samples.
+
+Both plain HDF5 (``.h5``/``.hdf5``, row-major) and MATLAB v7.3 ``.mat`` files (HDF5 written
+column-major, so sample rows are the LAST axis on disk) are read.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+
+from niflow.data.dataset import DroppedVoxelsWarning, Split, Standardizer, _varies, make_split
+from niflow.data.io import DataError
+
+
+@dataclass(frozen=True)
+class H5Array:
+    """A 2-D+ array in an HDF5 file whose first logical axis is the sample axis.
+
+    ``reversed_axes``: stored column-major (MATLAB v7.3), i.e. the on-disk shape is the
+    logical shape reversed.
+    """
+
+    path: Path
+    name: str
+    reversed_axes: bool
+
+    @classmethod
+    def open(cls, path: str | Path, name: str) -> H5Array:
+        path = Path(path)
+        if not path.exists():
+            raise DataError(f"{path}: file not found")
+        try:
+            is_h5 = h5py.is_hdf5(path)
+        except OSError:
+            is_h5 = False
+        if not is_h5:
+            raise DataError(f"{path}: streaming needs an HDF5 file (.h5, .hdf5 or a MATLAB "
+                            f"v7.3 .mat); convert it or load it in memory")
+        with h5py.File(path, "r") as fh:
+            if name not in fh or not isinstance(fh[name], h5py.Dataset):
+                names = sorted(k for k in fh if isinstance(fh[k], h5py.Dataset))
+                raise DataError(f"{path}: variable {name!r} not found; variables are {names}")
+            if fh[name].dtype.kind not in "biuf":
+                raise DataError(f"{path}: variable {name!r} is not numeric")
+        return cls(path, name, path.suffix.lower() == ".mat")
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        with h5py.File(self.path, "r") as fh:
+            shape = fh[self.name].shape
+        return tuple(reversed(shape)) if self.reversed_axes else tuple(shape)
+
+    @property
+    def dtype(self) -> np.dtype:
+        with h5py.File(self.path, "r") as fh:
+            return fh[self.name].dtype
+
+    def read(self, rows: np.ndarray, fh: h5py.File | None = None) -> np.ndarray:
+        """Rows ``rows`` (sorted ascending, unique) in logical (row-major) layout."""
+        own = fh is None
+        fh = h5py.File(self.path, "r") if own else fh
+        try:
+            ds = fh[self.name]
+            if self.reversed_axes:
+                arr = ds[..., rows]
+                return arr.transpose(tuple(range(arr.ndim - 1, -1, -1)))
+            return ds[rows]
+        finally:
+            if own:
+                fh.close()
+
+
+def _chunks(rows: np.ndarray, size: int) -> Iterator[np.ndarray]:
+    for start in range(0, rows.size, size):
+        yield rows[start:start + size]
+
+
+@dataclass
+class StreamingData:
+    """HDF5-backed training data with the interface :func:`niflow.train.fit` uses.
+
+    Attributes
+    ----------
+    stim : H5Array
+        Logical shape (n_samples, height, width) or (n_samples, channels, height, width).
+    sources : dict of str to H5Array
+        Per area, logical shape (n_samples, n_voxels_in_file).
+    split : Split
+    scalers : dict of str to Standardizer
+        Fitted on the training rows (train + validation) of the kept voxels.
+    voxel_index : dict of str to ndarray of int
+        Columns kept per area (NaN/Inf or constant voxels are dropped with a warning).
+    stim_divisor : float
+        Stimuli are divided by this (dtype maximum for integers, training-row peak for
+        floats above 1, else 1).
+    """
+
+    stim: H5Array
+    sources: dict[str, H5Array]
+    split: Split
+    scalers: dict[str, Standardizer]
+    voxel_index: dict[str, np.ndarray]
+    stim_divisor: float
+    num_workers: int = 0
+    _image_shape: tuple[int, int, int] = field(default=(1, 1, 1))
+
+    @property
+    def areas(self) -> list[str]:
+        return list(self.sources)
+
+    @property
+    def n_voxels(self) -> dict[str, int]:
+        return {a: int(i.size) for a, i in self.voxel_index.items()}
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return self._image_shape
+
+    def read(self, rows: np.ndarray, fhs: dict | None = None,
+             ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Scaled stimuli (n, C, H, W) float32 and z-scored responses for ``rows``.
+
+        Rows are read in ascending order (HDF5 selections must be increasing) and returned
+        in the order asked.
+        """
+        rows = np.asarray(rows, dtype=np.int64)
+        order = np.argsort(rows, kind="stable")
+        sorted_rows = rows[order]
+        back = np.empty_like(order)
+        back[order] = np.arange(order.size)
+        fhs = fhs or {}
+        x = self.stim.read(sorted_rows, fhs.get("stim"))[back].astype(np.float32)
+        if x.ndim == 3:
+            x = x[:, None]
+        x /= np.float32(self.stim_divisor)
+        y = {}
+        for area, src in self.sources.items():
+            raw = src.read(sorted_rows, fhs.get(area))[back][:, self.voxel_index[area]]
+            y[area] = self.scalers[area].transform(raw)
+        return x, y
+
+    def iter_batches(self, rows: np.ndarray, batch_size: int,
+                     ) -> Iterator[tuple[torch.Tensor, dict[str, torch.Tensor]]]:
+        """Batches of ``rows`` in the given order, read by DataLoader workers."""
+        batches = [rows[i:i + batch_size] for i in range(0, len(rows), batch_size)]
+        loader = torch.utils.data.DataLoader(
+            _BatchReader(self, batches), batch_size=None, shuffle=False,
+            num_workers=self.num_workers, pin_memory=torch.cuda.is_available(),
+            worker_init_fn=_open_files_in_worker)
+        yield from loader
+
+    def load_rows(self, rows: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Rows in memory (for small subsets: validation, readout initialisation)."""
+        return self.read(np.asarray(rows))
+
+
+class _BatchReader(torch.utils.data.Dataset):
+    def __init__(self, data: StreamingData, batches: list[np.ndarray]) -> None:
+        self.data, self.batches, self.files = data, batches, None
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, i: int):
+        x, y = self.data.read(self.batches[i], self.files)
+        return torch.from_numpy(x), {a: torch.from_numpy(v) for a, v in y.items()}
+
+
+def _open_files_in_worker(_: int) -> None:
+    info = torch.utils.data.get_worker_info()
+    reader: _BatchReader = info.dataset
+    d = reader.data
+    reader.files = {"stim": h5py.File(d.stim.path, "r"),
+                    **{a: h5py.File(s.path, "r") for a, s in d.sources.items()}}
+
+
+def open_streaming(stim_path: str | Path, bold_path: str | Path, test_rows: np.ndarray,
+                   areas: list[str] | None = None, val_fraction: float = 0.1, seed: int = 0,
+                   stim_variable: str = "stim", chunk_rows: int = 2048,
+                   num_workers: int = 2) -> StreamingData:
+    """Open HDF5 stimuli and responses for streaming; fit scalers in one chunked pass.
+
+    Parameters
+    ----------
+    stim_path, bold_path : path
+        HDF5 or MATLAB v7.3 files; ``bold_path`` holds one (n_samples, n_voxels) dataset per
+        area (``areas`` selects them; default: every 2-D numeric dataset).
+    test_rows : ndarray of int
+        Held-out rows.
+    chunk_rows : int
+        Rows read at once while computing statistics (memory ∝ chunk_rows).
+    """
+    stim = H5Array.open(stim_path, stim_variable)
+    shape = stim.shape
+    if len(shape) not in (3, 4):
+        raise DataError(f"{stim_path}: variable {stim_variable!r} has shape {shape}; expected "
+                        f"(n_samples, height, width) or (n_samples, channels, height, width)")
+    n = shape[0]
+    if areas is None:
+        with h5py.File(bold_path, "r") as fh:
+            areas = [k for k, v in fh.items() if isinstance(v, h5py.Dataset) and v.ndim == 2
+                     and v.dtype.kind in "biuf"]
+    sources = {a: H5Array.open(bold_path, a) for a in areas}
+    for area, src in sources.items():
+        if src.shape[0] != n:
+            raise DataError(f"{bold_path}: area {area!r} has {src.shape[0]} rows but the "
+                            f"stimuli have {n}; rows must match one to one")
+    split = make_split(n, test_rows, val_fraction, seed)
+    fit_rows = np.concatenate([split.train, split.val])
+    fit_mask = np.zeros(n, bool)
+    fit_mask[fit_rows] = True
+    stats = {a: _RunningStats(src.shape[1]) for a, src in sources.items()}
+    peak = 0.0
+    with h5py.File(stim_path, "r") as sfh, h5py.File(bold_path, "r") as bfh:
+        for rows in _chunks(np.arange(n), chunk_rows):
+            fit = fit_mask[rows]
+            if stim.dtype.kind == "f":
+                block = stim.read(rows, sfh)
+                if not np.isfinite(block).all():
+                    raise DataError(f"{stim_path}: variable {stim_variable!r} contains NaN "
+                                    f"or Inf")
+                if fit.any():
+                    peak = max(peak, float(np.abs(block[fit]).max()))
+            for area, src in sources.items():
+                stats[area].add(src.read(rows, bfh), fit)
+    voxel_index, scalers = {}, {}
+    for area, st in stats.items():
+        keep, scaler = st.finish(area)
+        voxel_index[area], scalers[area] = keep, scaler
+    if stim.dtype.kind in "ui":
+        divisor = float(np.iinfo(stim.dtype).max)
+    else:
+        divisor = peak if peak > 1.0 else 1.0
+    image_shape = (1, *shape[1:]) if len(shape) == 3 else tuple(shape[1:])
+    return StreamingData(stim, sources, split, scalers, voxel_index, divisor, num_workers,
+                         tuple(int(s) for s in image_shape))
+
+
+class _RunningStats:
+    """Per-voxel sums over fitting rows and non-finite flags over all rows, in float64."""
+
+    def __init__(self, n_voxels: int) -> None:
+        self.n = 0
+        self.s1 = np.zeros(n_voxels)
+        self.s2 = np.zeros(n_voxels)
+        self.finite = np.ones(n_voxels, bool)
+        self.shift: np.ndarray | None = None
+
+    def add(self, block: np.ndarray, fit: np.ndarray) -> None:
+        block = block.astype(np.float64)
+        self.finite &= np.isfinite(block).all(0)
+        rows = np.where(np.isfinite(block), block, 0.0)[fit]
+        if not rows.size:
+            return
+        if self.shift is None:  # shifting by a first estimate keeps the variance accurate
+            self.shift = rows.mean(0)
+        d = rows - self.shift
+        self.n += rows.shape[0]
+        self.s1 += d.sum(0)
+        self.s2 += (d * d).sum(0)
+
+    def finish(self, area: str) -> tuple[np.ndarray, Standardizer]:
+        if self.n == 0 or self.shift is None:
+            raise DataError(f"area {area!r}: no training rows")
+        mean_d = self.s1 / self.n
+        std = np.sqrt(np.maximum(self.s2 / self.n - mean_d ** 2, 0.0))
+        mean = self.shift + mean_d
+        varying = _varies(std, mean)
+        keep = self.finite & varying
+        if not keep.any():
+            raise DataError(f"area {area!r}: none of its {keep.size} voxels is usable "
+                            f"(NaN/Inf or constant on the training rows)")
+        if not keep.all():
+            warnings.warn(
+                f"area {area!r}: dropped {int((~keep).sum())} of {keep.size} voxels "
+                f"({int((~self.finite).sum())} with NaN/Inf, "
+                f"{int((self.finite & ~varying).sum())} constant on the training rows); "
+                f"outputs keep the input's voxel indices", DroppedVoxelsWarning, stacklevel=3)
+        idx = np.flatnonzero(keep)
+        return idx, Standardizer(mean[idx].astype(np.float32), std[idx].astype(np.float32))
