@@ -11,6 +11,7 @@ from niflow.data.dataset import (
     build_dataset,
     make_split,
     parse_rows,
+    voxel_usability,
 )
 from niflow.data.io import DataError
 
@@ -230,6 +231,20 @@ def test_constant_and_nan_voxels_are_dropped_with_a_warning_keeping_input_indice
     for area in data.areas:
         assert np.isfinite(data.responses[area]).all()
         np.testing.assert_array_equal(data.raw[area], resp[area][:, data.voxel_index[area]])
+
+
+def test_constant_means_round_off_whatever_the_unit():
+    """A voxel is constant when it varies by float round-off of its own scale: responses in
+    tiny or huge units keep their voxels, round-off-level wobble does not count."""
+    rows = np.arange(10)
+    wave = np.sin(rows.astype(np.float64))
+    resp = np.c_[1e-24 * wave, 1e12 + 1e9 * wave, 1e3 + 1e-7 * wave, np.zeros(10),
+                 np.float32(5.0) + np.spacing(np.float32(5.0)) * (rows == 3)]
+    keep, nonfinite, constant = voxel_usability(resp, rows)
+    np.testing.assert_array_equal(keep, [True, True, False, False, False])
+    assert not nonfinite.any()
+    z = Standardizer.fit(resp[:, :2]).transform(resp[:, :2])
+    np.testing.assert_allclose(z.std(0), 1.0, rtol=1e-5)
 
 
 def test_area_without_usable_voxels_is_an_error():

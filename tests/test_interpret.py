@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from niflow.interpret import prf_from_maps
+from niflow.interpret import count_lobes, prf_from_maps
 
 
 def gaussian_maps(centres, sigmas, grid=(28, 28), floor=0.0):
@@ -53,3 +53,13 @@ def test_rows_are_y_and_columns_are_x():
     m[0, 2, 15] = 1.0
     est = prf_from_maps(m)
     assert (est["prf_x"][0], est["prf_y"][0]) == (15.0, 2.0)
+
+
+def test_a_distant_second_lobe_does_not_pull_the_centre():
+    # the centre is that of the lobe holding the peak; a separate weaker lobe (60% of the
+    # peak) elsewhere is left out, and counted by the multi-lobe flag instead
+    maps = gaussian_maps([[6.0, 6.0]], [1.5]) + 0.6 * gaussian_maps([[21.0, 20.0]], [1.5])
+    est = prf_from_maps(maps)
+    assert est["prf_x"][0] == pytest.approx(6.0, abs=0.1)
+    assert est["prf_y"][0] == pytest.approx(6.0, abs=0.1)
+    assert count_lobes(maps)[0] == 2

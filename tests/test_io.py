@@ -15,6 +15,7 @@ import pytest
 import scipy.io
 from scipy.io.matlab import matfile_version
 
+from niflow.config import preset
 from niflow.data.io import (
     DataError,
     load_arrays,
@@ -23,6 +24,7 @@ from niflow.data.io import (
     save_mat,
     save_npz,
 )
+from niflow.data.validate import check_arrays
 
 # distinct sizes on every axis, so that a transposed array can never pass for the original
 N, H, W = 7, 5, 6
@@ -319,9 +321,18 @@ def test_complex_response_variable(tmp_path, arrays):
 
 
 def test_responses_with_different_row_counts(tmp_path, arrays):
+    """The loader reads each area as stored; validation, which also sees the stimuli (and so
+    can tell a transposed array from a short one), compares the row counts."""
     path = tmp_path / "b.mat"
     scipy.io.savemat(path, {"V1": arrays["V1"], "V2": arrays["V2"][:-2]})
-    _raises(load_responses, path, "V1", "V2", str(N), str(N - 2))
+    resp = load_responses(path)
+    assert {a: r.shape for a, r in resp.items()} == {"V1": (N, NV1), "V2": (N - 2, NV2)}
+    with pytest.raises(DataError) as info:
+        check_arrays(arrays["stim"], resp, preset("default"), "5:7",
+                     sources={"stim": "s.mat", "bold": str(path)})
+    msg = str(info.value)
+    for frag in (str(path), "'V2'", f"has {N - 2} rows", f"has {N} images"):
+        assert frag in msg, (frag, msg)
 
 
 def test_three_d_response_variable(tmp_path, arrays):

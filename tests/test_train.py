@@ -67,7 +67,7 @@ def test_resume_after_interruption_matches_uninterrupted_run(small_sim, tmp_path
 
     def dying_append(path, record):
         calls["n"] += 1
-        if calls["n"] == 3:  # killed during epoch 3: the checkpoint of epoch 2 survives
+        if calls["n"] == 3:  # killed after epoch 3's checkpoint, before its log line
             raise KeyboardInterrupt
         real_append(path, record)
 
@@ -76,7 +76,9 @@ def test_resume_after_interruption_matches_uninterrupted_run(small_sim, tmp_path
         train_run(small_sim.stim, small_sim.responses, tmp_path / "cut", cfg,
                   _test_rows(small_sim), progress=False)
     monkeypatch.setattr(trainmod, "_append_log", real_append)
-    assert trainmod.load_checkpoint(tmp_path / "cut")["epoch"] == 2
+    assert trainmod.load_checkpoint(tmp_path / "cut")["epoch"] == 3
+    log = (tmp_path / "cut" / "log.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in log] == [1, 2]
     resumed, hist_res, _ = train_run(small_sim.stim, small_sim.responses, tmp_path / "cut",
                                      cfg, _test_rows(small_sim), resume=True, progress=False)
     for k, v in _weights(full.model).items():

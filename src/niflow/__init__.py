@@ -12,6 +12,7 @@ The public API, for notebooks and scripts (the ``niflow`` command is a thin laye
 
 __version__ = "0.1.0"
 
+from niflow.baselines import baseline_scores, gabor_features  # noqa: E402
 from niflow.config import ConfigError, RunConfig, preset  # noqa: E402
 from niflow.data import (  # noqa: E402
     DataError,
@@ -20,9 +21,29 @@ from niflow.data import (  # noqa: E402
     parse_rows,
     simulate,
 )
-from niflow.evaluate import pearson_r, r_squared  # noqa: E402
-from niflow.interpret import receptive_fields  # noqa: E402
+from niflow.data.io import load_nifti_responses, voxel_maps_to_nifti  # noqa: E402
+from niflow.evaluate import (  # noqa: E402
+    evaluate_run,
+    fdr_bh,
+    ncsnr,
+    noise_ceiling,
+    pearson_r,
+    permutation_pvalues,
+    r_squared,
+    spearman_brown,
+    split_half_reliability,
+    voxel_statistics,
+)
+from niflow.interpret import (  # noqa: E402
+    compare_sizes,
+    information_flow,
+    prf_parameters,
+    probe,
+    receptive_fields,
+    visual_field_coordinates,
+)
 from niflow.model import NIFModel  # noqa: E402
+from niflow.report import export_nifti, probe_run, write_report  # noqa: E402
 from niflow.run import Run, RunError, evaluate_files, load_run, train_run  # noqa: E402
 from niflow.train import fit, predict  # noqa: E402
 
@@ -31,4 +52,10 @@ __all__ = [
     "evaluate_files", "fit", "load_responses", "load_run", "load_stimuli", "parse_rows",
     "pearson_r", "predict", "preset", "r_squared", "receptive_fields", "simulate",
     "train_run",
+    # science outputs
+    "baseline_scores", "compare_sizes", "evaluate_run", "export_nifti", "fdr_bh",
+    "gabor_features", "information_flow", "load_nifti_responses", "ncsnr", "noise_ceiling",
+    "permutation_pvalues", "prf_parameters", "probe", "probe_run", "spearman_brown",
+    "split_half_reliability", "visual_field_coordinates", "voxel_maps_to_nifti",
+    "voxel_statistics", "write_report",
 ]

@@ -14,6 +14,7 @@ from niflow import __version__
 from niflow import config as cfgmod
 from niflow.config import ConfigError
 from niflow.data.io import DataError
+from niflow.resources import ResourceError
 from niflow.run import RunError
 
 EPILOG = "Run `niflow COMMAND --help` for the options of each command."
@@ -57,24 +58,45 @@ def _add_train(sub) -> None:
     p.add_argument("--test-rows", default="288:360",
                    help="held-out rows: start:stop, a comma list, or a file of indices "
                    "(default 288:360, the BRAINS convention)")
+    p.add_argument("--train-rows",
+                   help="rows to train on, same forms (default: all rows not in "
+                   "--test-rows); must not overlap --test-rows")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float)
     p.add_argument("--seed", type=int)
     p.add_argument("--resume", action="store_true",
-                   help="continue an interrupted run in --out from its last checkpoint")
+                   help="continue an interrupted (even killed) run in --out from its last "
+                   "checkpoint; refused unless the input files (sha256), the config and the "
+                   "rows are those the run started with")
     p.add_argument("--force", action="store_true", help="overwrite an existing run folder")
+    p.add_argument("--no-memory-check", action="store_true",
+                   help="train even if the estimated memory exceeds what is available")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def _add_evaluate(sub) -> None:
     p = sub.add_parser("evaluate", help="score a trained run on data",
-                       description="Predict responses with a trained run and report per-area "
-                       "Pearson r against the given responses.")
+                       description="Predict responses with a trained run and report per voxel "
+                       "and area: Pearson r, R², a one-sided permutation p-value of r with "
+                       "Benjamini-Hochberg FDR per area and, given repeated measurements, the "
+                       "noise ceiling (split-half reliability, Spearman-Brown corrected) and "
+                       "r normalised by it. Writes stats_voxels.csv and stats.json into the "
+                       "run folder (or --out).")
     p.add_argument("run", type=Path, help="run folder written by `niflow train`")
     p.add_argument("--stim", type=Path, required=True)
-    p.add_argument("--bold", type=Path, required=True)
+    p.add_argument("--bold", type=Path,
+                   help="responses (n_samples, n_voxels) per area, or (n_repeats, n_samples, "
+                   "n_voxels) to give repeats on a leading axis; default: the mean of --repeats")
+    p.add_argument("--repeats", type=Path, nargs="+", metavar="FILE",
+                   help="one response file per repeated measurement (e.g. bold_rep1.mat "
+                   "bold_rep2.mat); gives the noise ceiling of their mean")
     p.add_argument("--rows", help="rows to score (default: all), e.g. 288:360")
+    p.add_argument("--permutations", type=int, default=1000,
+                   help="permutations for the p-values (default 1000; 0 = none)")
+    p.add_argument("--alpha", type=float, default=0.05, help="FDR level (default 0.05)")
+    p.add_argument("--out", type=Path, help="folder for stats_voxels.csv and stats.json "
+                   "(default: the run folder)")
     p.add_argument("--json", type=Path, help="also write per-voxel r and summaries here")
 
 
@@ -100,13 +122,211 @@ def _add_config(sub) -> None:
     p.add_argument("--preset", choices=cfgmod.PRESETS, default="default")
 
 
+def _add_science(sub) -> None:
+    p = sub.add_parser("probe", help="in-silico bar sweep and gratings on a trained run",
+                       description="Show the trained model a pRF bar sweep (textured bars at "
+                       "several orientations) and oriented gratings; per voxel fit a 2-D "
+                       "Gaussian pRF to the bar responses and measure orientation and spatial-"
+                       "frequency tuning. Writes probe_voxels.csv, probe.json and figures "
+                       "into the run folder (or --out).")
+    p.add_argument("run", type=Path, help="run folder written by `niflow train`")
+    p.add_argument("--out", type=Path, help="folder for the outputs (default: the run folder)")
+    p.add_argument("--visual-field-deg", type=float,
+                   help="visual angle of the stimulus width in degrees (default: the run's "
+                   "config data.visual_field_deg); adds degree columns")
+    p.add_argument("--bar-step", type=float,
+                   help="bar step in px (default: the image width / 28, 2 px for 56 px)")
+    p.add_argument("--bar-width", type=float, help="bar width in px (default: a tenth of the "
+                   "image width, at least 3)")
+
+    p = sub.add_parser("baseline", help="voxelwise ridge baselines on the same split",
+                       description="Voxelwise ridge regression (scikit-learn RidgeCV, per-voxel "
+                       "alpha by leave-one-out CV on the training rows) on pixels and/or a "
+                       "fixed Gabor-energy feature bank. When --out is a run folder its test "
+                       "rows and voxels are used and the scores join its report.")
+    p.add_argument("--stim", type=Path, required=True, help="stimulus file (as for train)")
+    p.add_argument("--bold", type=Path, required=True, help="response file (as for train)")
+    p.add_argument("--out", type=Path, required=True, help="run folder or a new folder")
+    p.add_argument("--features", nargs="+", choices=("pixels", "gabor"),
+                   default=["pixels", "gabor"], help="feature sets (default: both)")
+    p.add_argument("--test-rows", default="288:360",
+                   help="held-out rows when --out is not a run folder (default 288:360)")
+    p.add_argument("--permutations", type=int, default=1000,
+                   help="permutations for the p-values of r (default 1000)")
+
+    p = sub.add_parser("report", help="write a self-contained HTML report of a run",
+                       description="Write RUN/report.html: configuration, training curves, "
+                       "per-area tables, receptive-field, coverage, size-eccentricity, "
+                       "in-silico, information-flow, noise-ceiling and baseline figures "
+                       "(embedded), from what the run folder holds. Runs the in-silico "
+                       "experiments first if the folder has none.")
+    p.add_argument("run", type=Path, help="run folder written by `niflow train`")
+    p.add_argument("--out", type=Path, help="HTML file (default RUN/report.html)")
+    p.add_argument("--voxels", action="append", default=[], metavar="AREA:V1,V2,...",
+                   help="also show the readout maps of these voxels (input columns), e.g. "
+                   "V1:3,17,40; repeatable")
+    p.add_argument("--visual-field-deg", type=float,
+                   help="visual angle of the stimulus width (re-runs the in-silico "
+                   "experiments with degree units)")
+    p.add_argument("--no-probe", action="store_true",
+                   help="do not run the in-silico experiments when they are missing")
+
+    p = sub.add_parser("nifti", help="NIfTI responses in, per-voxel result maps out",
+                       description="`niflow nifti import` turns NIfTI responses plus one ROI "
+                       "mask per area into a response file for `niflow train`; `niflow nifti "
+                       "export` writes a run's per-voxel results back as 3-D images in each "
+                       "mask's space. Voxel order: C order of the mask's (i, j, k) indices.")
+    nsub = p.add_subparsers(dest="nifti_command", required=True, metavar="import|export")
+    q = nsub.add_parser("import", help="NIfTI responses + masks → .mat/.npz response file")
+    q.add_argument("--nifti", type=Path, nargs="+", required=True,
+                   help="one 4-D image (x, y, z, samples) or one 3-D image per sample")
+    q.add_argument("--mask", action="append", required=True, metavar="AREA=FILE",
+                   help="ROI mask of an area, e.g. V1=v1.nii.gz; repeat per area")
+    q.add_argument("--out", type=Path, required=True,
+                   help="response file to write (.mat or .npz)")
+    q = nsub.add_parser("export", help="a run's per-voxel results → 3-D NIfTI maps")
+    q.add_argument("run", type=Path, help="run folder (trained on `nifti import` output)")
+    q.add_argument("--mask", action="append", required=True, metavar="AREA=FILE",
+                   help="the masks the responses were imported with")
+    q.add_argument("--out", type=Path, help="folder for the maps (default RUN/nifti)")
+
+
+def _parse_masks(specs: list[str]) -> dict[str, Path]:
+    masks: dict[str, Path] = {}
+    for spec in specs:
+        area, sep, path = spec.partition("=")
+        if not sep or not area or not path:
+            raise DataError(f"--mask {spec!r}: expected AREA=FILE, e.g. V1=v1.nii.gz")
+        if area in masks:
+            raise DataError(f"--mask: area {area!r} given twice")
+        masks[area] = Path(path)
+    return masks
+
+
+def _parse_voxels(specs: list[str]) -> dict[str, list[int]]:
+    out: dict[str, list[int]] = {}
+    for spec in specs:
+        area, sep, ids = spec.partition(":")
+        try:
+            vox = [int(v) for v in ids.split(",") if v.strip()]
+        except ValueError:
+            vox = []
+        if not sep or not area or not vox:
+            raise DataError(f"--voxels {spec!r}: expected AREA:V1,V2,..., e.g. V1:3,17,40")
+        out.setdefault(area, []).extend(vox)
+    return out
+
+
+def cmd_probe(args) -> int:
+    from niflow.interpret import ProbeSettings
+    from niflow.report import probe_run
+    from niflow.run import load_run
+
+    if args.visual_field_deg is not None and not args.visual_field_deg > 0:
+        raise ConfigError(f"--visual-field-deg must be > 0, got {args.visual_field_deg}")
+    if (args.bar_step is not None and args.bar_step <= 0) or (
+            args.bar_width is not None and args.bar_width <= 0):
+        raise ConfigError("--bar-step and --bar-width must be > 0")
+    run = load_run(args.run)
+    res = probe_run(run, args.out, ProbeSettings(bar_step=args.bar_step,
+                                                 bar_width=args.bar_width),
+                    args.visual_field_deg)
+    print(f"{'area':<6} {'voxels':>6} {'pRF σ readout':>13} {'pRF σ in-silico':>15} "
+          f"{'centre dist':>11} {'ori select.':>11} {'pref SF c/px':>12}")
+    for area, p in res["insilico"].items():
+        d = res["checks"]["centre_distance_px"][area]["median"]
+        print(f"{area:<6} {len(p['prf_x']):>6} "
+              f"{np.nanmedian(res['readout'][area]['prf_sigma']):>13.2f} "
+              f"{np.nanmedian(p['prf_sigma']):>15.2f} "
+              f"{'n/a' if d is None else f'{d:.2f}':>11} "
+              f"{np.nanmedian(p['orientation_selectivity']):>11.2f} "
+              f"{np.nanmedian(p['preferred_sf']):>12.3f}")
+    for pair, entry in res["checks"]["sizes"].items():
+        e = entry["insilico"]
+        print(f"{pair.replace('>', ' pRF size > ')} at matched eccentricity (in-silico): "
+              f"{e['frac_bins_larger']} of bins")
+    print(f"wrote {(args.out or args.run) / 'probe_voxels.csv'} and probe.json")
+    return 0
+
+
+def cmd_baseline(args) -> int:
+    from niflow.data.dataset import parse_rows
+    from niflow.data.io import load_responses, load_stimuli
+    from niflow.report import baseline_folder
+
+    if args.permutations < 0:
+        raise ConfigError(f"--permutations must be >= 0, got {args.permutations}")
+    if args.out.exists() and not args.out.is_dir():
+        raise RunError(f"{args.out}: exists and is not a folder")
+    stim = load_stimuli(args.stim)
+    resp = load_responses(args.bold)
+    for area, r in resp.items():
+        if r.shape[0] != stim.shape[0]:
+            raise DataError(f"{args.bold}: area {area!r} has {r.shape[0]} rows but {args.stim} "
+                            f"has {stim.shape[0]} stimuli")
+        if not np.isfinite(r).all():
+            raise DataError(f"{args.bold}: area {area!r} has NaN or Inf values; ridge needs "
+                            f"finite responses")
+    test = None
+    if not (args.out / "split.json").exists():
+        test = parse_rows(args.test_rows, stim.shape[0])
+    args.out.mkdir(parents=True, exist_ok=True)
+    results = baseline_folder(stim, resp, args.out, list(dict.fromkeys(args.features)), test,
+                              args.permutations)
+    print(f"{'area':<6} " + " ".join(f"{'ridge ' + k:>13}" for k in results))
+    areas = next(iter(results.values()))
+    for area in areas:
+        print(f"{area:<6} " + " ".join(
+            f"{np.nanmedian(results[k][area]['stats']['r']):>13.3f}" for k in results))
+    print(f"wrote {', '.join(f'baseline_{k}.csv' for k in results)} to {args.out}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from niflow.report import write_report
+
+    if args.visual_field_deg is not None and not args.visual_field_deg > 0:
+        raise ConfigError(f"--visual-field-deg must be > 0, got {args.visual_field_deg}")
+    if not (args.run / "metrics.json").exists():
+        raise RunError(f"{args.run}: not a finished run folder (no metrics.json)")
+    path = write_report(args.run, args.out, probe_if_missing=not args.no_probe,
+                        voxels=_parse_voxels(args.voxels) or None,
+                        visual_field_deg=args.visual_field_deg)
+    print(f"wrote {path}")
+    return 0
+
+
+def cmd_nifti(args) -> int:
+    from niflow.data.io import load_nifti_responses, save_mat, save_npz
+    from niflow.report import export_nifti
+
+    masks = _parse_masks(args.mask)
+    if args.nifti_command == "import":
+        resp = load_nifti_responses(args.nifti, masks)
+        suffix = args.out.suffix.lower()
+        if suffix == ".mat":
+            save_mat(args.out, resp)
+        elif suffix == ".npz":
+            save_npz(args.out, resp)
+        else:
+            raise DataError(f"{args.out}: write a .mat or .npz response file")
+        shapes = ", ".join(f"{a}: {r.shape[0]} samples x {r.shape[1]} voxels"
+                           for a, r in resp.items())
+        print(f"wrote {args.out} ({shapes})")
+        return 0
+    paths = export_nifti(args.run, masks, args.out)
+    print(f"wrote {len(paths)} images to {paths[0].parent if paths else args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="niflow", description="Neural Information Flow: train CNN models of visual "
         "areas end to end on fMRI voxel responses.", epilog=EPILOG)
     parser.add_argument("--version", action="version", version=f"niflow {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_simulate, _add_train, _add_evaluate, _add_demo, _add_config):
+    for add in (_add_simulate, _add_train, _add_evaluate, _add_demo, _add_config,
+                _add_science):
         add(sub)
     return parser
 
@@ -141,31 +361,45 @@ def cmd_simulate(args) -> int:
     sim = simulate(args.out, n_per_letter=args.n_per_letter,
                    n_voxels={"V1": args.v1, "V2": args.v2}, seed=args.seed, config=cfg,
                    stim=stim)
+    # one response file per repeat, so `niflow evaluate --repeats` can give noise ceilings
+    from niflow.data.io import save_mat
+
+    n_rep = sim.config.n_repeats
+    for i in range(n_rep):
+        save_mat(args.out / f"bold_rep{i + 1}.mat",
+                 {a: np.asarray(r[i], dtype=np.float32) for a, r in sim.repeats.items()})
     print(f"wrote {args.out}/stim.mat {sim.stim.shape}, {args.out}/bold.mat "
-          f"({', '.join(f'{a}: {r.shape[1]} voxels' for a, r in sim.responses.items())}), "
+          f"({', '.join(f'{a}: {r.shape[1]} voxels' for a, r in sim.responses.items())}; "
+          f"the mean of {n_rep} repeats, each in bold_rep1..{n_rep}.mat), "
           f"{args.out}/truth.npz")
     return 0
 
 
 def cmd_train(args) -> int:
-    from niflow.data.dataset import parse_rows
-    from niflow.data.io import load_responses, load_stimuli
-    from niflow.run import train_run
+    from niflow.data.dataset import DroppedVoxelsWarning
+    from niflow.data.validate import validate_inputs
+    from niflow.run import train_inputs
 
     if args.resume and args.force:
         raise RunError("--resume and --force contradict each other; choose one")
     if args.resume and args.config is None and (args.out / "config.json").exists():
         args.config = args.out / "config.json"
     cfg = _resolve_config(args)
-    stim = load_stimuli(args.stim, cfg.data.stim_variable)
-    resp = load_responses(args.bold)
-    test = parse_rows(args.test_rows, stim.shape[0])
-    if test.size == 0:
-        raise DataError(f"--test-rows {args.test_rows!r} selects no rows of {args.stim} "
-                        f"({stim.shape[0]} samples); held-out rows are required")
-    run, hist, data = train_run(stim, resp, args.out, cfg, test, resume=args.resume,
-                                force=args.force, progress=not args.quiet,
-                                inputs={"stim": str(args.stim), "bold": str(args.bold)})
+    with warnings.catch_warnings():
+        # reported below, one line per area, whatever the warning filters say
+        warnings.simplefilter("ignore", DroppedVoxelsWarning)
+        inputs = validate_inputs(args.stim, args.bold, cfg, args.test_rows,
+                                 train_rows=args.train_rows,
+                                 config_source=str(args.config or "command line"))
+
+    def report_warnings() -> None:
+        for note in inputs.warnings:
+            print(f"niflow train: warning: {note}", file=sys.stderr)
+
+    run, hist, data = train_inputs(inputs, args.out, resume=args.resume, force=args.force,
+                                   progress=not args.quiet,
+                                   memory_check=not args.no_memory_check,
+                                   on_start=report_warnings)
     metrics = json.loads((args.out / "metrics.json").read_text())
     print(f"trained {len(hist.epochs)} epochs (best {hist.best_epoch}); held-out rows: "
           f"{data.split.test.size}")
@@ -186,16 +420,61 @@ def _print_area_table(areas: dict[str, dict]) -> None:
 
 def cmd_evaluate(args) -> int:
     from niflow._atomic import atomic_write_text
-    from niflow.run import evaluate_files, load_run
+    from niflow.data.io import load_response_repeats, load_stimuli, stack_repeats
+    from niflow.data.validate import check_evaluation_arrays
+    from niflow.report import evaluate_folder
+    from niflow.run import load_run
 
+    if args.bold is None and not args.repeats:
+        raise DataError("give --bold, --repeats, or both")
+    if args.permutations < 0:
+        raise ConfigError(f"--permutations must be >= 0, got {args.permutations}")
+    if not 0 < args.alpha < 1:
+        raise ConfigError(f"--alpha must be between 0 and 1, got {args.alpha}")
     run = load_run(args.run)
-    scores = evaluate_files(run, args.stim, args.bold, args.rows)
-    _print_area_table(scores)
+    stim = load_stimuli(args.stim, run.config.data.stim_variable)
+    resp, repeats = (load_response_repeats(args.bold) if args.bold is not None
+                     else (None, None))
+    if args.repeats:
+        if repeats is not None:
+            raise DataError(f"{args.bold} already has a repeat axis; do not also give "
+                            f"--repeats")
+        repeats = stack_repeats(args.repeats)
+        if resp is None:
+            resp = {a: r.mean(0) for a, r in repeats.items()}
+    bold_name = str(args.bold if args.bold is not None else args.repeats[0])
+    idx = check_evaluation_arrays(stim, resp, run.config, run.model.image_shape,
+                                  run.voxel_index, args.rows,
+                                  {"stim": str(args.stim), "bold": bold_name})
+    for area, rep in (repeats or {}).items():
+        if area in resp and rep.shape[1:] != resp[area].shape:
+            raise DataError(f"repeats of area {area!r} have shape {rep.shape[1:]} per repeat "
+                            f"but the responses have {resp[area].shape}")
+    out = args.out if args.out is not None else args.run
+    results = evaluate_folder(run, stim, resp, idx, repeats, out, args.permutations,
+                              args.alpha, info={"stim": str(args.stim), "bold": bold_name})
+    _print_stats_table(results)
     if args.json:
-        payload = {a: {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in s.items()}
-                   for a, s in scores.items()}
+        payload = {a: {**{k: v for k, v in res["summary"].items()},
+                       "r": res["stats"]["r"].tolist()} for a, res in results.items()}
         atomic_write_text(args.json, json.dumps(payload) + "\n")
     return 0
+
+
+def _print_stats_table(results: dict[str, dict]) -> None:
+    def fmt(value, width, digits=3):
+        return f"{'n/a':>{width}}" if value is None else f"{value:>{width}.{digits}f}"
+
+    print(f"{'area':<6} {'voxels':>6} {'median r':>9} {'median R2':>9} {'signif.':>7} "
+          f"{'ceiling':>8} {'r/ceil':>7}")
+    for area, res in results.items():
+        s = res["summary"]
+        print(f"{area:<6} {s['n_voxels']:>6} {fmt(s['median_r'], 9)} {fmt(s['median_r2'], 9)} "
+              f"{fmt(s['frac_significant'], 7, 2)} {fmt(s['median_noise_ceiling'], 8)} "
+              f"{fmt(s['median_r_normalised'], 7)}")
+    notes = {s["summary"].get("note") for s in results.values()} - {None}
+    for note in sorted(notes):
+        print(f"note: {note}")
 
 
 def cmd_demo(args) -> int:
@@ -214,7 +493,8 @@ def cmd_config(args) -> int:
 
 
 COMMANDS = {"simulate": cmd_simulate, "train": cmd_train, "evaluate": cmd_evaluate,
-            "demo": cmd_demo, "config": cmd_config}
+            "demo": cmd_demo, "config": cmd_config, "probe": cmd_probe,
+            "baseline": cmd_baseline, "report": cmd_report, "nifti": cmd_nifti}
 
 
 def _one_line_warning(message, category, filename, lineno, line=None) -> str:
@@ -226,8 +506,9 @@ def main(argv: list[str] | None = None) -> int:
     warnings.formatwarning = _one_line_warning
     try:
         return COMMANDS[args.command](args)
-    except (DataError, ConfigError, RunError) as err:
-        print(f"niflow {args.command}: error: {err}", file=sys.stderr)
+    except (DataError, ConfigError, RunError, ResourceError) as err:
+        # messages are built to be one line; a library's text might not be
+        print(f"niflow {args.command}: error: {' '.join(str(err).split())}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"niflow {args.command}: interrupted", file=sys.stderr)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -114,6 +115,8 @@ class DataConfig:
     stim_variable: str = "stim"
     stim_scale: str = "auto"  # auto: integers / dtype max, floats / max if max > 1
     input_norm: str = "standardize"  # standardize with train-set pixel mean/std, or "none"
+    # visual angle subtended by the stimulus width (degrees); None: results in pixels only
+    visual_field_deg: float | None = None
 
 
 @dataclass
@@ -310,18 +313,23 @@ def validate(cfg: RunConfig) -> None:
     _check(r.rank >= 1, f"config.readout.rank: must be >= 1, got {r.rank}")
     for key in ("spatial_lr_scale", "lr_scale", "init_spatial_std"):
         _check_type(getattr(r, key), (int, float), f"config.readout.{key}")
-        _check(getattr(r, key) > 0, f"config.readout.{key}: must be > 0")
+        _check(getattr(r, key) > 0 and math.isfinite(getattr(r, key)),
+               f"config.readout.{key}: must be a finite number > 0, got {getattr(r, key)}")
     _check(r.init in ("contrast", "random"),
            f"config.readout.init: {r.init!r} not in ('contrast', 'random')")
     _check_type(r.map_chunk_mb, (int, float), "config.readout.map_chunk_mb")
     _check(r.map_chunk_mb >= 0, "config.readout.map_chunk_mb: must be >= 0 (0 = never chunk)")
     _check_type(r.l1_channels, (int, float), "config.readout.l1_channels")
-    _check(r.l1_channels >= 0, "config.readout.l1_channels: must be >= 0")
+    _check(r.l1_channels >= 0 and math.isfinite(r.l1_channels),
+           f"config.readout.l1_channels: must be a finite number >= 0, got {r.l1_channels}")
     t = cfg.train
     for key in ("batch_size", "epochs", "seed", "patience", "threads"):
         _check_type(getattr(t, key), int, f"config.train.{key}")
     _check_type(t.lr, (int, float), "config.train.lr")
-    _check(t.lr > 0, f"config.train.lr: must be > 0, got {t.lr}")
+    _check(t.lr > 0 and math.isfinite(t.lr), f"config.train.lr: must be a finite number > 0, "
+           f"got {t.lr}")
+    # numpy's and torch's generators take seeds in [0, 2**63)
+    _check(0 <= t.seed < 2**63, f"config.train.seed: must be in [0, 2**63), got {t.seed}")
     _check(t.batch_size >= 1, f"config.train.batch_size: must be >= 1, got {t.batch_size}")
     _check(t.epochs >= 1, f"config.train.epochs: must be >= 1, got {t.epochs}")
     _check(t.patience >= 1, f"config.train.patience: must be >= 1, got {t.patience}")
@@ -329,13 +337,18 @@ def validate(cfg: RunConfig) -> None:
     _check_type(t.val_fraction, (int, float), "config.train.val_fraction")
     _check(0 <= t.val_fraction < 0.5, "config.train.val_fraction: must be in [0, 0.5)")
     _check_type(t.weight_decay, (int, float), "config.train.weight_decay")
-    _check(t.weight_decay >= 0, "config.train.weight_decay: must be >= 0")
+    _check(t.weight_decay >= 0 and math.isfinite(t.weight_decay),
+           f"config.train.weight_decay: must be a finite number >= 0, got {t.weight_decay}")
     _check(t.area_weighting in ("voxels", "equal"),
            f"config.train.area_weighting: {t.area_weighting!r} not in ('voxels', 'equal')")
     d = cfg.data
     _check_type(d.stim_variable, str, "config.data.stim_variable")
     _check(d.stim_scale in ("auto", "none"), f"config.data.stim_scale: {d.stim_scale!r}")
     _check(d.input_norm in ("standardize", "none"), f"config.data.input_norm: {d.input_norm!r}")
+    if d.visual_field_deg is not None:
+        _check_type(d.visual_field_deg, (int, float), "config.data.visual_field_deg")
+        _check(math.isfinite(d.visual_field_deg) and d.visual_field_deg > 0,
+               f"config.data.visual_field_deg: must be > 0, got {d.visual_field_deg}")
 
 
 def save(cfg: RunConfig, path: str | Path) -> None:

@@ -8,6 +8,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 
 from niflow._atomic import atomic_write  # noqa: E402
@@ -106,5 +107,318 @@ def plot_training(epochs: list[dict], path: str | Path) -> Path:
                  ms=3)
         ax2.set_ylabel("validation median r", color="tab:red")
     ax1.set_title("Training curve")
+    fig.tight_layout()
+    return _save(fig, Path(path))
+
+
+# ---------------------------------------------------------------------------------------------
+# Science figures. Positions are drawn as the stimulus is seen: in degrees of visual angle
+# (y up, 0 at the image centre) when the visual-field size is known, otherwise in stimulus
+# pixels (x = column, y = row, drawn downward like the image).
+# ---------------------------------------------------------------------------------------------
+
+AREA_COLOURS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown")
+
+
+def _colour(i: int) -> str:
+    return AREA_COLOURS[i % len(AREA_COLOURS)]
+
+
+def _legend(ax: matplotlib.axes.Axes, **kwargs) -> None:
+    """A legend if anything is labelled (matplotlib warns on stderr otherwise)."""
+    if ax.get_legend_handles_labels()[1]:
+        ax.legend(**kwargs)
+
+
+def _field_coords(x: np.ndarray, y: np.ndarray, image_size: tuple[int, int],
+                  visual_field_deg: float | None) -> tuple[np.ndarray, np.ndarray, str]:
+    """Stimulus pixels → plotting coordinates and the unit label."""
+    if visual_field_deg is None:
+        return np.asarray(x, float), np.asarray(y, float), "px"
+    h, w = image_size
+    dpp = visual_field_deg / w
+    return ((np.asarray(x, float) - (w - 1) / 2) * dpp,
+            ((h - 1) / 2 - np.asarray(y, float)) * dpp, "deg")
+
+
+def _field_axes(ax, image_size: tuple[int, int], visual_field_deg: float | None) -> None:
+    h, w = image_size
+    if visual_field_deg is None:
+        ax.set_xlim(-0.5, w - 0.5)
+        ax.set_ylim(h - 0.5, -0.5)  # image rows grow downward
+        ax.set_xlabel("x (stimulus px)")
+        ax.set_ylabel("y (stimulus px, downward)")
+    else:
+        dpp = visual_field_deg / w
+        ax.set_xlim(-w / 2 * dpp, w / 2 * dpp)
+        ax.set_ylim(-h / 2 * dpp, h / 2 * dpp)
+        ax.set_xlabel("horizontal position (deg)")
+        ax.set_ylabel("vertical position (deg, up)")
+    ax.set_aspect("equal")
+
+
+def plot_coverage(prfs: dict[str, dict[str, np.ndarray]], image_size: tuple[int, int],
+                  path: str | Path, visual_field_deg: float | None = None,
+                  keep: dict[str, np.ndarray] | None = None, title: str = "readout") -> Path:
+    """Visual-field coverage per area: how many pRFs (within 1σ) cover each point.
+
+    Parameters
+    ----------
+    prfs : dict of area to dict with ``prf_x``, ``prf_y``, ``prf_sigma`` (n_voxels,), px
+    image_size : tuple of int
+        Stimulus ``(height, width)``.
+    keep : dict of area to bool ndarray of shape (n_voxels,), optional
+        Voxels to include (e.g. well-predicted ones); default all finite.
+    """
+    h, w = image_size
+    areas = list(prfs)
+    fig, axes = plt.subplots(1, len(areas), figsize=(4.4 * len(areas), 4.0), squeeze=False)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    for ax, area in zip(axes[0], areas, strict=True):
+        p = prfs[area]
+        ok = np.isfinite(p["prf_x"]) & np.isfinite(p["prf_sigma"])
+        if keep is not None and area in keep:
+            ok &= np.asarray(keep[area], bool)
+        cover = np.zeros((h, w))
+        for x, y, s in zip(p["prf_x"][ok], p["prf_y"][ok], p["prf_sigma"][ok], strict=True):
+            cover += ((xx - x) ** 2 + (yy - y) ** 2) <= s ** 2
+        if visual_field_deg is None:
+            extent = (-0.5, w - 0.5, h - 0.5, -0.5)
+        else:
+            dpp = visual_field_deg / w
+            extent = (-w / 2 * dpp, w / 2 * dpp, -h / 2 * dpp, h / 2 * dpp)
+        im = ax.imshow(cover, extent=extent, origin="upper", cmap="viridis",
+                       interpolation="nearest")
+        cx, cy, _ = _field_coords(p["prf_x"][ok], p["prf_y"][ok], image_size,
+                                  visual_field_deg)
+        ax.plot(cx, cy, ".", color="white", ms=2, alpha=0.6)
+        _field_axes(ax, image_size, visual_field_deg)
+        ax.set_title(f"{area}: visual-field coverage ({int(ok.sum())} voxels)", fontsize=9)
+        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="pRFs covering point (1σ)")
+    fig.suptitle(f"Coverage of the visual field by {title} pRFs (dots: centres)", fontsize=10)
+    fig.tight_layout()
+    return _save(fig, Path(path))
+
+
+def plot_size_eccentricity(panels: list[tuple[str, dict[str, tuple[np.ndarray, np.ndarray]]]],
+                           path: str | Path, unit: str = "px") -> Path:
+    """pRF size against eccentricity per area, with a least-squares line per area.
+
+    Parameters
+    ----------
+    panels : list of (title, {area: (eccentricity (n,), size (n,))})
+        One panel each (e.g. readout maps, in-silico bar sweep).
+    unit : str
+        ``"px"`` or ``"deg"``, for the axis labels.
+    """
+    from niflow.interpret import fit_line
+
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.0 * len(panels), 4.0), squeeze=False)
+    for ax, (title, series) in zip(axes[0], panels, strict=True):
+        for i, (area, (ecc, size)) in enumerate(series.items()):
+            ecc, size = np.asarray(ecc, float), np.asarray(size, float)
+            ok = np.isfinite(ecc) & np.isfinite(size)
+            ax.plot(ecc[ok], size[ok], ".", color=_colour(i), ms=3, alpha=0.35)
+            b0, b1 = fit_line(ecc[ok], size[ok])
+            if np.isfinite(b1):
+                xs = np.linspace(ecc[ok].min(), ecc[ok].max(), 20)
+                sign = "+" if b1 >= 0 else "−"
+                ax.plot(xs, b0 + b1 * xs, "-", color=_colour(i), lw=2.2,
+                        label=f"{area}: σ = {b0:.2f} {sign} {abs(b1):.3f}·ecc "
+                              f"(n={int(ok.sum())})")
+        if not ax.lines:
+            ax.text(0.5, 0.5, "no well-predicted voxels to show", transform=ax.transAxes,
+                    ha="center", va="center", color="0.4")
+        ax.set_xlabel(f"eccentricity ({unit})")
+        ax.set_ylabel(f"pRF size σ ({unit})")
+        ax.set_title(title, fontsize=9)
+        _legend(ax, fontsize=7, loc="upper left")
+        ax.grid(alpha=0.3)
+    fig.suptitle("pRF size versus eccentricity per area (lines: least-squares fits)",
+                 fontsize=10)
+    fig.tight_layout()
+    return _save(fig, Path(path))
+
+
+def plot_prf_agreement(pairs: dict[str, dict[str, np.ndarray]], path: str | Path,
+                       unit: str = "px") -> Path:
+    """In-silico (bar sweep) against readout pRF centres and sizes, per area.
+
+    Parameters
+    ----------
+    pairs : dict of area to dict with ``readout_x``, ``readout_y``, ``readout_sigma``,
+        ``insilico_x``, ``insilico_y``, ``insilico_sigma`` (n,) in ``unit``
+    """
+    areas = list(pairs)
+    fig, axes = plt.subplots(len(areas), 3, figsize=(12.0, 3.6 * len(areas)), squeeze=False)
+    for row, area in zip(axes, areas, strict=True):
+        p = pairs[area]
+        d = np.hypot(p["insilico_x"] - p["readout_x"], p["insilico_y"] - p["readout_y"])
+        for ax, key in zip(row[:2], ("x", "y"), strict=True):
+            a, b = p[f"readout_{key}"], p[f"insilico_{key}"]
+            ax.plot(a, b, ".", ms=3, alpha=0.5)
+            lo, hi = np.nanmin([a.min(), b.min()]), np.nanmax([a.max(), b.max()])
+            ax.plot([lo, hi], [lo, hi], "k--", lw=1, label="identity")
+            ax.set_xlabel(f"readout-map centre {key} ({unit})")
+            ax.set_ylabel(f"in-silico centre {key} ({unit})")
+            ax.set_title(f"{area}: pRF centre {key}", fontsize=9)
+            _legend(ax, fontsize=7)
+        ax = row[2]
+        ax.plot(p["readout_sigma"], p["insilico_sigma"], ".", ms=3, alpha=0.5)
+        ax.set_xlabel(f"readout-map size σ ({unit})")
+        ax.set_ylabel(f"in-silico size σ ({unit})")
+        ax.set_title(f"{area}: size; centre distance median {np.nanmedian(d):.2f} {unit}",
+                     fontsize=9)
+    fig.suptitle("In-silico bar-sweep pRFs against readout-map pRFs", fontsize=10)
+    fig.tight_layout()
+    return _save(fig, Path(path))
+
+
+def plot_tuning(tuning: dict[str, dict[str, np.ndarray]], path: str | Path,
+                sf_unit: str = "cycles/px") -> Path:
+    """Distributions of preferred orientation and preferred spatial frequency per area.
+
+    Parameters
+    ----------
+    tuning : dict of area to dict with ``preferred_orientation`` (deg),
+        ``orientation_selectivity`` and ``preferred_sf`` (n_voxels,) in ``sf_unit``
+    """
+    areas = list(tuning)
+    fig, axes = plt.subplots(len(areas), 3, figsize=(12.0, 3.3 * len(areas)), squeeze=False)
+    for row, area in zip(axes, areas, strict=True):
+        t = tuning[area]
+        row[0].hist(t["preferred_orientation"], bins=np.arange(0, 181, 15), color="tab:blue",
+                    edgecolor="white")
+        row[0].set_xlabel("preferred orientation (deg, 0 = horizontal, CCW)")
+        row[0].set_ylabel("voxels")
+        row[0].set_xticks(np.arange(0, 181, 45))
+        row[0].set_title(f"{area}: preferred orientation", fontsize=9)
+        row[1].hist(t["orientation_selectivity"], bins=np.linspace(0, 1, 21),
+                    color="tab:green", edgecolor="white")
+        row[1].set_xlabel("orientation selectivity (0 = untuned, 1 = one orientation)")
+        row[1].set_ylabel("voxels")
+        row[1].set_title(f"{area}: orientation selectivity", fontsize=9)
+        sf = np.asarray(t["preferred_sf"], float)
+        sf = sf[np.isfinite(sf) & (sf > 0)]
+        if sf.size:
+            row[2].hist(sf, bins=np.geomspace(sf.min() * 0.95, sf.max() * 1.05, 16),
+                        color="tab:orange", edgecolor="white")
+            row[2].set_xscale("log")
+            # five plain-decimal ticks: a log axis would label 2×10⁻¹ or crowd minor labels
+            row[2].xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+            row[2].xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+            ticks = np.geomspace(sf.min(), sf.max(), 5) if sf.max() > sf.min() else sf[:1]
+            row[2].set_xticks(ticks)
+            row[2].set_xticklabels([f"{v:.3g}" for v in ticks])
+        row[2].set_xlabel(f"preferred spatial frequency ({sf_unit})")
+        row[2].set_ylabel("voxels")
+        row[2].set_title(f"{area}: preferred spatial frequency", fontsize=9)
+    fig.suptitle("In-silico grating tuning of every voxel", fontsize=10)
+    fig.tight_layout()
+    return _save(fig, Path(path))
+
+
+def plot_flow(rows: list[dict], channel_norms: dict[tuple[str, str], np.ndarray],
+              path: str | Path) -> Path:
+    """Information flow: drop in held-out r when a source is ablated, and weight norms.
+
+    Parameters
+    ----------
+    rows : list of dict
+        ``FlowResult.row()`` records (target, source, median_drop_zero, median_drop_mean).
+    channel_norms : dict of (target, source) to ndarray of shape (C_target, C_source)
+    """
+    targets = list(dict.fromkeys(r["target"] for r in rows))
+    fig, axes = plt.subplots(1, 1 + len(targets), figsize=(5.0 + 4.0 * len(targets), 4.0),
+                             squeeze=False, gridspec_kw={"width_ratios": [1.4] + [1] * len(
+                                 targets)})
+    ax = axes[0, 0]
+    labels = [f"{r['source']}→{r['target']}" for r in rows]
+    pos = np.arange(len(rows))
+    ax.bar(pos - 0.2, [r["median_drop_zero"] for r in rows], 0.4, label="source set to 0")
+    ax.bar(pos + 0.2, [r["median_drop_mean"] for r in rows], 0.4,
+           label="source set to its mean")
+    ax.set_xticks(pos)
+    ax.set_xticklabels(labels, rotation=20, fontsize=8)
+    ax.set_ylabel("median drop in held-out r")
+    ax.set_title("Ablation: cost of removing each input", fontsize=9)
+    ax.axhline(0, color="k", lw=0.8)
+    _legend(ax, fontsize=7)
+    for ax, target in zip(axes[0, 1:], targets, strict=True):
+        srcs = [r["source"] for r in rows if r["target"] == target]
+        blocks = [channel_norms[(target, s)] for s in srcs]
+        mat = np.concatenate(blocks, axis=1)
+        im = ax.imshow(mat, cmap="magma", aspect="auto", interpolation="nearest")
+        edge = 0
+        ticks = []
+        for b in blocks:
+            ticks.append(edge + b.shape[1] / 2 - 0.5)
+            edge += b.shape[1]
+            ax.axvline(edge - 0.5, color="white", lw=1.5)
+        ax.set_xticks(ticks)
+        ax.set_xticklabels([f"from {s}" for s in srcs], fontsize=8)
+        ax.set_xlabel("input channel (grouped by source)")
+        ax.set_ylabel(f"{target} output channel")
+        ax.set_title(f"{target}: conv weight norm per channel pair", fontsize=9)
+        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="kernel L2 norm")
+    fig.suptitle("Information flow between areas", fontsize=10)
+    fig.tight_layout()
+    return _save(fig, Path(path))
+
+
+def plot_model_comparison(nif_r: dict[str, np.ndarray], other_r: dict[str, dict[str, np.ndarray]],
+                          path: str | Path) -> Path:
+    """Per-voxel held-out r of NIF against each baseline, one panel per area.
+
+    Parameters
+    ----------
+    nif_r : dict of area to ndarray of shape (n_voxels,)
+    other_r : dict of baseline name to dict of area to ndarray of shape (n_voxels,)
+        Same voxel order as ``nif_r``.
+    """
+    areas = list(nif_r)
+    fig, axes = plt.subplots(1, len(areas), figsize=(4.4 * len(areas), 4.2), squeeze=False)
+    every = np.concatenate([np.ravel(v) for v in nif_r.values()] +
+                           [np.ravel(v) for rs in other_r.values() for v in rs.values()])
+    lo = min(-0.2, float(np.nanmin(every)) - 0.03) if every.size else -0.2
+    for ax, area in zip(axes[0], areas, strict=True):
+        for i, (name, rs) in enumerate(other_r.items()):
+            if area not in rs:
+                continue
+            ax.plot(rs[area], nif_r[area], ".", ms=3, alpha=0.5, color=_colour(i + 1),
+                    label=f"ridge on {name}: median {np.nanmedian(rs[area]):.3f}")
+        ax.plot([lo, 1], [lo, 1], "k--", lw=1)
+        ax.set_xlim(lo, 1)
+        ax.set_ylim(lo, 1)
+        ax.set_xlabel("baseline held-out r")
+        ax.set_ylabel("NIF held-out r")
+        ax.set_title(f"{area}: NIF (median {np.nanmedian(nif_r[area]):.3f}) vs baselines",
+                     fontsize=9)
+        _legend(ax, fontsize=7, loc="lower right")
+        ax.set_aspect("equal")
+    fig.suptitle("Same test rows, per voxel: points above the diagonal favour NIF", fontsize=10)
+    fig.tight_layout()
+    return _save(fig, Path(path))
+
+
+def plot_noise_ceiling(r: dict[str, np.ndarray], ceiling: dict[str, np.ndarray],
+                       path: str | Path) -> Path:
+    """Held-out r against each voxel's noise ceiling, one panel per area."""
+    areas = list(r)
+    fig, axes = plt.subplots(1, len(areas), figsize=(4.4 * len(areas), 4.2), squeeze=False)
+    for ax, area in zip(axes[0], areas, strict=True):
+        c, rr = np.asarray(ceiling[area], float), np.asarray(r[area], float)
+        ok = np.isfinite(c) & np.isfinite(rr)
+        ax.plot(c[ok], rr[ok], ".", ms=3, alpha=0.5)
+        ax.plot([0, 1], [0, 1], "k--", lw=1, label="r = ceiling")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(min(-0.1, float(np.nanmin(rr)) if rr.size else 0), 1)
+        ax.set_xlabel("noise ceiling (√ split-half reliability, Spearman–Brown)")
+        ax.set_ylabel("held-out r")
+        with np.errstate(invalid="ignore", divide="ignore"):
+            med = np.nanmedian(rr[ok] / c[ok]) if ok.any() else np.nan
+        ax.set_title(f"{area}: median r / ceiling = {med:.3f}", fontsize=9)
+        _legend(ax, fontsize=7, loc="upper left")
+    fig.suptitle("Prediction accuracy against the noise ceiling", fontsize=10)
     fig.tight_layout()
     return _save(fig, Path(path))

@@ -13,6 +13,13 @@
     predictions.npz   test-row predictions per area (response units) and ``test_rows``
     modelparams.mat   learned parameters under basicNIF's names
     figures/*.png     receptive fields of the best voxels, V1 kernels, training curve
+
+Every file is written atomically (temporary file, then rename). A new run folder appears
+complete with ``config.json``, ``split.json`` and ``run.json`` or not at all (they are
+written into a hidden staging folder next to it, which is then renamed), so a folder
+without ``run.json`` is never a half-started run. Everything after that is either a
+checkpoint to resume from or a finished output; ``--resume`` (``resume=True``) continues
+after a kill at any moment and ends with the same files an uninterrupted run writes.
 """
 
 from __future__ import annotations
@@ -21,8 +28,13 @@ import csv
 import hashlib
 import io
 import json
+import os
+import re
 import shutil
+import tempfile
 import time
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,14 +43,16 @@ import torch
 
 from niflow import __version__
 from niflow import config as cfgmod
-from niflow._atomic import atomic_write, atomic_write_text
+from niflow._atomic import atomic_write, atomic_write_text, umask
 from niflow.config import RunConfig
-from niflow.data.dataset import NIFData, Standardizer, build_dataset, parse_rows, scale_stimuli
-from niflow.data.io import DataError, load_responses, load_stimuli, save_mat, save_npz
+from niflow.data.dataset import NIFData, Standardizer, build_dataset, scale_stimuli
+from niflow.data.io import load_responses, load_stimuli, save_mat, save_npz
+from niflow.data.validate import Inputs, check_arrays, check_evaluation_arrays
 from niflow.evaluate import pearson_r, r_squared, summarize
 from niflow.interpret import prf_from_maps, spatial_maps
 from niflow.model import NIFModel
-from niflow.train import History, fit, predict, seed_everything
+from niflow.resources import check_memory, estimate_training_memory
+from niflow.train import CHECKPOINT, History, fit, predict, seed_everything
 
 
 class RunError(RuntimeError):
@@ -80,56 +94,148 @@ def sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def check_areas(responses: dict[str, np.ndarray], cfg: RunConfig, source: str) -> None:
-    unknown = [a for a in responses if a not in cfg.area_names()]
-    if unknown:
-        raise DataError(
-            f"{source}: area variable(s) {unknown} do not match any area of the model config "
-            f"{cfg.area_names()}; rename the variables or add areas to the config")
+def check_run_dir(out: Path, force: bool, resume: bool) -> None:
+    """Refuse an ``out`` that cannot be used as asked; nothing is created or changed.
 
-
-def prepare_run_dir(out: Path, force: bool, resume: bool) -> None:
+    A new run needs ``out`` absent or empty (or ``force``); ``resume`` needs a run folder
+    (one with ``run.json``).
+    """
     if out.exists() and not out.is_dir():
         raise RunError(f"{out}: exists and is not a folder; choose another --out")
+    for parent in out.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise RunError(f"{out}: cannot create the run folder ({parent} is a file)")
+            break
     if resume:
-        if not (out / "checkpoint.pt").exists():
-            raise RunError(f"{out}: nothing to resume (no checkpoint.pt)")
+        if not out.exists():
+            raise RunError(f"{out}: nothing to resume (no such run folder); start the run "
+                           f"without --resume")
+        if not (out / "run.json").exists():
+            raise RunError(f"{out}: nothing to resume (no run.json: not a niflow run folder)")
         return
-    if out.exists() and any(out.iterdir()):
-        if not force:
-            raise RunError(f"{out}: run folder exists and is not empty; use --force to "
-                           f"overwrite or --resume to continue it")
-        shutil.rmtree(out)
+    if out.exists() and any(out.iterdir()) and not force:
+        raise RunError(f"{out}: run folder exists and is not empty; use --force to "
+                       f"overwrite or --resume to continue it")
+
+
+def _create_run_dir(out: Path, force: bool, write: Callable[[Path], None]) -> None:
+    """Make ``out`` appear with the files ``write(folder)`` puts in it, all or nothing."""
     try:
-        out.mkdir(parents=True, exist_ok=True)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale_staging(out)
+        staging = Path(tempfile.mkdtemp(dir=out.parent,
+                                        prefix=f".{out.name}.starting-{os.getpid()}-"))
+        os.chmod(staging, 0o777 & ~umask())  # mkdtemp's folder is private (0700)
     except OSError as err:
         raise RunError(f"{out}: cannot create the run folder ({err.strerror})") from None
+    try:
+        write(staging)
+        if out.exists():
+            if any(out.iterdir()):
+                if not force:  # appeared since check_run_dir: never overwrite without --force
+                    raise RunError(f"{out}: run folder exists and is not empty; use --force "
+                                   f"to overwrite or --resume to continue it")
+                shutil.rmtree(out)
+            else:
+                out.rmdir()
+        os.replace(staging, out)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def _remove_stale_staging(out: Path) -> None:
+    """Remove staging folders of ``out`` left by processes that were killed while starting."""
+    for folder in out.parent.glob(f".{out.name}.starting-*"):
+        match = re.fullmatch(rf"\.{re.escape(out.name)}\.starting-(\d+)-.+", folder.name)
+        if match is None or not folder.is_dir():
+            continue
+        try:
+            os.kill(int(match.group(1)), 0)
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+        except (PermissionError, OverflowError):  # alive (someone else's) or not a pid
+            pass
+
+
+# temporary files of niflow._atomic: ".<stem>.<8 random characters><suffix>"
+_TEMPORARY = re.compile(r"\.[^.]+\.[a-z0-9_]{8}(\.[A-Za-z0-9]+)?")
+
+
+def _remove_temporaries(out: Path) -> None:
+    """Delete temporary files an interrupted atomic write left in ``out`` (or figures/)."""
+    for folder in (out, out / "figures"):
+        for path in folder.glob(".*"):
+            if path.is_file() and _TEMPORARY.fullmatch(path.name):
+                path.unlink(missing_ok=True)
 
 
 def train_run(stim: np.ndarray, responses: dict[str, np.ndarray], out: str | Path | None,
-              cfg: RunConfig, test_rows: np.ndarray, *, resume: bool = False,
+              cfg: RunConfig, test_rows: np.ndarray | str, *, resume: bool = False,
               force: bool = False, progress: bool = True, inputs: dict[str, str] | None = None,
+              train_rows: np.ndarray | str | None = None, memory_check: bool = True,
               ) -> tuple[Run, History, NIFData]:
     """Train a NIF model on arrays and (if ``out``) write the full run folder.
+
+    Every input is validated first (:func:`niflow.data.validate.check_arrays`); an error
+    leaves nothing behind.
 
     Parameters
     ----------
     stim : ndarray of shape (n_samples, height, width) or (n_samples, channels, h, w)
     responses : dict of str to ndarray of shape (n_samples, n_voxels)
         Keys must be area names of ``cfg``.
-    test_rows : ndarray of int
+    test_rows : ndarray of int or str
         Held-out rows, scored at the end and never used for fitting.
     inputs : dict, optional
         ``{"stim": path, "bold": path}``, recorded with checksums in ``run.json``.
+    train_rows : ndarray of int or str, optional
+        Rows to train on (default: all rows not in ``test_rows``).
+    memory_check : bool
+        Refuse (:class:`~niflow.resources.ResourceError`) when the estimated memory exceeds
+        what is available.
     """
-    check_areas(responses, cfg, (inputs or {}).get("bold", "responses"))
-    data = build_dataset(stim, responses, test_rows, cfg.train.val_fraction, cfg.train.seed,
-                         cfg.data.stim_scale)
+    checked = check_arrays(stim, responses, cfg, test_rows, train_rows=train_rows,
+                           sources=inputs)
+    return train_inputs(checked, out, resume=resume, force=force, progress=progress,
+                        memory_check=memory_check)
+
+
+def train_inputs(inputs: Inputs, out: str | Path | None, *, resume: bool = False,
+                 force: bool = False, progress: bool = True, memory_check: bool = True,
+                 on_start: Callable[[], None] | None = None,
+                 ) -> tuple[Run, History, NIFData]:
+    """Train on validated inputs (:func:`niflow.data.validate.validate_inputs`).
+
+    Before anything is written: the run folder is checked (``out`` must not hold a run
+    unless ``force``; ``resume`` needs one whose inputs, configuration and split match, see
+    :func:`check_resume`) and the memory the run needs is compared with what is available.
+    ``on_start`` is called once all of that passed (the command line prints the input
+    warnings there, so that a refused run prints its error alone).
+
+    Returns
+    -------
+    run : Run
+    history : History
+    data : NIFData
+    """
+    cfg = inputs.config
     out_path = Path(out) if out is not None else None
     if out_path is not None:
+        check_run_dir(out_path, force, resume)
         if resume:
-            _check_resume_inputs(out_path, cfg, inputs)
-        prepare_run_dir(out_path, force, resume)
+            check_resume(out_path, inputs)
+    if memory_check:
+        check_memory(estimate_training_memory(
+            cfg, inputs.image_shape, inputs.n_voxels, inputs.n_samples,
+            int(inputs.split.train.size),
+            n_eval_rows=max(inputs.split.val.size, inputs.split.test.size)))
+    if on_start is not None:
+        on_start()
+    stim = inputs.stim
+    data = build_dataset(stim, inputs.responses, inputs.split.test, stim_scale=cfg.data.stim_scale,
+                         split=inputs.split, voxel_index=inputs.voxel_index)
     seed_everything(cfg.train.seed)
     model = NIFModel(cfg, data.image_shape, data.n_voxels)
     if cfg.data.input_norm == "standardize":
@@ -145,43 +251,84 @@ def train_run(stim: np.ndarray, responses: dict[str, np.ndarray], out: str | Pat
         stim_peak = float(np.abs(stim[fit_rows]).max())
     started = time.time()
     if out_path is not None and not resume:
-        cfgmod.save(cfg, out_path / "config.json")
-        atomic_write_text(out_path / "split.json", json.dumps(data.split.to_dict()) + "\n")
-        _write_run_info(out_path, cfg, inputs, started)
-    hist = fit(model, data, cfg.train, out_path, resume=resume, progress=progress)
+        def write_start(folder: Path) -> None:
+            cfgmod.save(cfg, folder / "config.json")
+            atomic_write_text(folder / "split.json", json.dumps(data.split.to_dict()) + "\n")
+            _write_run_info(folder, cfg, inputs.sources, started)
+
+        _create_run_dir(out_path, force, write_start)
+    elif out_path is not None:
+        _remove_temporaries(out_path)
+    checkpoint = out_path is not None and (out_path / CHECKPOINT).exists()
+    hist = fit(model, data, cfg.train, out_path, resume=bool(resume and checkpoint),
+               progress=progress)
     run = Run(out_path, cfg, model, data.scalers, data.voxel_index, stim_peak)
     if out_path is not None:
-        write_outputs(run, data, hist, time.time() - started)
+        write_outputs(run, data, hist)
+        _finish_run_info(out_path, hist)
     return run, hist, data
 
 
 def _write_run_info(out: Path, cfg: RunConfig, inputs: dict[str, str] | None,
                     started: float) -> None:
     info = {"niflow_version": __version__, "torch_version": torch.__version__,
-            "seed": cfg.train.seed, "started": time.strftime("%Y-%m-%dT%H:%M:%S",
-                                                             time.localtime(started)),
+            "seed": cfg.train.seed, "started": _timestamp(started),
             "inputs": {k: {"path": str(Path(p).resolve()), "sha256": sha256(p)}
                        for k, p in (inputs or {}).items()}}
     atomic_write_text(out / "run.json", json.dumps(info, indent=2) + "\n")
 
 
-def _check_resume_inputs(out: Path, cfg: RunConfig, inputs: dict[str, str] | None) -> None:
-    info_path = out / "run.json"
-    if not info_path.exists():
-        raise RunError(f"{out}: no run.json; cannot check the inputs of the run to resume")
-    info = json.loads(info_path.read_text())
-    for key, path in (inputs or {}).items():
+def _timestamp(seconds: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(seconds))
+
+
+def _finish_run_info(out: Path, hist: History) -> None:
+    # wall-clock figures live here, not in metrics.json, which stays a pure function of the
+    # inputs, the configuration and the seed (bit-identical between identical runs)
+    info = json.loads((out / "run.json").read_text())
+    info["finished"] = _timestamp(time.time())
+    info["training_seconds"] = float(sum(e.get("seconds", 0.0) for e in hist.epochs))
+    atomic_write_text(out / "run.json", json.dumps(info, indent=2) + "\n")
+
+
+def check_resume(out: Path, inputs: Inputs) -> None:
+    """Refuse to resume ``out`` with inputs other than the ones it started with.
+
+    Compared with what the run folder recorded: the sha256 of each input file
+    (``run.json``), the resolved configuration (``config.json``) and the train, validation
+    and test rows (``split.json``). A different niflow or torch version only warns: results
+    are then no longer guaranteed to match an uninterrupted run bit for bit.
+    """
+    info = _read_json(out / "run.json", out)
+    for key, path in inputs.sources.items():
         old = info.get("inputs", {}).get(key)
         if old is not None and old["sha256"] != sha256(path):
             raise RunError(f"{out}: input {key!r} ({path}) differs from the one the run "
                            f"started with; start a new run instead of --resume")
-    old_cfg = json.loads((out / "config.json").read_text())
-    if old_cfg != cfg.to_dict():
+    if _read_json(out / "config.json", out) != inputs.config.to_dict():
         raise RunError(f"{out}: the configuration differs from the run's config.json; "
                        f"resume with the same config")
+    if _read_json(out / "split.json", out) != inputs.split.to_dict():
+        raise RunError(f"{out}: the train/validation/test rows differ from the run's "
+                       f"split.json; resume with the same --test-rows (and --train-rows)")
+    versions = {"niflow": (info.get("niflow_version"), __version__),
+                "torch": (info.get("torch_version"), torch.__version__)}
+    for name, (then, now) in versions.items():
+        if then != now:
+            warnings.warn(f"{out}: the run started with {name} {then}, this is {now}; the "
+                          f"result may differ from an uninterrupted run", stacklevel=3)
 
 
-def write_outputs(run: Run, data: NIFData, hist: History, seconds: float) -> None:
+def _read_json(path: Path, out: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise RunError(f"{out}: no {path.name}; not a complete niflow run folder") from None
+    except (OSError, ValueError) as err:
+        raise RunError(f"{out}: {path.name} is unreadable ({err})") from None
+
+
+def write_outputs(run: Run, data: NIFData, hist: History) -> None:
     """Write weights, metrics, per-voxel table, predictions, modelparams.mat and figures."""
     from niflow import plots
 
@@ -224,10 +371,13 @@ def write_outputs(run: Run, data: NIFData, hist: History, seconds: float) -> Non
                "training": {"best_epoch": hist.best_epoch, "epochs_run": len(hist.epochs),
                             "stopped_early": hist.stopped_early,
                             "best_val_median_r": (hist.best_score
-                                                  if np.isfinite(hist.best_score) else None),
-                            "seconds": seconds}}
+                                                  if np.isfinite(hist.best_score) else None)}}
     atomic_write_text(out / "metrics.json", json.dumps(summary, indent=2) + "\n")
     save_mat(out / "modelparams.mat", modelparams(run.model))
+    # significance and retinotopy columns, information flow, coverage/size figures
+    from niflow.report import extend_run_outputs
+
+    extend_run_outputs(run, data)
 
 
 def _write_csv(path: Path, header: list[str], rows: list[list]) -> None:
@@ -294,24 +444,17 @@ def evaluate_files(run: Run, stim_path: str | Path, bold_path: str | Path,
                    rows: str | None = None) -> dict[str, dict]:
     """Score a trained run on data files (all rows, or ``rows`` like ``"288:360"``).
 
+    The files are validated first (:func:`niflow.data.validate.check_evaluation_arrays`).
+
     Returns
     -------
     dict of area to summary (``summarize``) plus ``r`` (ndarray of shape (n_voxels,)).
     """
     stim = load_stimuli(stim_path, run.config.data.stim_variable)
     resp = load_responses(bold_path)
-    check_areas(resp, run.config, str(bold_path))
-    idx = parse_rows(rows, stim.shape[0]) if rows else np.arange(stim.shape[0])
-    for area, r in resp.items():
-        if r.shape[0] != stim.shape[0]:
-            raise DataError(f"{bold_path}: area {area!r} has {r.shape[0]} rows but "
-                            f"{stim_path} has {stim.shape[0]} stimuli")
-        if area in run.voxel_index and r.shape[1] <= int(np.max(run.voxel_index[area])):
-            raise DataError(f"{bold_path}: area {area!r} has {r.shape[1]} voxels; the model "
-                            f"was trained on {len(run.voxel_index[area])}")
-    if tuple(scale_stimuli(stim[:1]).shape[1:]) != run.model.image_shape:
-        raise DataError(f"{stim_path}: stimuli of shape {stim.shape[1:]} do not match the "
-                        f"model's {run.model.image_shape}")
+    idx = check_evaluation_arrays(stim, resp, run.config, run.model.image_shape,
+                                  run.voxel_index, rows,
+                                  {"stim": str(stim_path), "bold": str(bold_path)})
     pred = run.predict(stim[idx])
     out = {}
     for area, p in pred.items():

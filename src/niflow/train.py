@@ -3,6 +3,10 @@
 Determinism: the model is initialised from ``seed`` and every epoch's batch order comes from
 its own generator seeded with ``(seed, epoch)``, so a run resumed from the checkpoint of epoch
 ``e`` replays exactly the batches an uninterrupted run would have seen.
+
+Interruption: after each epoch the checkpoint is written (atomically) before the log line, and
+the checkpoint holds the whole history, so a run killed at any moment resumes from the last
+checkpoint and rewrites ``log.jsonl`` from it: every epoch appears in the log exactly once.
 """
 
 from __future__ import annotations
@@ -140,6 +144,9 @@ def fit(model: NIFModel, data: NIFData, cfg: TrainConfig, run_dir: str | Path | 
         best_state, bad_epochs = ck["best_state"], ck["bad_epochs"]
         hist = History(**ck["history"])
         start_epoch = ck["epoch"] + 1
+        # a kill between checkpoint and log (or an older run that logged first) leaves the
+        # log one epoch off; the checkpoint's history is the truth
+        _write_log(run_dir / LOG, hist.epochs)
     elif run_dir is not None and (run_dir / LOG).exists():
         (run_dir / LOG).unlink()
 
@@ -185,11 +192,11 @@ def fit(model: NIFModel, data: NIFData, cfg: TrainConfig, run_dir: str | Path | 
         bar.set_postfix(loss=f"{record['train_loss']:.3f}",
                         val_r=f"{record.get('val_median_r', float('nan')):.3f}")
         if run_dir is not None:
-            _append_log(run_dir / LOG, record)
             _save_checkpoint(run_dir / CHECKPOINT, {
                 "epoch": epoch, "model": model.state_dict(), "optimizer": optim.state_dict(),
                 "best_state": best_state, "bad_epochs": bad_epochs,
                 "history": hist.__dict__})
+            _append_log(run_dir / LOG, record)
     bar.close()
     model.load_state_dict(best_state)
     return hist
@@ -199,3 +206,7 @@ def _append_log(path: Path, record: dict) -> None:
     # rewrite the whole (small) log atomically so a kill never leaves half a line
     old = path.read_text() if path.exists() else ""
     atomic_write_text(path, old + json.dumps(record) + "\n")
+
+
+def _write_log(path: Path, records: list[dict]) -> None:
+    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in records))

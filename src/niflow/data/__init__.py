@@ -12,10 +12,16 @@ from niflow.data.dataset import (
 from niflow.data.io import (
     DataError,
     load_arrays,
+    load_mask,
+    load_nifti_responses,
+    load_response_repeats,
     load_responses,
     load_stimuli,
+    nifti_from_voxels,
     save_mat,
     save_npz,
+    stack_repeats,
+    voxel_maps_to_nifti,
 )
 from niflow.data.simulate import (
     SimConfig,
@@ -33,4 +39,6 @@ __all__ = [
     "build_dataset", "load_arrays", "load_responses", "load_simulation", "load_stimuli",
     "load_truth", "make_glyphs", "make_split", "parse_rows", "save_mat", "save_npz",
     "scale_stimuli", "simulate", "simulate_responses", "write_simulation",
+    "load_mask", "load_nifti_responses", "load_response_repeats", "nifti_from_voxels",
+    "stack_repeats", "voxel_maps_to_nifti",
 ]

@@ -23,11 +23,16 @@ class Split:
         return {k: getattr(self, k).tolist() for k in ("train", "val", "test")}
 
 
-def parse_rows(spec: str | Path | None, n_samples: int) -> np.ndarray:
+def parse_rows(spec: str | Path | None, n_samples: int, name: str = "row spec") -> np.ndarray:
     """Row indices from a spec: ``"288:360"`` (Python slice), ``"0,5,9"``, or a file path.
 
     A file holds whitespace- or comma-separated integer indices (``.txt``/``.csv``) or an
-    index array (``.npy``). Negative indices count from the end as in Python.
+    index array (``.npy``). Negative indices count from the end as in Python. ``name`` starts
+    error messages (e.g. ``"test rows"``).
+
+    Returns
+    -------
+    ndarray of shape (n_rows,), int64, sorted, unique, each in ``0 .. n_samples - 1``.
     """
     if spec is None or str(spec).strip() == "":
         return np.zeros(0, dtype=np.int64)
@@ -54,49 +59,68 @@ def parse_rows(spec: str | Path | None, n_samples: int) -> np.ndarray:
     elif ":" in text:
         parts = text.split(":")
         if len(parts) > 3:
-            raise DataError(f"row spec {text!r}: expected start:stop or start:stop:step")
+            raise DataError(f"{name} {text!r}: expected start:stop or start:stop:step")
         try:
             bounds = [int(p) if p.strip() else None for p in parts]
         except ValueError:
-            raise DataError(f"row spec {text!r}: start:stop must be integers") from None
+            raise DataError(f"{name} {text!r}: start:stop must be integers") from None
         start, stop = bounds[0], bounds[1]
         for b in (start, stop):
             if b is not None and not -n_samples <= b <= n_samples:
-                raise DataError(f"row spec {text!r}: bound {b} is outside 0..{n_samples}")
+                raise DataError(f"{name} {text!r}: bound {b} is outside 0..{n_samples}")
         if len(bounds) == 3 and bounds[2] == 0:
-            raise DataError(f"row spec {text!r}: step must not be zero")
+            raise DataError(f"{name} {text!r}: step must not be zero")
         idx = np.arange(n_samples)[slice(*bounds)]
     else:
         try:
             idx = np.array([int(t) for t in text.replace(",", " ").split()], dtype=np.int64)
         except ValueError:
-            raise DataError(f"row spec {text!r}: expected start:stop, a list of integers, "
+            raise DataError(f"{name} {text!r}: expected start:stop, a list of integers, "
                             f"or a file of indices") from None
     idx = np.asarray(idx, dtype=np.int64).ravel()
     if idx.size and (idx.max() >= n_samples or idx.min() < -n_samples):
-        raise DataError(f"row spec {text!r}: indices outside 0..{n_samples - 1}")
+        raise DataError(f"{name} {text!r}: indices outside 0..{n_samples - 1}")
     idx = np.where(idx < 0, idx + n_samples, idx)
     if np.unique(idx).size != idx.size:
-        raise DataError(f"row spec {text!r}: repeated indices")
+        raise DataError(f"{name} {text!r}: repeated indices")
     return np.sort(idx)
 
 
 def make_split(n_samples: int, test_rows: np.ndarray, val_fraction: float = 0.1,
-               seed: int = 0) -> Split:
-    """Training rows are all rows not in ``test_rows``; a seeded random ``val_fraction`` of
-    them becomes the validation part used for early stopping."""
+               seed: int = 0, train_rows: np.ndarray | None = None) -> Split:
+    """Split rows into train, validation and test parts.
+
+    Training rows are ``train_rows`` if given (rows in neither list are left out), else all
+    rows not in ``test_rows``; a seeded random ``val_fraction`` of them becomes the
+    validation part used for early stopping.
+
+    Parameters
+    ----------
+    n_samples : int
+    test_rows : ndarray of shape (n_test,), int
+    train_rows : ndarray of shape (n_train,), int, optional
+        Must not share rows with ``test_rows``.
+    """
     test = np.sort(np.asarray(test_rows, dtype=np.int64))
-    rest = np.setdiff1d(np.arange(n_samples), test)
+    if train_rows is None:
+        rest = np.setdiff1d(np.arange(n_samples), test)
+    else:
+        rest = np.unique(np.asarray(train_rows, dtype=np.int64))
+        shared = np.intersect1d(rest, test)
+        if shared.size:
+            shown = ", ".join(map(str, shared[:5])) + (", ..." if shared.size > 5 else "")
+            raise DataError(f"train rows and test rows share {shared.size} row(s) ({shown}); "
+                            f"held-out rows must never be trained on")
+    source = (f"remain after removing {test.size} test rows of {n_samples}"
+              if train_rows is None else "are given")
     if rest.size < 2:
-        raise DataError(f"only {rest.size} training rows remain after removing "
-                        f"{test.size} test rows of {n_samples}")
+        raise DataError(f"only {rest.size} training rows {source}")
     n_val = int(round(val_fraction * rest.size))
     if val_fraction > 0:
         n_val = max(n_val, 2)  # a correlation needs at least two rows
     if rest.size - n_val < 1:
-        raise DataError(f"only {rest.size} training rows remain after removing {test.size} "
-                        f"test rows of {n_samples}: too few to also hold out {n_val} "
-                        f"validation rows")
+        raise DataError(f"only {rest.size} training rows {source}: too few to also hold out "
+                        f"{n_val} validation rows")
     rng = np.random.default_rng(seed)
     val = np.sort(rng.choice(rest, size=n_val, replace=False)) if n_val else rest[:0]
     train = np.setdiff1d(rest, val)
@@ -104,8 +128,13 @@ def make_split(n_samples: int, test_rows: np.ndarray, val_fraction: float = 0.1,
 
 
 def _varies(std: np.ndarray, mean: np.ndarray) -> np.ndarray:
-    """True where a standard deviation is more than float round-off of the mean."""
-    return std > 1e-9 * np.maximum(1.0, np.abs(mean))
+    """True where a standard deviation is more than round-off.
+
+    Relative to the values' own scale (above a millionth of the mean's magnitude: float32
+    keeps about 7 digits), so responses in any unit keep their voxels, and above 1e-30 so
+    that z-scores stay finite in float32.
+    """
+    return (std > 1e-6 * np.abs(mean)) & (std > 1e-30)
 
 
 @dataclass
@@ -190,7 +219,8 @@ class NIFData:
 
 
 def build_dataset(stim: np.ndarray, responses: dict[str, np.ndarray], test_rows: np.ndarray,
-                  val_fraction: float = 0.1, seed: int = 0, stim_scale: str = "auto",
+                  val_fraction: float = 0.1, seed: int = 0, stim_scale: str = "auto", *,
+                  split: Split | None = None, voxel_index: dict[str, np.ndarray] | None = None,
                   ) -> NIFData:
     """Check row counts, split, scale stimuli and z-score responses on the training rows.
 
@@ -200,6 +230,12 @@ def build_dataset(stim: np.ndarray, responses: dict[str, np.ndarray], test_rows:
     responses : dict of str to ndarray of shape (n_samples, n_voxels)
     test_rows : ndarray of int
         Held-out rows (never used for fitting anything, z-scoring included).
+    split : Split, optional
+        A split already made (by :mod:`niflow.data.validate`); ``test_rows``,
+        ``val_fraction`` and ``seed`` are then ignored.
+    voxel_index : dict of str to ndarray of int, optional
+        Kept columns per area, already chosen; otherwise :func:`usable_voxels` chooses (and
+        warns about) them.
     """
     n = stim.shape[0]
     for area, r in responses.items():
@@ -207,18 +243,53 @@ def build_dataset(stim: np.ndarray, responses: dict[str, np.ndarray], test_rows:
             raise DataError(
                 f"area {area!r} has {r.shape[0]} rows but the stimuli have {n}; rows must "
                 f"match one to one")
-    split = make_split(n, test_rows, val_fraction, seed)
+    if split is None:
+        split = make_split(n, test_rows, val_fraction, seed)
     fit_rows = np.concatenate([split.train, split.val])
     peak = None
     if np.asarray(stim).dtype.kind == "f":
         peak = float(np.abs(stim[fit_rows]).max())  # from training rows only, like z-scoring
     scaled = scale_stimuli(stim, stim_scale, reference_max=peak)
-    index = {a: usable_voxels(a, r, fit_rows) for a, r in responses.items()}
+    index = voxel_index if voxel_index is not None else {
+        a: usable_voxels(a, r, fit_rows) for a, r in responses.items()}
     raw = {a: r[:, index[a]] for a, r in responses.items()}
     scalers = {a: Standardizer.fit(r[fit_rows]) for a, r in raw.items()}
     z = {a: scalers[a].transform(r) for a, r in raw.items()}
     return NIFData(stim=scaled, responses=z, raw=raw, split=split, scalers=scalers,
                    voxel_index=index)
+
+
+def voxel_usability(responses: np.ndarray, fit_rows: np.ndarray,
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Which voxels can be fitted.
+
+    Parameters
+    ----------
+    responses : ndarray of shape (n_samples, n_voxels)
+    fit_rows : ndarray of int
+        Rows the model is fitted on (training and validation).
+
+    Returns
+    -------
+    keep, nonfinite, constant : ndarray of shape (n_voxels,), bool
+        ``nonfinite``: NaN or Inf in any row (test rows too: such a voxel cannot be scored);
+        ``constant``: finite but without variance on ``fit_rows``; ``keep``: neither.
+    """
+    nonfinite = ~np.isfinite(responses).all(0)
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns are counted above
+        fit = responses[fit_rows].astype(np.float64)
+        varying = _varies(np.nanstd(fit, axis=0), np.nanmean(fit, axis=0))
+    constant = ~nonfinite & ~varying
+    return ~nonfinite & ~constant, nonfinite, constant
+
+
+def dropped_voxels_message(where: str, keep: np.ndarray, nonfinite: np.ndarray,
+                           constant: np.ndarray) -> str:
+    """One line saying how many voxels of one area were dropped and why."""
+    return (f"{where}: dropped {int((~keep).sum())} of {keep.size} voxels "
+            f"({int(nonfinite.sum())} with NaN/Inf, {int(constant.sum())} constant on the "
+            f"training rows); outputs keep the input's voxel indices")
 
 
 def usable_voxels(area: str, responses: np.ndarray, fit_rows: np.ndarray) -> np.ndarray:
@@ -229,21 +300,14 @@ def usable_voxels(area: str, responses: np.ndarray, fit_rows: np.ndarray) -> np.
     -------
     ndarray of int, the kept columns (indices into the input).
     """
-    finite = np.isfinite(responses).all(0)
-    with np.errstate(invalid="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns are counted above
-        fit = responses[fit_rows].astype(np.float64)
-        varying = _varies(np.nanstd(fit, axis=0), np.nanmean(fit, axis=0))
-    keep = finite & varying
+    keep, nonfinite, constant = voxel_usability(responses, fit_rows)
     if not keep.any():
         raise DataError(f"area {area!r}: none of its {responses.shape[1]} voxels is usable "
-                        f"(NaN/Inf or constant on the training rows)")
+                        f"({int(nonfinite.sum())} with NaN/Inf, {int(constant.sum())} constant "
+                        f"on the training rows)")
     if not keep.all():
-        warnings.warn(
-            f"area {area!r}: dropped {int((~keep).sum())} of {keep.size} voxels "
-            f"({int((~finite).sum())} with NaN/Inf, {int((finite & ~varying).sum())} constant "
-            f"on the training rows); outputs keep the input's voxel indices",
-            DroppedVoxelsWarning, stacklevel=3)
+        warnings.warn(dropped_voxels_message(f"area {area!r}", keep, nonfinite, constant),
+                      DroppedVoxelsWarning, stacklevel=3)
     return np.flatnonzero(keep)
 
 

@@ -8,6 +8,9 @@ same (n_samples, height, width) shape as its v5 twin.
 
 from __future__ import annotations
 
+import mmap
+import struct
+import zlib
 from pathlib import Path
 
 import h5py
@@ -36,7 +39,137 @@ def _is_hdf5(path: Path) -> bool:
         return False
 
 
+# MATLAB v5 element types: numbers (miINT8 ... miUINT64; 8, 10 and 11 are reserved), text
+# (miUTF8/16/32), and the containers miMATRIX and miCOMPRESSED
+_MI_NUMBERS = frozenset({1, 2, 3, 4, 5, 6, 7, 9, 12, 13})
+_MI_TEXT = frozenset({16, 17, 18})
+_MI_INT8, _MI_INT32, _MI_UINT32, _MI_MATRIX, _MI_COMPRESSED = 1, 5, 6, 14, 15
+_MI_TYPES = _MI_NUMBERS | _MI_TEXT | {_MI_MATRIX, _MI_COMPRESSED}
+# MATLAB array classes: cell 1, struct 2, object 3, char 4, sparse 5, numbers 6..15,
+# function handle 16, opaque 17
+_MX_NUMBERS = frozenset(range(6, 16))
+
+
+class _Mat5Walker:
+    """Check the structure of a MATLAB v5 file the way scipy's reader will walk it.
+
+    scipy trusts the file: an element type out of range, or a complex flag on a variable
+    without an imaginary part, makes it read past its tables and crash the interpreter
+    (segmentation fault). A damaged file must end in a clean :class:`DataError` instead, so
+    every variable is walked first: element tags (types and sizes within bounds) and, per
+    array class, the elements scipy will read. Only tags are read (the file is
+    memory-mapped); compressed variables are inflated.
+    """
+
+    def __init__(self, path: Path, order: str) -> None:
+        self.path, self.order = path, order
+
+    def damaged(self, what: str) -> DataError:
+        return DataError(f"{self.path}: damaged MATLAB file ({what}); re-export it")
+
+    def elements(self, buf, pos: int, end: int):
+        """Yield ``(type, start of data, size of data)`` for each element in [pos, end)."""
+        while end - pos >= 8:
+            first, second = struct.unpack_from(self.order + "II", buf, pos)
+            if first >> 16:  # a small element: type and size share the first word
+                mdtype, nbytes = first & 0xFFFF, first >> 16
+                if mdtype not in _MI_NUMBERS | _MI_TEXT or nbytes > 4:
+                    raise self.damaged(f"bad element tag at byte {pos}")
+                yield mdtype, pos + 4, nbytes
+                pos += 8
+                continue
+            mdtype, nbytes = first, second
+            if mdtype not in _MI_TYPES:
+                raise self.damaged(f"unknown element type {mdtype} at byte {pos}")
+            if nbytes > end - pos - 8:
+                raise self.damaged(f"element at byte {pos} runs past its end")
+            yield mdtype, pos + 8, nbytes
+            # compressed elements are not padded, all others to 8 bytes
+            pos += 8 + nbytes + (0 if mdtype == _MI_COMPRESSED else -nbytes % 8)
+
+    def file(self, buf, size: int) -> None:
+        for mdtype, start, nbytes in self.elements(buf, 128, size):
+            if mdtype == _MI_COMPRESSED:
+                try:
+                    inner = zlib.decompress(buf[start:start + nbytes])
+                except (zlib.error, MemoryError) as err:
+                    raise self.damaged(f"compressed variable: {_reason(err)}") from None
+                for kind, pos, n in self.elements(inner, 0, len(inner)):
+                    self.matrix(inner, kind, pos, n)
+                    break
+            else:
+                self.matrix(buf, mdtype, start, nbytes)
+
+    def matrix(self, buf, mdtype: int, start: int, nbytes: int) -> None:
+        """One miMATRIX element (a variable, a cell or a struct field)."""
+        if mdtype != _MI_MATRIX:
+            raise self.damaged(f"expected a variable (miMATRIX), got element type {mdtype}")
+        if nbytes == 0:
+            return  # an empty array
+        parts = self.elements(buf, start, start + nbytes)
+
+        def take(allowed: frozenset[int] | set[int], what: str) -> tuple[int, int, int]:
+            part = next(parts, None)
+            if part is None or part[0] not in allowed:
+                raise self.damaged(f"{what} of the variable at byte {start - 8} is missing")
+            return part
+
+        _, pos, n = take({_MI_UINT32}, "array flags")
+        if n < 4:
+            raise self.damaged(f"array flags at byte {pos} are too short")
+        word = struct.unpack_from(self.order + "I", buf, pos)[0]
+        mxclass, complex_ = word & 0xFF, bool(word & 0x800)
+        if mxclass == 17:  # opaque (MATLAB objects): nested variables, checked as such
+            for part in parts:
+                if part[0] == _MI_MATRIX:
+                    self.matrix(buf, *part)
+            return
+        _, pos, n = take({_MI_INT32}, "dimensions")
+        dims = struct.unpack_from(self.order + f"{n // 4}i", buf, pos)
+        if len(dims) < 2 or min(dims) < 0:
+            raise self.damaged(f"impossible dimensions {dims} at byte {pos}")
+        count = int(np.prod(dims, dtype=object))
+        take({_MI_INT8}, "name")
+        if mxclass in _MX_NUMBERS or mxclass == 4:
+            take(_MI_NUMBERS | _MI_TEXT if mxclass == 4 else _MI_NUMBERS, "data")
+            if complex_:
+                take(_MI_NUMBERS, "imaginary part")
+        elif mxclass == 5:  # sparse: row indices, column starts, values
+            for what in ("row indices", "column starts", "values"):
+                take(_MI_NUMBERS, what)
+            if complex_:
+                take(_MI_NUMBERS, "imaginary part")
+        elif mxclass == 1:
+            for _ in range(count):
+                self.matrix(buf, *take({_MI_MATRIX}, "cell"))
+        elif mxclass in (2, 3):
+            if mxclass == 3:
+                take({_MI_INT8}, "class name")
+            _, pos, n = take({_MI_INT32}, "field name length")
+            length = struct.unpack_from(self.order + "i", buf, pos)[0] if n >= 4 else 0
+            _, _, n = take({_MI_INT8}, "field names")
+            fields = n // length if length > 0 else 0
+            for _ in range(count * fields):
+                self.matrix(buf, *take({_MI_MATRIX}, "field"))
+        elif mxclass == 16:
+            self.matrix(buf, *take({_MI_MATRIX}, "function handle"))
+        else:
+            raise self.damaged(f"unknown array class {mxclass} at byte {start - 8}")
+
+
+def _check_mat5_structure(path: Path) -> None:
+    with open(path, "rb") as fh:
+        size = fh.seek(0, 2)
+        if size < 128:
+            return  # too short for a v5 header: scipy reports it
+        with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+            order = {b"IM": "<", b"MI": ">"}.get(buf[126:128])
+            if order is not None:  # otherwise a v4 file, read by scipy's Python code
+                _Mat5Walker(path, order).file(buf, size)
+
+
 def _load_mat_v5(path: Path) -> dict[str, np.ndarray]:
+    _check_mat5_structure(path)
     try:
         raw = scipy.io.loadmat(path, squeeze_me=False)
     except Exception as err:  # scipy raises many types for corrupt files
@@ -51,6 +184,7 @@ def _load_hdf5(path: Path, reverse_axes: bool) -> dict[str, np.ndarray]:
             for name, obj in fh.items():
                 if name.startswith("#") or not isinstance(obj, h5py.Dataset):
                     continue
+                _check_fits_in_memory(path, name, obj.size * obj.dtype.itemsize)
                 arr = obj[()]
                 if reverse_axes and isinstance(arr, np.ndarray) and arr.ndim > 1:
                     arr = arr.transpose(tuple(range(arr.ndim - 1, -1, -1)))
@@ -61,9 +195,22 @@ def _load_hdf5(path: Path, reverse_axes: bool) -> dict[str, np.ndarray]:
                     rows = arr.reshape(-1, arr.shape[-1] if arr.ndim else 1) if arr.size else []
                     arr = np.array(["".join(map(chr, row)) for row in rows] or [""])
                 out[name] = arr
+    except DataError:
+        raise
     except Exception as err:  # h5py raises OSError, RuntimeError, TypeError... on corruption
         raise DataError(f"{path}: not a readable HDF5 file ({_reason(err)})") from None
     return out
+
+
+def _check_fits_in_memory(path: Path, name: str, nbytes: int) -> None:
+    # a damaged header can claim any size; refuse before allocating rather than after
+    from niflow.resources import available_memory, format_bytes
+
+    free = available_memory()
+    if free is not None and nbytes > free:
+        raise DataError(f"{path}: variable {name!r} claims {format_bytes(nbytes)}, more than "
+                        f"the {format_bytes(free)} of memory available (a damaged file, or "
+                        f"data too large for this machine)")
 
 
 def _load_npz(path: Path) -> dict[str, np.ndarray]:
@@ -90,6 +237,11 @@ def load_arrays(path: str | Path) -> dict[str, np.ndarray]:
         raise DataError(f"{path}: file not found")
     if not path.is_file():
         raise DataError(f"{path}: not a file")
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as err:  # e.g. permission denied: say so, not "not a MATLAB file"
+        raise DataError(f"{path}: cannot read the file ({err.strerror})") from None
     suffix = path.suffix.lower()
     if suffix == ".mat":
         if _is_hdf5(path):
@@ -105,13 +257,6 @@ def load_arrays(path: str | Path) -> dict[str, np.ndarray]:
         f"{path}: unsupported file type {suffix!r}; use .mat (v5 or v7.3), .npz or .h5")
 
 
-def _numeric(path: Path, name: str, arr: np.ndarray) -> np.ndarray:
-    if not isinstance(arr, np.ndarray) or arr.dtype.kind not in "biuf":
-        kind = getattr(arr, "dtype", type(arr))
-        raise DataError(f"{path}: variable {name!r} is not a numeric array (got {kind})")
-    return arr
-
-
 def load_stimuli(path: str | Path, variable: str = "stim") -> np.ndarray:
     """Read stimuli.
 
@@ -120,19 +265,17 @@ def load_stimuli(path: str | Path, variable: str = "stim") -> np.ndarray:
     ndarray of shape (n_samples, height, width) or (n_samples, channels, height, width)
         In the file's dtype (uint8 or float).
     """
+    from niflow.data.validate import check_stimulus_array
+
     path = Path(path)
     arrays = load_arrays(path)
     if variable not in arrays:
+        hint = ""
+        if arrays and all(getattr(a, "ndim", 0) <= 2 for a in arrays.values()):
+            hint = " (only 2-D variables: is this the response file? pass it as --bold)"
         raise DataError(
-            f"{path}: variable {variable!r} not found; variables are {sorted(arrays)}")
-    stim = _numeric(path, variable, arrays[variable])
-    if stim.ndim not in (3, 4):
-        raise DataError(
-            f"{path}: variable {variable!r} has shape {stim.shape}; expected (n_samples, "
-            f"height, width) or (n_samples, channels, height, width)")
-    if stim.dtype.kind == "f" and not np.isfinite(stim).all():
-        raise DataError(f"{path}: variable {variable!r} contains NaN or Inf")
-    return stim
+            f"{path}: variable {variable!r} not found; variables are {sorted(arrays)}{hint}")
+    return check_stimulus_array(arrays[variable], str(path), variable)
 
 
 def load_responses(path: str | Path) -> dict[str, np.ndarray]:
@@ -141,8 +284,11 @@ def load_responses(path: str | Path) -> dict[str, np.ndarray]:
     Returns
     -------
     dict of str to ndarray of shape (n_samples, n_voxels), float32
-        Areas in the file's order.
+        Areas in the file's order. Row counts are compared with the stimuli's (and with
+        each other) by :mod:`niflow.data.validate`, which can tell a transposed array.
     """
+    from niflow.data.validate import check_response_array
+
     path = Path(path)
     arrays = load_arrays(path)
     if not arrays:
@@ -150,17 +296,12 @@ def load_responses(path: str | Path) -> dict[str, np.ndarray]:
                         f"array per area, e.g. 'V1', 'V2'")
     out: dict[str, np.ndarray] = {}
     for name, arr in arrays.items():
-        arr = _numeric(path, name, arr)
-        if arr.ndim == 1:
-            arr = arr[:, None]
-        if arr.ndim != 2:
-            raise DataError(
-                f"{path}: variable {name!r} has shape {arr.shape}; expected (n_samples, "
-                f"n_voxels)")
-        out[name] = arr.astype(np.float32, copy=False)
-    rows = {name: a.shape[0] for name, a in out.items()}
-    if len(set(rows.values())) > 1:
-        raise DataError(f"{path}: areas have different numbers of rows {rows}")
+        arr = check_response_array(arr, str(path), name)
+        with np.errstate(over="ignore"):
+            out[name] = arr.astype(np.float32, copy=False)
+        if arr.dtype.kind == "f" and np.isfinite(arr).sum() != np.isfinite(out[name]).sum():
+            raise DataError(f"{path}: variable {name!r} has values beyond the float32 range "
+                            f"(|x| > 3.4e38); rescale it")
     return out
 
 
@@ -205,3 +346,258 @@ def _savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
     # which would leave the real temporary file behind and an empty file at ``path``
     with open(path, "wb") as fh:
         np.savez(fh, **arrays)
+
+
+# ---------------------------------------------------------------------------------------------
+# Repeated measurements
+# ---------------------------------------------------------------------------------------------
+
+
+def load_response_repeats(path: str | Path,
+                          ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray] | None]:
+    """Read responses that may carry a leading repeat axis.
+
+    Every area variable is either (n_samples, n_voxels) or (n_repeats, n_samples, n_voxels);
+    with a repeat axis the responses returned are the mean over repeats.
+
+    Returns
+    -------
+    responses : dict of str to ndarray of shape (n_samples, n_voxels), float32
+    repeats : dict of str to ndarray of shape (n_repeats, n_samples, n_voxels), or None
+        None when the file has no repeat axis.
+    """
+    path = Path(path)
+    arrays = load_arrays(path)
+    if not arrays:
+        raise DataError(f"{path}: no variables found; expected one array per area")
+    ndims = {name: np.ndim(a) for name, a in arrays.items()}
+    if not any(d == 3 for d in ndims.values()):
+        return load_responses(path), None
+    if any(d != 3 for d in ndims.values()):
+        raise DataError(f"{path}: some areas have a repeat axis and some do not "
+                        f"(dimensions {ndims}); give every area as (n_repeats, n_samples, "
+                        f"n_voxels) or none")
+    for name, a in arrays.items():
+        if not isinstance(a, np.ndarray) or a.dtype.kind not in "biuf":
+            raise DataError(f"{path}: variable {name!r} is not a numeric array")
+    repeats = {name: a.astype(np.float32, copy=False) for name, a in arrays.items()}
+    shapes = {name: a.shape[:2] for name, a in repeats.items()}
+    if len(set(shapes.values())) > 1:
+        raise DataError(f"{path}: areas differ in (n_repeats, n_samples) {shapes}")
+    return {name: a.mean(0) for name, a in repeats.items()}, repeats
+
+
+def stack_repeats(paths: list[str | Path]) -> dict[str, np.ndarray]:
+    """Read one response file per repeat and stack them.
+
+    Returns
+    -------
+    dict of str to ndarray of shape (n_repeats, n_samples, n_voxels), float32
+        Areas present in every file.
+    """
+    if len(paths) < 2:
+        raise DataError(f"a noise ceiling needs at least 2 repeat files, got {len(paths)}")
+    loaded = [load_responses(p) for p in paths]
+    areas = [a for a in loaded[0] if all(a in r for r in loaded[1:])]
+    if not areas:
+        raise DataError(f"repeat files {[str(p) for p in paths]} share no area variable")
+    out = {}
+    for a in areas:
+        shapes = {str(p): r[a].shape for p, r in zip(paths, loaded, strict=True)}
+        if len(set(shapes.values())) > 1:
+            raise DataError(f"area {a!r} has different shapes in the repeat files {shapes}")
+        out[a] = np.stack([r[a] for r in loaded])
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# NIfTI
+# ---------------------------------------------------------------------------------------------
+#
+# Voxel order: a mask's voxels are taken in C order of their (i, j, k) array indices
+# (``np.flatnonzero(mask)`` of the 3-D array as nibabel returns it), so column ``v`` of an
+# area's response matrix is the v-th nonzero voxel of its mask in that order, and writing a
+# result vector back puts element ``v`` at the same voxel.
+
+AFFINE_ATOL = 1e-4
+
+
+def _nib():
+    try:
+        import nibabel
+    except ImportError:  # pragma: no cover - nibabel is a dependency
+        raise DataError("reading NIfTI needs nibabel: pip install nibabel") from None
+    return nibabel
+
+
+def _load_image(path: str | Path):
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: file not found")
+    try:
+        return _nib().load(str(path))
+    except Exception as err:  # nibabel raises ImageFileError, OSError, EOFError...
+        raise DataError(f"{path}: not a readable NIfTI image ({_reason(err)})") from None
+
+
+def _image_data(path: Path, img) -> np.ndarray:
+    try:
+        return np.asanyarray(img.dataobj)
+    except Exception as err:  # truncated or corrupt data blocks
+        raise DataError(f"{path}: cannot read the image data ({_reason(err)})") from None
+
+
+def load_mask(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """Read an ROI mask image: nonzero voxels are in the ROI.
+
+    Returns
+    -------
+    mask : ndarray of shape (X, Y, Z), bool
+    affine : ndarray of shape (4, 4)
+    """
+    path = Path(path)
+    img = _load_image(path)
+    data = _image_data(path, img)
+    if data.ndim == 4 and data.shape[3] == 1:
+        data = data[..., 0]
+    if data.ndim != 3:
+        raise DataError(f"{path}: a mask must be a 3-D image, got shape {data.shape}")
+    mask = np.asarray(data) != 0
+    if not mask.any():
+        raise DataError(f"{path}: the mask is empty (no nonzero voxel)")
+    return mask, np.asarray(img.affine, dtype=np.float64)
+
+
+def _load_bold(paths: list[Path]) -> tuple[np.ndarray, np.ndarray, Path]:
+    """Responses as (X, Y, Z, n_samples) from one 4-D image or one 3-D image per sample."""
+    if len(paths) == 1:
+        img = _load_image(paths[0])
+        data = _image_data(paths[0], img)
+        if data.ndim != 4:
+            raise DataError(f"{paths[0]}: expected a 4-D image (x, y, z, samples), got shape "
+                            f"{data.shape}; give one 3-D image per sample instead")
+        return np.asarray(data, dtype=np.float32), np.asarray(img.affine, float), paths[0]
+    vols, affine = [], None
+    for p in paths:
+        img = _load_image(p)
+        data = _image_data(p, img)
+        if data.ndim == 4 and data.shape[3] == 1:
+            data = data[..., 0]
+        if data.ndim != 3:
+            raise DataError(f"{p}: expected a 3-D image (one sample), got shape {data.shape}")
+        if vols and data.shape != vols[0].shape:
+            raise DataError(f"{p}: shape {data.shape} differs from {paths[0]} "
+                            f"{vols[0].shape}")
+        if affine is not None and not np.allclose(img.affine, affine, atol=AFFINE_ATOL):
+            raise DataError(f"{p}: affine differs from {paths[0]}'s; resample the images to "
+                            f"one space first")
+        affine = np.asarray(img.affine, float)
+        vols.append(np.asarray(data, dtype=np.float32))
+    return np.stack(vols, axis=-1), affine, paths[0]
+
+
+def load_nifti_responses(bold: str | Path | list[str | Path],
+                         masks: dict[str, str | Path]) -> dict[str, np.ndarray]:
+    """Voxel responses per area from NIfTI images and one ROI mask per area.
+
+    Parameters
+    ----------
+    bold : path or list of paths
+        One 4-D image (x, y, z, samples) or one 3-D image per sample, in sample order.
+    masks : dict of area name to mask path
+        3-D images on the same grid (shape and affine) as ``bold``.
+
+    Returns
+    -------
+    dict of str to ndarray of shape (n_samples, n_voxels), float32
+        Columns in C order of the mask's voxel indices (see the note above).
+    """
+    paths = [Path(p) for p in ([bold] if isinstance(bold, str | Path) else bold)]
+    if not paths:
+        raise DataError("no response image given")
+    if not masks:
+        raise DataError("no ROI mask given; pass one mask image per area (e.g. V1=v1.nii.gz)")
+    data, affine, first = _load_bold(paths)
+    out = {}
+    for area, mpath in masks.items():
+        mask, m_affine = load_mask(mpath)
+        if mask.shape != data.shape[:3]:
+            raise DataError(f"{mpath}: mask of area {area!r} has shape {mask.shape} but the "
+                            f"responses {first} have {data.shape[:3]}")
+        if not np.allclose(m_affine, affine, atol=AFFINE_ATOL):
+            raise DataError(f"{mpath}: mask of area {area!r} has a different affine from "
+                            f"{first}; masks must be in the responses' space")
+        out[area] = np.ascontiguousarray(data[mask].T)  # boolean indexing is C order
+    return out
+
+
+def nifti_from_voxels(values: np.ndarray, mask_path: str | Path, out_path: str | Path,
+                      fill: float = 0.0) -> Path:
+    """Write one value per mask voxel as a 3-D image in the mask's space, atomically.
+
+    Parameters
+    ----------
+    values : ndarray of shape (n_mask_voxels,)
+        In the mask's voxel order (C order of indices); NaN stays NaN.
+    mask_path : path
+        The area's ROI mask; its affine and header are kept.
+    fill : float
+        Value outside the mask.
+    """
+    nib = _nib()
+    mask, _ = load_mask(mask_path)
+    values = np.asarray(values, dtype=np.float32).ravel()
+    if values.size != mask.sum():
+        raise DataError(f"{mask_path}: the mask has {int(mask.sum())} voxels but "
+                        f"{values.size} values were given")
+    ref = _load_image(mask_path)
+    vol = np.full(mask.shape, fill, dtype=np.float32)
+    vol[mask] = values
+    header = ref.header.copy()
+    header.set_data_dtype(np.float32)
+    img = nib.Nifti1Image(vol, ref.affine, header)
+    img.header.set_slope_inter(1.0, 0.0)  # values as given, no rescaling
+    import gzip
+
+    data = img.to_bytes()
+    if str(out_path).endswith(".gz"):
+        data = gzip.compress(data, mtime=0)
+    return atomic_write(out_path, lambda p: p.write_bytes(data))
+
+
+def voxel_maps_to_nifti(columns: dict[str, np.ndarray], areas: np.ndarray,
+                        voxels: np.ndarray, masks: dict[str, str | Path],
+                        out_dir: str | Path, fill: float = 0.0) -> list[Path]:
+    """Write per-voxel results of a run back into each area's mask space.
+
+    Parameters
+    ----------
+    columns : dict of measure name to ndarray of shape (n_rows,)
+        E.g. ``r_test``, ``prf_x`` from ``voxels.csv``.
+    areas, voxels : ndarray of shape (n_rows,)
+        Area name and input column (= index in the mask's voxel order) of every row.
+    masks : dict of area to mask path
+    out_dir : path
+        Gets ``<area>_<measure>.nii.gz``; mask voxels without a row (dropped) are NaN.
+
+    Returns
+    -------
+    list of Path
+    """
+    out = []
+    for area, mpath in masks.items():
+        mask, _ = load_mask(mpath)
+        rows = np.flatnonzero(np.asarray(areas) == area)
+        if not rows.size:
+            raise DataError(f"no results for area {area!r}; areas with results are "
+                            f"{sorted(set(np.asarray(areas).tolist()))}")
+        idx = np.asarray(voxels)[rows].astype(np.int64)
+        if idx.max() >= mask.sum():
+            raise DataError(f"{mpath}: results index voxel {int(idx.max())} but the mask of "
+                            f"area {area!r} has only {int(mask.sum())} voxels")
+        for name, col in columns.items():
+            vals = np.full(int(mask.sum()), np.nan, dtype=np.float32)
+            vals[idx] = np.asarray(col, dtype=np.float64)[rows]
+            out.append(nifti_from_voxels(vals, mpath, Path(out_dir) / f"{area}_{name}.nii.gz",
+                                         fill))
+    return out

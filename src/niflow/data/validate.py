@@ -1,0 +1,453 @@
+"""Validation at the door: every input is checked before anything is written.
+
+The command line (``niflow train``, ``niflow evaluate``) and the Python API
+(:func:`niflow.train_run`) go through the same checks, so a problem with the data or the
+configuration is reported the same way everywhere: one :class:`~niflow.data.io.DataError` or
+:class:`~niflow.config.ConfigError` whose one-line message names the file, the variable and
+what to do, raised before a run folder exists.
+
+Checked here:
+
+* files: missing, unreadable, of an unsupported kind, without the expected variable (in
+  :mod:`niflow.data.io`, through :func:`check_stimulus_array` and :func:`check_response_array`);
+* stimuli: numeric, one 2-D image (or channels × image) per row, at least one row, finite;
+* responses: numeric, one 2-D (n_samples, n_voxels) array per area, at least one voxel;
+* row counts of stimuli and responses, with a diagnosis of arrays that look transposed
+  (MATLAB stores images as height × width × n; a voxel-by-sample matrix is common too);
+* area names against the model configuration;
+* test rows (and optional training rows): in range, not repeated, not overlapping;
+* voxels with NaN/Inf or without variance: dropped with one warning per area that says how
+  many and why; an area with no usable voxel is an error;
+* the configuration: keys, types and values (:func:`niflow.config.validate`), and the
+  geometry of the area graph on the actual image size (a kernel larger than its input grid,
+  pooling that shrinks a grid to nothing).
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from niflow.config import ConfigError, RunConfig
+from niflow.data.dataset import (
+    DroppedVoxelsWarning,
+    Split,
+    dropped_voxels_message,
+    make_split,
+    parse_rows,
+    voxel_usability,
+)
+from niflow.data.io import DataError, load_responses, load_stimuli
+
+STIM_LAYOUT = "(n_samples, height, width) or (n_samples, channels, height, width)"
+RowSpec = str | Path | np.ndarray | list[int] | None
+
+
+@dataclass
+class Inputs:
+    """Checked inputs of a training run: what :func:`niflow.run.train_inputs` consumes.
+
+    Attributes
+    ----------
+    stim : ndarray of shape (n_samples, height, width) or (n_samples, channels, height, width)
+        As read (dtype unchanged).
+    responses : dict of str to ndarray of shape (n_samples, n_voxels)
+        Every column of the input, dropped voxels included (``voxel_index`` selects).
+    config : RunConfig
+        Validated, geometry included.
+    split : Split
+        Train, validation and test rows.
+    voxel_index : dict of str to ndarray of shape (n_kept,), int
+        Columns of each area that will be fitted.
+    warnings : list of str
+        One line per area with dropped voxels (also issued as ``DroppedVoxelsWarning``).
+    sources : dict of str to str
+        Input files (``{"stim": path, "bold": path}``), empty for arrays.
+    """
+
+    stim: np.ndarray
+    responses: dict[str, np.ndarray]
+    config: RunConfig
+    split: Split
+    voxel_index: dict[str, np.ndarray]
+    warnings: list[str] = field(default_factory=list)
+    sources: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def n_samples(self) -> int:
+        return int(self.stim.shape[0])
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """``(channels, height, width)`` of one stimulus."""
+        return image_shape(self.stim)
+
+    @property
+    def test_rows(self) -> np.ndarray:
+        return self.split.test
+
+    @property
+    def n_voxels(self) -> dict[str, int]:
+        """Voxels that will be fitted, per area."""
+        return {a: int(i.size) for a, i in self.voxel_index.items()}
+
+
+def image_shape(stim: np.ndarray) -> tuple[int, int, int]:
+    """``(channels, height, width)`` of the stimuli ``(n, h, w)`` or ``(n, c, h, w)``."""
+    shape = tuple(int(s) for s in stim.shape[1:])
+    return (1, *shape) if len(shape) == 2 else shape  # type: ignore[return-value]
+
+
+def _where(source: str, name: str) -> str:
+    return f"{source}: variable {name!r}"
+
+
+def _is_numeric(arr: object) -> bool:
+    return isinstance(arr, np.ndarray) and arr.dtype.kind in "biuf"
+
+
+def _describe(arr: object) -> str:
+    return str(arr.dtype) if isinstance(arr, np.ndarray) else type(arr).__name__
+
+
+# --------------------------------------------------------------------------- single arrays
+
+
+def check_stimulus_array(stim: object, source: str = "stimuli", variable: str = "stim",
+                         ) -> np.ndarray:
+    """Check that ``stim`` holds one finite image (or channels × image) per row.
+
+    Parameters
+    ----------
+    stim : ndarray of shape (n_samples, height, width) or (n_samples, channels, height, width)
+    source, variable : str
+        Where it came from, for messages (file path and variable name).
+
+    Returns
+    -------
+    ndarray, ``stim`` itself.
+    """
+    where = _where(source, variable)
+    if not _is_numeric(stim):
+        raise DataError(f"{where} is not a numeric array (got {_describe(stim)})")
+    assert isinstance(stim, np.ndarray)
+    if stim.ndim not in (3, 4):
+        hint = ("; reshape flattened images to (n_samples, height, width)" if stim.ndim == 2
+                else "")
+        raise DataError(f"{where} has shape {stim.shape}; expected images, {STIM_LAYOUT}{hint}")
+    if stim.size == 0:
+        raise DataError(f"{where} has shape {stim.shape}: no images (or empty images)")
+    if stim.dtype.kind == "f" and not np.isfinite(stim).all():
+        bad = np.flatnonzero(~np.isfinite(stim).reshape(stim.shape[0], -1).all(1))
+        raise DataError(f"{where} contains NaN or Inf in {bad.size} image(s) (first: row "
+                        f"{bad[0]}); replace those pixels or remove those rows")
+    return stim
+
+
+def check_response_array(arr: object, source: str = "responses", name: str = "V1",
+                         ) -> np.ndarray:
+    """Check one area's responses; a 1-D array is one voxel.
+
+    Parameters
+    ----------
+    arr : ndarray of shape (n_samples, n_voxels) or (n_samples,)
+    source, name : str
+        File path and variable (area) name, for messages.
+
+    Returns
+    -------
+    ndarray of shape (n_samples, n_voxels), dtype unchanged.
+    """
+    where = _where(source, name)
+    if not _is_numeric(arr):
+        raise DataError(f"{where} is not a numeric array (got {_describe(arr)}); responses are "
+                        f"one (n_samples, n_voxels) array per area")
+    assert isinstance(arr, np.ndarray)
+    if arr.ndim == 1:
+        arr = arr[:, None]
+    if arr.ndim != 2:
+        hint = ("; is this the stimulus file? (pass it as --stim)" if arr.ndim in (3, 4)
+                else "")
+        raise DataError(f"{where} has shape {arr.shape}; expected (n_samples, n_voxels){hint}")
+    return arr
+
+
+# --------------------------------------------------------------------------- several arrays
+
+
+def check_rows(stim: np.ndarray, responses: dict[str, np.ndarray], stim_source: str,
+               stim_variable: str, bold_source: str) -> None:
+    """Stimuli and every area must have the same number of rows (samples).
+
+    When the counts disagree, an array whose *last* axis has the count the others have on
+    their first is reported as transposed, with the fix: the usual result of exporting
+    MATLAB's height × width × n image stacks or voxel × sample matrices.
+    """
+    n = stim.shape[0]
+    if all(r.shape[0] == n for r in responses.values()):
+        return
+    stim_where = _where(stim_source, stim_variable)
+    named = [(stim_where, stim_variable, stim, True)] + [
+        (_where(bold_source, a), a, r, False) for a, r in responses.items()]
+    candidates = [n]
+    # square images put equal sizes last; only then could a correct stack look transposed
+    if stim.shape[-1] != stim.shape[-2]:
+        candidates.append(stim.shape[-1])
+    for m in candidates:
+        flipped = []
+        for where, name, arr, is_stim in named:
+            if arr.shape[0] == m:
+                continue
+            if arr.shape[-1] != m:
+                break
+            flipped.append((where, name, arr, is_stim))
+        else:
+            raise DataError(_transposed_message(*flipped[0]))
+    for area, r in responses.items():
+        if r.shape[0] != n:
+            raise DataError(f"{_where(bold_source, area)} has {r.shape[0]} rows but "
+                            f"{stim_where} has {n} images; rows must match one to one")
+
+
+def _transposed_message(where: str, name: str, arr: np.ndarray, is_stim: bool) -> str:
+    if not is_stim:
+        return (f"{where} has shape {arr.shape} and looks transposed: expected (n_samples, "
+                f"n_voxels) = {arr.shape[::-1]}; transpose it (numpy: {name}.T; MATLAB: "
+                f"{name} = {name}')")
+    if arr.ndim == 3:
+        layout, order, ml_order = "(n_samples, height, width)", (2, 0, 1), "[3 1 2]"
+    else:
+        layout, order, ml_order = "(n_samples, channels, height, width)", (3, 2, 0, 1), \
+            "[4 3 1 2]"
+    expected = tuple(arr.shape[i] for i in order)
+    return (f"{where} has shape {arr.shape} and looks transposed: expected {layout} = "
+            f"{expected}; move the sample axis first (numpy: {name}.transpose{order}; "
+            f"MATLAB: {name} = permute({name}, {ml_order}))")
+
+
+def check_areas(responses: dict[str, np.ndarray], cfg: RunConfig, source: str) -> None:
+    """Every response variable must name an area of the model configuration."""
+    unknown = [a for a in responses if a not in cfg.area_names()]
+    if unknown:
+        raise DataError(
+            f"{source}: area variable(s) {unknown} do not match any area of the model config "
+            f"{cfg.area_names()}; rename the variables or add areas to the config")
+
+
+def check_config(cfg: RunConfig, shape: tuple[int, int, int], source: str = "config",
+                 ) -> RunConfig:
+    """Keys, types and values of ``cfg``, then its area graph on images of ``shape``.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        ``(channels, height, width)`` of one stimulus.
+    source : str
+        Where the configuration came from (a file, ``"command line"``), for messages.
+    """
+    from niflow.model.areas import AreaGraph
+
+    try:
+        cfg.validate()
+    except ConfigError as err:
+        raise ConfigError(f"{source}: {err}") from None
+    try:
+        # on the meta device nothing is allocated and no random number is drawn: only the
+        # shapes are traced, by the same code that builds the real model
+        with torch.device("meta"):
+            AreaGraph(cfg.areas, shape[0], shape[1:])
+    except ConfigError as err:
+        raise ConfigError(f"{source}: {err} for stimuli of {shape[1]}x{shape[2]} pixels; use "
+                          f"a smaller kernel, more padding or less pooling") from None
+    return cfg
+
+
+def check_row_indices(rows: RowSpec, n_samples: int, name: str = "test rows") -> np.ndarray:
+    """Row indices from a spec (see :func:`niflow.data.dataset.parse_rows`) or an array.
+
+    Returns
+    -------
+    ndarray of shape (n_rows,), int64, sorted and unique, each in ``0 .. n_samples - 1``.
+    """
+    if rows is None or isinstance(rows, str | Path):
+        return parse_rows(rows, n_samples, name)
+    idx = np.asarray(rows)
+    if idx.dtype.kind == "f" and np.isfinite(idx).all() and np.all(idx == np.round(idx)):
+        idx = idx.astype(np.int64)
+    if idx.dtype.kind not in "iu" and idx.size:
+        raise DataError(f"{name}: expected integer row indices, got {idx.dtype}")
+    idx = idx.astype(np.int64).ravel()
+    outside = idx[(idx >= n_samples) | (idx < -n_samples)]
+    if outside.size:
+        raise DataError(f"{name}: index {outside[0]} is outside 0..{n_samples - 1} "
+                        f"({n_samples} samples)")
+    idx = np.where(idx < 0, idx + n_samples, idx)
+    if np.unique(idx).size != idx.size:
+        raise DataError(f"{name}: repeated indices")
+    return np.sort(idx)
+
+
+def _spec_text(rows: RowSpec) -> str:
+    return repr(str(rows)) if isinstance(rows, str | Path) else "(array)"
+
+
+# --------------------------------------------------------------------------- entry points
+
+
+def check_arrays(stim: np.ndarray, responses: dict[str, np.ndarray], cfg: RunConfig,
+                 test_rows: RowSpec, *, train_rows: RowSpec = None,
+                 sources: dict[str, str] | None = None, config_source: str = "config",
+                 require_test_rows: bool = False) -> Inputs:
+    """Validate arrays for training; nothing is written.
+
+    Parameters
+    ----------
+    stim : ndarray of shape (n_samples, height, width) or (n_samples, channels, height, width)
+    responses : dict of str to ndarray of shape (n_samples, n_voxels)
+    cfg : RunConfig
+    test_rows : str, path or array of int
+        Held-out rows: a spec such as ``"288:360"`` or indices.
+    train_rows : str, path or array of int, optional
+        Rows to train on (default: all rows not in ``test_rows``); must not overlap them.
+    sources : dict, optional
+        ``{"stim": path, "bold": path}`` the arrays were read from (named in messages).
+    config_source : str
+        Where ``cfg`` came from, for messages.
+    require_test_rows : bool
+        Refuse an empty test set (the command line always scores held-out rows).
+
+    Returns
+    -------
+    Inputs
+
+    Raises
+    ------
+    DataError, ConfigError
+        With a one-line message naming the file, the variable and the fix.
+    """
+    sources = dict(sources or {})
+    stim_source = sources.get("stim", "stimuli")
+    bold_source = sources.get("bold", "responses")
+    try:
+        cfg.validate()
+    except ConfigError as err:
+        raise ConfigError(f"{config_source}: {err}") from None
+    stim_var = cfg.data.stim_variable
+    stim = check_stimulus_array(stim, stim_source, stim_var)
+    if not isinstance(responses, dict) or not responses:
+        raise DataError(f"{bold_source}: no response variables; expected one (n_samples, "
+                        f"n_voxels) array per area, e.g. 'V1', 'V2'")
+    responses = {a: check_response_array(r, bold_source, a) for a, r in responses.items()}
+    check_rows(stim, responses, stim_source, stim_var, bold_source)
+    check_areas(responses, cfg, bold_source)
+    for area, r in responses.items():
+        if r.shape[1] == 0:
+            raise DataError(f"{_where(bold_source, area)} has no voxels (shape {r.shape})")
+    check_config(cfg, image_shape(stim), config_source)
+
+    n = stim.shape[0]
+    test = check_row_indices(test_rows, n, "test rows")
+    if require_test_rows and test.size == 0:
+        raise DataError(f"test rows {_spec_text(test_rows)} selects no rows of {stim_source} "
+                        f"({n} samples); held-out rows are required")
+    train = None if train_rows is None else check_row_indices(train_rows, n, "train rows")
+    split = make_split(n, test, cfg.train.val_fraction, cfg.train.seed, train)
+
+    fit_rows = np.concatenate([split.train, split.val])
+    index, notes = {}, []
+    for area, r in responses.items():
+        keep, nonfinite, constant = voxel_usability(r, fit_rows)
+        where = _where(bold_source, area)
+        if not keep.any():
+            raise DataError(f"{where}: none of its {keep.size} voxels is usable "
+                            f"({int(nonfinite.sum())} with NaN/Inf, {int(constant.sum())} "
+                            f"constant on the training rows); check the mask and the export")
+        if not keep.all():
+            notes.append(dropped_voxels_message(where, keep, nonfinite, constant))
+            warnings.warn(notes[-1], DroppedVoxelsWarning, stacklevel=2)
+        index[area] = np.flatnonzero(keep)
+    return Inputs(stim=stim, responses=responses, config=cfg, split=split, voxel_index=index,
+                  warnings=notes, sources={k: str(v) for k, v in sources.items()})
+
+
+def validate_inputs(stim_path: str | Path, bold_path: str | Path, cfg: RunConfig,
+                    test_rows: RowSpec, *, train_rows: RowSpec = None,
+                    config_source: str = "config") -> Inputs:
+    """Read and validate the files of a training run; nothing is written.
+
+    Parameters
+    ----------
+    stim_path : path
+        Stimulus file (``.mat`` v5/v7.3, ``.npz``, ``.h5``) with variable
+        ``cfg.data.stim_variable`` of shape (n_samples, height, width).
+    bold_path : path
+        Response file with one (n_samples, n_voxels) variable per area.
+    cfg : RunConfig
+    test_rows, train_rows : str, path or array of int
+        See :func:`check_arrays`; at least one test row is required.
+    config_source : str
+        Where ``cfg`` came from, for messages.
+
+    Returns
+    -------
+    Inputs
+    """
+    try:
+        cfg.validate()  # a broken config is reported before any file is read
+    except ConfigError as err:
+        raise ConfigError(f"{config_source}: {err}") from None
+    stim = load_stimuli(stim_path, cfg.data.stim_variable)
+    responses = load_responses(bold_path)
+    return check_arrays(stim, responses, cfg, test_rows, train_rows=train_rows,
+                        sources={"stim": str(stim_path), "bold": str(bold_path)},
+                        config_source=config_source, require_test_rows=True)
+
+
+def check_evaluation_arrays(stim: np.ndarray, responses: dict[str, np.ndarray],
+                            cfg: RunConfig, model_shape: tuple[int, int, int],
+                            voxel_index: dict[str, np.ndarray], rows: RowSpec,
+                            sources: dict[str, str]) -> np.ndarray:
+    """Validate data for scoring a trained model; return the rows to score.
+
+    Parameters
+    ----------
+    stim : ndarray of shape (n_samples, height, width) or (n_samples, channels, height, width)
+    responses : dict of str to ndarray of shape (n_samples, n_voxels)
+    cfg : RunConfig
+        The trained run's configuration.
+    model_shape : tuple of int
+        ``(channels, height, width)`` the model was trained on.
+    voxel_index : dict of str to ndarray of int
+        Input columns the model predicts, per area.
+    rows : str, path or array of int, optional
+        Rows to score (default: all).
+    sources : dict of str to str
+        ``{"stim": path, "bold": path}``.
+
+    Returns
+    -------
+    ndarray of shape (n_rows,), int64
+    """
+    stim_source, bold_source = sources["stim"], sources["bold"]
+    stim_where = _where(stim_source, cfg.data.stim_variable)
+    check_rows(stim, responses, stim_source, cfg.data.stim_variable, bold_source)
+    check_areas(responses, cfg, bold_source)
+    for area, r in responses.items():
+        if area in voxel_index and r.shape[1] <= int(np.max(voxel_index[area])):
+            raise DataError(f"{_where(bold_source, area)} has {r.shape[1]} voxels; the model "
+                            f"reads input columns up to {int(np.max(voxel_index[area]))}")
+    if image_shape(stim) != tuple(model_shape):
+        raise DataError(f"{stim_where}: images of shape {image_shape(stim)} (channels, height, "
+                        f"width) do not match the model's {tuple(model_shape)}")
+    n = stim.shape[0]
+    if rows is None or (isinstance(rows, str) and not rows.strip()):
+        return np.arange(n)
+    idx = check_row_indices(rows, n, "rows")
+    if idx.size == 0:
+        raise DataError(f"rows {_spec_text(rows)} selects no rows of {stim_source} ({n} "
+                        f"samples)")
+    return idx
