@@ -20,7 +20,7 @@ import scipy.io
 from niflow import config as cfgmod
 from niflow.baselines import pixel_features, ridge_predict
 from niflow.data.dataset import parse_rows, scale_stimuli
-from niflow.data.simulate import SimConfig, simulate
+from niflow.data.simulate import SimConfig, harder_configs, simulate
 from niflow.demo import noise_ceiling_of_mean, prf_recovery
 from niflow.evaluate import pearson_r
 from niflow.interpret import receptive_fields
@@ -28,15 +28,7 @@ from niflow.run import train_run
 
 BRAINS = Path(__file__).resolve().parents[2] / "shared" / "data" / "brains" / "stim.mat"
 
-SIMS = {
-    "default": SimConfig(),
-    "compressive-large-rf": SimConfig(output_exponent=0.5, v1_sigma_intercept=3.0,
-                                      v1_sigma_slope=0.15, prf_radius_frac=0.3,
-                                      dirichlet_concentration=0.3),
-    "noisy-small-rf": SimConfig(reliability_range=(0.2, 0.5), v1_sigma_intercept=1.0,
-                                v1_sigma_slope=0.05, n_orientations=6,
-                                wavelengths=(4.0, 7.0, 12.0), output_exponent=0.7),
-}
+SIMS = {"default": SimConfig(), **harder_configs()}
 
 
 def evaluate(name: str, sim, stim: np.ndarray) -> list[str]:

@@ -10,7 +10,7 @@ import scipy.io
 from niflow import config as cfgmod
 from niflow.baselines import pixel_features, ridge_predict
 from niflow.data.dataset import parse_rows, scale_stimuli
-from niflow.data.simulate import SimConfig, simulate
+from niflow.data.simulate import SimConfig, harder_configs, simulate
 from niflow.evaluate import pearson_r
 from niflow.run import train_run
 
@@ -38,16 +38,7 @@ def test_ridge_picks_alpha_per_voxel_by_cross_validation():
     assert alpha[0] < alpha[1]
 
 
-HARD = {
-    # compressive voxels with large, sparse-tuned receptive fields near the centre
-    "compressive-large-rf": SimConfig(output_exponent=0.5, v1_sigma_intercept=3.0,
-                                      v1_sigma_slope=0.15, prf_radius_frac=0.3,
-                                      dirichlet_concentration=0.3),
-    # noisy voxels, small receptive fields, a richer feature bank than the default
-    "noisy-small-rf": SimConfig(reliability_range=(0.2, 0.5), v1_sigma_intercept=1.0,
-                                v1_sigma_slope=0.05, n_orientations=6,
-                                wavelengths=(4.0, 7.0, 12.0), output_exponent=0.7),
-}
+HARD = harder_configs()
 
 
 def _compare(stim, responses, test):

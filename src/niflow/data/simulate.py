@@ -42,6 +42,7 @@ __all__ = [
     "AREAS",
     "DEFAULT_N_VOXELS",
     "SimConfig",
+    "harder_configs",
     "Simulation",
     "load_simulation",
     "load_truth",
@@ -417,6 +418,24 @@ class SimConfig:
     def from_dict(cls, d: Mapping) -> SimConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
+
+
+def harder_configs() -> dict[str, SimConfig]:
+    """Simulations harder than the default, with other receptive-field statistics.
+
+    Tests and benchmarks use them to check that niflow is not tuned to its own default:
+    ``compressive-large-rf`` (output exponent 0.5, σ = 3 + 0.15·ecc px, centres within 0.3
+    of the image, sparse feature tuning) and ``noisy-small-rf`` (reliability 0.2–0.5,
+    σ = 1 + 0.05·ecc px, 6 orientations × 3 wavelengths, exponent 0.7).
+    """
+    return {
+        "compressive-large-rf": SimConfig(output_exponent=0.5, v1_sigma_intercept=3.0,
+                                          v1_sigma_slope=0.15, prf_radius_frac=0.3,
+                                          dirichlet_concentration=0.3),
+        "noisy-small-rf": SimConfig(reliability_range=(0.2, 0.5), v1_sigma_intercept=1.0,
+                                    v1_sigma_slope=0.05, n_orientations=6,
+                                    wavelengths=(4.0, 7.0, 12.0), output_exponent=0.7),
+    }
 
 
 @dataclass
