@@ -21,7 +21,7 @@ from niflow.data.io import DataError
 from niflow.data.simulate import simulate
 from niflow.evaluate import pearson_r, read_table
 from niflow.interpret import grating
-from niflow.report import baseline_folder
+from niflow.outputs import baseline_folder
 
 
 def naive_energy(img, kernel):

@@ -3,13 +3,13 @@ answer is known by construction."""
 
 from __future__ import annotations
 
-import contextlib
 import copy
 
 import numpy as np
 import pytest
 import torch
 
+from _threads import one_thread
 from niflow import config as cfgmod
 from niflow.data.dataset import parse_rows
 from niflow.data.simulate import simulate
@@ -35,18 +35,6 @@ def blind_source_config() -> cfgmod.RunConfig:
         ],
         "train": {"epochs": 12, "seed": 1},
     })
-
-
-@contextlib.contextmanager
-def one_thread():
-    """Train with one thread: two threads spin against each other and against any other
-    process on a busy 2-core machine (5-10× slower), for little gain on a quiet one."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from niflow.data.io import (
     nifti_from_voxels,
     voxel_maps_to_nifti,
 )
-from niflow.report import export_nifti
+from niflow.outputs import export_nifti
 
 SHAPE = (6, 5, 4)
 AFFINE = np.array([[2.0, 0, 0, -10], [0, 2.0, 0, -20], [0, 0, 2.5, 5], [0, 0, 0, 1]])

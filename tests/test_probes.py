@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
-
 import numpy as np
 import pytest
-import torch
 
+from _threads import one_thread
 from niflow import config as cfgmod
 from niflow.data.dataset import parse_rows
 from niflow.data.simulate import simulate
@@ -16,18 +14,6 @@ from niflow.interpret import ProbeSettings, compare_sizes, probe, receptive_fiel
 from niflow.run import train_run
 
 WELL = 0.5  # held-out r of a well-predicted voxel
-
-
-@contextlib.contextmanager
-def one_thread():
-    """Train with one thread: two threads spin against each other and against any other
-    process on a busy 2-core machine (5-10× slower), for little gain on a quiet one."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 @pytest.fixture(scope="module")

@@ -43,7 +43,8 @@ from niflow.interpret import (  # noqa: E402
     visual_field_coordinates,
 )
 from niflow.model import NIFModel  # noqa: E402
-from niflow.report import export_nifti, probe_run, write_report  # noqa: E402
+from niflow.outputs import export_nifti, probe_run  # noqa: E402
+from niflow.report import write_report  # noqa: E402
 from niflow.run import Run, RunError, evaluate_files, load_run, train_run  # noqa: E402
 from niflow.train import fit, predict  # noqa: E402
 

@@ -219,7 +219,7 @@ def _parse_voxels(specs: list[str]) -> dict[str, list[int]]:
 
 def cmd_probe(args) -> int:
     from niflow.interpret import ProbeSettings
-    from niflow.report import probe_run
+    from niflow.outputs import probe_run
     from niflow.run import load_run
 
     if args.visual_field_deg is not None and not args.visual_field_deg > 0:
@@ -252,7 +252,7 @@ def cmd_probe(args) -> int:
 def cmd_baseline(args) -> int:
     from niflow.data.dataset import parse_rows
     from niflow.data.io import load_responses, load_stimuli
-    from niflow.report import baseline_folder
+    from niflow.outputs import baseline_folder
 
     if args.permutations < 0:
         raise ConfigError(f"--permutations must be >= 0, got {args.permutations}")
@@ -298,7 +298,7 @@ def cmd_report(args) -> int:
 
 def cmd_nifti(args) -> int:
     from niflow.data.io import load_nifti_responses, save_mat, save_npz
-    from niflow.report import export_nifti
+    from niflow.outputs import export_nifti
 
     masks = _parse_masks(args.mask)
     if args.nifti_command == "import":
@@ -422,7 +422,7 @@ def cmd_evaluate(args) -> int:
     from niflow._atomic import atomic_write_text
     from niflow.data.io import load_response_repeats, load_stimuli, stack_repeats
     from niflow.data.validate import check_evaluation_arrays
-    from niflow.report import evaluate_folder
+    from niflow.outputs import evaluate_folder
     from niflow.run import load_run
 
     if args.bold is None and not args.repeats:

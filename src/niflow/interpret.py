@@ -17,13 +17,14 @@ horizontal, counter-clockwise positive on screen (y up), in ``[0, 180)``.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy import ndimage
 
+from niflow.config import STIMULUS
 from niflow.model import NIFModel
 
 if TYPE_CHECKING:  # annotations only: torch loads lazily here, run.py imports this module
@@ -327,9 +328,7 @@ def _forward_ablated(model: NIFModel, x: torch.Tensor, target: str, source: str 
     target sees instead of that source's feature tensor. Areas are called directly, in graph
     order, up to the target (areas after it cannot change its response).
     """
-    from niflow.config import STIMULUS
-
-    feats = {STIMULUS: (x - model.pixel_mean) / model.pixel_std}
+    feats = {STIMULUS: model.standardize(x)}
     for name, area in model.graph.areas.items():
         inputs = [feats[s] for s in area.cfg.sources]
         if name == target and source is not None:
@@ -341,21 +340,23 @@ def _forward_ablated(model: NIFModel, x: torch.Tensor, target: str, source: str 
     return model.readouts[target](feats[target])
 
 
+def _feature_batches(model: NIFModel, stim: np.ndarray, batch: int,
+                     ) -> Iterator[dict[str, torch.Tensor]]:
+    """Feature tensors of the standardised stimulus and every area, batch by batch."""
+    import torch
+
+    with torch.no_grad():
+        for i in range(0, len(stim), batch):
+            yield model.features(torch.as_tensor(stim[i:i + batch]), include_stimulus=True)
+
+
 def _source_means(model: NIFModel, stim: np.ndarray, batch: int = 128,
                   ) -> dict[str, torch.Tensor]:
     """Mean feature tensor (C, H, W) of the stimulus and of every area over ``stim``."""
-    import torch
-
-    from niflow.config import STIMULUS
-
     sums: dict[str, torch.Tensor] = {}
-    with torch.no_grad():
-        for i in range(0, len(stim), batch):
-            xb = torch.as_tensor(stim[i:i + batch])
-            feats = dict(model.features(xb))
-            feats[STIMULUS] = (xb - model.pixel_mean) / model.pixel_std
-            for k, v in feats.items():
-                sums[k] = sums.get(k, 0) + v.sum(0)
+    for feats in _feature_batches(model, stim, batch):
+        for k, v in feats.items():
+            sums[k] = sums.get(k, 0) + v.sum(0)
     return {k: v / len(stim) for k, v in sums.items()}
 
 
@@ -503,20 +504,12 @@ def _channel_std(model: NIFModel, stim: np.ndarray, means: dict[str, torch.Tenso
                  ) -> dict[str, np.ndarray]:
     """Standard deviation of every channel of the stimulus and of each area over ``stim``
     and grid positions, as each is seen by its targets, shape (C,) per source."""
-    import torch
-
-    from niflow.config import STIMULUS
-
     sq: dict[str, torch.Tensor] = {}
     count = 0
-    with torch.no_grad():
-        for i in range(0, len(stim), batch):
-            xb = torch.as_tensor(stim[i:i + batch])
-            feats = dict(model.features(xb))
-            feats[STIMULUS] = (xb - model.pixel_mean) / model.pixel_std
-            for k, v in feats.items():
-                sq[k] = sq.get(k, 0) + ((v - means[k]) ** 2).sum((0, 2, 3))
-            count += len(xb)
+    for feats in _feature_batches(model, stim, batch):
+        for k, v in feats.items():
+            sq[k] = sq.get(k, 0) + ((v - means[k]) ** 2).sum((0, 2, 3))
+        count += len(feats[STIMULUS])
     out = {}
     for k, v in sq.items():
         cells = count * int(np.prod(means[k].shape[1:]))

@@ -375,7 +375,7 @@ def write_outputs(run: Run, data: NIFData, hist: History) -> None:
     atomic_write_text(out / "metrics.json", json.dumps(summary, indent=2) + "\n")
     save_mat(out / "modelparams.mat", modelparams(run.model))
     # significance and retinotopy columns, information flow, coverage/size figures
-    from niflow.report import extend_run_outputs
+    from niflow.outputs import extend_run_outputs
 
     extend_run_outputs(run, data)
 

@@ -456,16 +456,22 @@ def load_mask(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     affine : ndarray of shape (4, 4)
     """
     path = Path(path)
+    data, affine = _load_volume(path, "a mask must be a 3-D image")
+    mask = np.asarray(data) != 0
+    if not mask.any():
+        raise DataError(f"{path}: the mask is empty (no nonzero voxel)")
+    return mask, affine
+
+
+def _load_volume(path: Path, requirement: str) -> tuple[np.ndarray, np.ndarray]:
+    """A 3-D image (a trailing axis of length 1 is dropped) and its affine (4, 4)."""
     img = _load_image(path)
     data = _image_data(path, img)
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
     if data.ndim != 3:
-        raise DataError(f"{path}: a mask must be a 3-D image, got shape {data.shape}")
-    mask = np.asarray(data) != 0
-    if not mask.any():
-        raise DataError(f"{path}: the mask is empty (no nonzero voxel)")
-    return mask, np.asarray(img.affine, dtype=np.float64)
+        raise DataError(f"{path}: {requirement}, got shape {data.shape}")
+    return data, np.asarray(img.affine, dtype=np.float64)
 
 
 def _load_bold(paths: list[Path]) -> tuple[np.ndarray, np.ndarray, Path]:
@@ -479,19 +485,14 @@ def _load_bold(paths: list[Path]) -> tuple[np.ndarray, np.ndarray, Path]:
         return np.asarray(data, dtype=np.float32), np.asarray(img.affine, float), paths[0]
     vols, affine = [], None
     for p in paths:
-        img = _load_image(p)
-        data = _image_data(p, img)
-        if data.ndim == 4 and data.shape[3] == 1:
-            data = data[..., 0]
-        if data.ndim != 3:
-            raise DataError(f"{p}: expected a 3-D image (one sample), got shape {data.shape}")
+        data, img_affine = _load_volume(p, "expected a 3-D image (one sample)")
         if vols and data.shape != vols[0].shape:
             raise DataError(f"{p}: shape {data.shape} differs from {paths[0]} "
                             f"{vols[0].shape}")
-        if affine is not None and not np.allclose(img.affine, affine, atol=AFFINE_ATOL):
+        if affine is not None and not np.allclose(img_affine, affine, atol=AFFINE_ATOL):
             raise DataError(f"{p}: affine differs from {paths[0]}'s; resample the images to "
                             f"one space first")
-        affine = np.asarray(img.affine, float)
+        affine = img_affine
         vols.append(np.asarray(data, dtype=np.float32))
     return np.stack(vols, axis=-1), affine, paths[0]
 

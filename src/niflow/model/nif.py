@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from niflow.config import RunConfig
+from niflow.config import STIMULUS, RunConfig
 from niflow.model.areas import AreaGraph, Geometry
 from niflow.model.readout import LowRankReadout
 
@@ -62,14 +62,25 @@ class NIFModel(nn.Module):
         self.pixel_mean.fill_(float(mean))
         self.pixel_std.fill_(float(std) if std > 0 else 1.0)
 
-    def features(self, stimulus: Tensor) -> dict[str, Tensor]:
-        """Feature tensors of every area, each (B, C_area, H_area, W_area)."""
+    def standardize(self, stimulus: Tensor) -> Tensor:
+        """The stimulus as the first area sees it: (stimulus − pixel_mean) / pixel_std."""
+        return (stimulus - self.pixel_mean) / self.pixel_std
+
+    def features(self, stimulus: Tensor, include_stimulus: bool = False) -> dict[str, Tensor]:
+        """Feature tensors of every area, each (B, C_area, H_area, W_area).
+
+        With ``include_stimulus`` the standardised stimulus is added under ``"stimulus"``.
+        """
         expected = self.image_shape
         if stimulus.dim() != 4 or tuple(stimulus.shape[1:]) != expected:
             raise ValueError(
                 f"model expects stimuli of shape (B, {expected[0]}, {expected[1]}, "
                 f"{expected[2]}), got {tuple(stimulus.shape)}")
-        return self.graph((stimulus - self.pixel_mean) / self.pixel_std)
+        x = self.standardize(stimulus)
+        feats = self.graph(x)
+        if include_stimulus:
+            feats[STIMULUS] = x
+        return feats
 
     def forward(self, stimulus: Tensor) -> dict[str, Tensor]:
         """Predicted responses per area.
@@ -101,7 +112,7 @@ class NIFModel(nn.Module):
         -------
         dict of str to Tensor of shape (n_voxels, H, W)
         """
-        x = (stim - self.pixel_mean) / self.pixel_std
+        x = self.standardize(stim)
         energy = ((x - x.mean(0, keepdim=True)) ** 2).mean(1, keepdim=True)
         out = {}
         for area, resp in responses.items():
