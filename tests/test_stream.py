@@ -66,7 +66,7 @@ def test_worker_processes_give_the_same_batches_in_order(tmp_path, arrays):
     with pytest.warns(DroppedVoxelsWarning):
         st = open_streaming(s, b, np.arange(40, 50), num_workers=2)
     order = np.random.default_rng(1).permutation(st.split.train)
-    got = list(st.iter_batches(order, 6))
+    got = list(st.iter_batches([order[i:i + 6] for i in range(0, order.size, 6)]))
     assert len(got) == int(np.ceil(order.size / 6))
     for i, (x, y) in enumerate(got):
         rows = order[6 * i:6 * i + 6]

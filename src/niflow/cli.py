@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -73,6 +74,18 @@ def _add_train(sub) -> None:
     p.add_argument("--no-memory-check", action="store_true",
                    help="train even if the estimated memory exceeds what is available")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--device", default="auto",
+                   help="auto (the GPU if there is one), cpu, cuda or cuda:N (default auto)")
+    p.add_argument("--precision", choices=("float32", "bfloat16"),
+                   help="bfloat16: forward/backward under bf16 autocast (sets "
+                   "config.train.precision; default: the config's, float32)")
+    p.add_argument("--compile", action="store_true",
+                   help="train through torch.compile (falls back to eager with a warning)")
+    p.add_argument("--stream", action="store_true",
+                   help="read training batches from the HDF5 / v7.3 files on demand instead "
+                   "of loading them (memory flat in the number of samples)")
+    p.add_argument("--workers", type=int, default=2,
+                   help="with --stream: DataLoader worker processes (default 2)")
 
 
 def _add_evaluate(sub) -> None:
@@ -341,8 +354,8 @@ def _resolve_config(args) -> cfgmod.RunConfig:
         data["preset"] = args.preset
     try:
         cfg = cfgmod.from_dict(data)
-        for key in ("epochs", "batch_size", "lr", "seed"):
-            if getattr(args, key) is not None:
+        for key in ("epochs", "batch_size", "lr", "seed", "precision"):
+            if getattr(args, key, None) is not None:
                 setattr(cfg.train, key, getattr(args, key))
         return cfg.validate()
     except ConfigError as err:
@@ -378,28 +391,41 @@ def cmd_simulate(args) -> int:
 def cmd_train(args) -> int:
     from niflow.data.dataset import DroppedVoxelsWarning
     from niflow.data.validate import validate_inputs
-    from niflow.run import train_inputs
+    from niflow.parallel import runtime_from_environment
+    from niflow.run import train_inputs, train_stream
 
     if args.resume and args.force:
         raise RunError("--resume and --force contradict each other; choose one")
     if args.resume and args.config is None and (args.out / "config.json").exists():
         args.config = args.out / "config.json"
     cfg = _resolve_config(args)
-    with warnings.catch_warnings():
-        # reported below, one line per area, whatever the warning filters say
-        warnings.simplefilter("ignore", DroppedVoxelsWarning)
-        inputs = validate_inputs(args.stim, args.bold, cfg, args.test_rows,
-                                 train_rows=args.train_rows,
-                                 config_source=str(args.config or "command line"))
+    if args.workers < 0:
+        raise ConfigError(f"--workers must be >= 0, got {args.workers}")
+    runtime = runtime_from_environment(args.device, cfg.train.precision, args.compile)
+    if args.stream:
+        run, hist, data = train_stream(
+            args.stim, args.bold, args.out, cfg, args.test_rows, train_rows=args.train_rows,
+            num_workers=args.workers, resume=args.resume, force=args.force,
+            progress=not args.quiet, memory_check=not args.no_memory_check, runtime=runtime,
+            config_source=str(args.config or "command line"))
+    else:
+        with warnings.catch_warnings():
+            # reported below, one line per area, whatever the warning filters say
+            warnings.simplefilter("ignore", DroppedVoxelsWarning)
+            inputs = validate_inputs(args.stim, args.bold, cfg, args.test_rows,
+                                     train_rows=args.train_rows,
+                                     config_source=str(args.config or "command line"))
 
-    def report_warnings() -> None:
-        for note in inputs.warnings:
-            print(f"niflow train: warning: {note}", file=sys.stderr)
+        def report_warnings() -> None:
+            for note in inputs.warnings:
+                print(f"niflow train: warning: {note}", file=sys.stderr)
 
-    run, hist, data = train_inputs(inputs, args.out, resume=args.resume, force=args.force,
-                                   progress=not args.quiet,
-                                   memory_check=not args.no_memory_check,
-                                   on_start=report_warnings)
+        run, hist, data = train_inputs(inputs, args.out, resume=args.resume, force=args.force,
+                                       progress=not args.quiet,
+                                       memory_check=not args.no_memory_check,
+                                       on_start=report_warnings, runtime=runtime)
+    if not runtime.is_main:
+        return 0  # rank 0 writes and reports
     metrics = json.loads((args.out / "metrics.json").read_text())
     print(f"trained {len(hist.epochs)} epochs (best {hist.best_epoch}); held-out rows: "
           f"{data.split.test.size}")
@@ -504,15 +530,25 @@ def _one_line_warning(message, category, filename, lineno, line=None) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     warnings.formatwarning = _one_line_warning
+    main_process = os.environ.get("RANK", "0") == "0"  # under torchrun, rank 0 reports
+    if not main_process:
+        warnings.simplefilter("ignore")
     try:
         return COMMANDS[args.command](args)
     except (DataError, ConfigError, RunError, ResourceError) as err:
         # messages are built to be one line; a library's text might not be
-        print(f"niflow {args.command}: error: {' '.join(str(err).split())}", file=sys.stderr)
+        if main_process:
+            print(f"niflow {args.command}: error: {' '.join(str(err).split())}",
+                  file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"niflow {args.command}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
 
 
 if __name__ == "__main__":

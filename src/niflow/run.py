@@ -45,12 +45,23 @@ from niflow import __version__
 from niflow import config as cfgmod
 from niflow._atomic import atomic_write, atomic_write_text, umask
 from niflow.config import RunConfig
-from niflow.data.dataset import NIFData, Standardizer, build_dataset, scale_stimuli
-from niflow.data.io import load_responses, load_stimuli, save_mat, save_npz
-from niflow.data.validate import Inputs, check_arrays, check_evaluation_arrays
+from niflow.data.dataset import NIFData, Split, Standardizer, build_dataset, scale_stimuli
+from niflow.data.io import DataError, load_responses, load_stimuli, save_mat, save_npz
+from niflow.data.stream import H5Array, StreamingData, open_streaming, require_hdf5
+from niflow.data.validate import (
+    STIM_LAYOUT,
+    Inputs,
+    RowSpec,
+    check_areas,
+    check_arrays,
+    check_config,
+    check_evaluation_arrays,
+    check_row_indices,
+)
 from niflow.evaluate import pearson_r, r_squared, summarize
 from niflow.interpret import prf_from_maps, spatial_maps
 from niflow.model import NIFModel
+from niflow.parallel import Runtime, agree, broadcast_object, runtime_from_environment
 from niflow.resources import check_memory, estimate_training_memory
 from niflow.train import CHECKPOINT, History, fit, predict, seed_everything
 
@@ -175,7 +186,7 @@ def train_run(stim: np.ndarray, responses: dict[str, np.ndarray], out: str | Pat
               cfg: RunConfig, test_rows: np.ndarray | str, *, resume: bool = False,
               force: bool = False, progress: bool = True, inputs: dict[str, str] | None = None,
               train_rows: np.ndarray | str | None = None, memory_check: bool = True,
-              ) -> tuple[Run, History, NIFData]:
+              runtime: Runtime | None = None) -> tuple[Run, History, NIFData]:
     """Train a NIF model on arrays and (if ``out``) write the full run folder.
 
     Every input is validated first (:func:`niflow.data.validate.check_arrays`); an error
@@ -195,16 +206,20 @@ def train_run(stim: np.ndarray, responses: dict[str, np.ndarray], out: str | Pat
     memory_check : bool
         Refuse (:class:`~niflow.resources.ResourceError`) when the estimated memory exceeds
         what is available.
+    runtime : Runtime, optional
+        Device, precision, compilation, data-parallel rank (:mod:`niflow.parallel`);
+        default: the GPU if there is one, ``cfg.train.precision``, one process (or the
+        ``torchrun`` process group).
     """
     checked = check_arrays(stim, responses, cfg, test_rows, train_rows=train_rows,
                            sources=inputs)
     return train_inputs(checked, out, resume=resume, force=force, progress=progress,
-                        memory_check=memory_check)
+                        memory_check=memory_check, runtime=runtime)
 
 
 def train_inputs(inputs: Inputs, out: str | Path | None, *, resume: bool = False,
                  force: bool = False, progress: bool = True, memory_check: bool = True,
-                 on_start: Callable[[], None] | None = None,
+                 on_start: Callable[[], None] | None = None, runtime: Runtime | None = None,
                  ) -> tuple[Run, History, NIFData]:
     """Train on validated inputs (:func:`niflow.data.validate.validate_inputs`).
 
@@ -214,6 +229,10 @@ def train_inputs(inputs: Inputs, out: str | Path | None, *, resume: bool = False
     ``on_start`` is called once all of that passed (the command line prints the input
     warnings there, so that a refused run prints its error alone).
 
+    ``runtime`` (default: the GPU if there is one, ``config.train.precision``, and the
+    ``torchrun`` process group if started by ``torchrun``) says where training runs; under
+    data parallelism only rank 0 writes the run folder.
+
     Returns
     -------
     run : Run
@@ -221,58 +240,193 @@ def train_inputs(inputs: Inputs, out: str | Path | None, *, resume: bool = False
     data : NIFData
     """
     cfg = inputs.config
+    runtime = runtime or runtime_from_environment("auto", cfg.train.precision)
     out_path = Path(out) if out is not None else None
-    if out_path is not None:
-        check_run_dir(out_path, force, resume)
-        if resume:
-            check_resume(out_path, inputs)
-    if memory_check:
-        check_memory(estimate_training_memory(
-            cfg, inputs.image_shape, inputs.n_voxels, inputs.n_samples,
-            int(inputs.split.train.size),
-            n_eval_rows=max(inputs.split.val.size, inputs.split.test.size)))
-    if on_start is not None:
+
+    def checks() -> None:
+        if out_path is not None and runtime.is_main:
+            check_run_dir(out_path, force, resume)
+            if resume:
+                check_resume(out_path, inputs)
+        if memory_check:
+            check_memory(estimate_training_memory(
+                cfg, inputs.image_shape, inputs.n_voxels, inputs.n_samples,
+                int(inputs.split.train.size),
+                n_eval_rows=max(inputs.split.val.size, inputs.split.test.size)),
+                runtime.device)
+
+    agree(checks, runtime)
+    if on_start is not None and runtime.is_main:
         on_start()
     stim = inputs.stim
     data = build_dataset(stim, inputs.responses, inputs.split.test, stim_scale=cfg.data.stim_scale,
                          split=inputs.split, voxel_index=inputs.voxel_index)
-    seed_everything(cfg.train.seed)
-    model = NIFModel(cfg, data.image_shape, data.n_voxels)
-    if cfg.data.input_norm == "standardize":
-        fit_px = data.stim[np.concatenate([data.split.train, data.split.val])]
-        model.set_input_stats(float(fit_px.mean()), float(fit_px.std()))
     fit_rows = np.concatenate([data.split.train, data.split.val])
-    if cfg.readout.init == "contrast":
-        model.initialize_readouts(
-            torch.as_tensor(data.stim[data.split.train]),
-            {a: torch.as_tensor(r[data.split.train]) for a, r in data.responses.items()})
     stim_peak = None
     if np.asarray(stim).dtype.kind == "f":
         stim_peak = float(np.abs(stim[fit_rows]).max())
+    fit_px = data.stim[fit_rows]
+    model = _initial_model(cfg, data.image_shape, data.n_voxels,
+                           (float(fit_px.mean()), float(fit_px.std())),
+                           lambda: (data.stim[data.split.train],
+                                    {a: r[data.split.train] for a, r in data.responses.items()}))
+    return _fit_and_write(cfg, model, data, lambda: data, inputs.sources, out_path,
+                          resume=resume, force=force, progress=progress, runtime=runtime,
+                          stim_peak=stim_peak)
+
+
+def _initial_model(cfg: RunConfig, image_shape: tuple[int, int, int],
+                   n_voxels: dict[str, int], pixel_stats: tuple[float, float],
+                   init_rows: Callable[[], tuple[np.ndarray, dict[str, np.ndarray]]],
+                   ) -> NIFModel:
+    """The seeded model with its input standardisation and (``readout.init="contrast"``)
+    readouts started from ``init_rows()`` = (stimuli, z-scored responses) of training rows."""
+    seed_everything(cfg.train.seed)
+    model = NIFModel(cfg, image_shape, n_voxels)
+    if cfg.data.input_norm == "standardize":
+        model.set_input_stats(*pixel_stats)
+    if cfg.readout.init == "contrast":
+        x, y = init_rows()
+        model.initialize_readouts(torch.as_tensor(x),
+                                  {a: torch.as_tensor(r) for a, r in y.items()})
+    return model
+
+
+def _fit_and_write(cfg: RunConfig, model: NIFModel, data: NIFData | StreamingData,
+                   eval_data: Callable[[], NIFData], sources: dict[str, str],
+                   out_path: Path | None, *, resume: bool, force: bool, progress: bool,
+                   runtime: Runtime, stim_peak: float | None,
+                   ) -> tuple[Run, History, NIFData]:
+    """Create the run folder, train, and write the outputs (rank 0) from ``eval_data()``."""
     started = time.time()
     if out_path is not None and not resume:
         def write_start(folder: Path) -> None:
             cfgmod.save(cfg, folder / "config.json")
             atomic_write_text(folder / "split.json", json.dumps(data.split.to_dict()) + "\n")
-            _write_run_info(folder, cfg, inputs.sources, started)
+            _write_run_info(folder, cfg, sources, started, runtime)
 
-        _create_run_dir(out_path, force, write_start)
-    elif out_path is not None:
+        agree(lambda: runtime.is_main and _create_run_dir(out_path, force, write_start),
+              runtime)
+    elif out_path is not None and runtime.is_main:
         _remove_temporaries(out_path)
-    checkpoint = out_path is not None and (out_path / CHECKPOINT).exists()
+    checkpoint = broadcast_object(out_path is not None and runtime.is_main
+                                  and (out_path / CHECKPOINT).exists(), runtime)
     hist = fit(model, data, cfg.train, out_path, resume=bool(resume and checkpoint),
-               progress=progress)
+               progress=progress, runtime=runtime)
+    model.cpu()  # outputs, figures and the returned Run work on the CPU
     run = Run(out_path, cfg, model, data.scalers, data.voxel_index, stim_peak)
-    if out_path is not None:
-        write_outputs(run, data, hist)
+    evaluated = eval_data() if runtime.is_main else None
+    if out_path is not None and runtime.is_main:
+        write_outputs(run, evaluated, hist)
         _finish_run_info(out_path, hist)
-    return run, hist, data
+    return run, hist, evaluated
+
+
+def train_stream(stim_path: str | Path, bold_path: str | Path, out: str | Path | None,
+                 cfg: RunConfig, test_rows: RowSpec, *, train_rows: RowSpec = None,
+                 num_workers: int = 2, resume: bool = False, force: bool = False,
+                 progress: bool = True, memory_check: bool = True,
+                 runtime: Runtime | None = None, config_source: str = "config",
+                 on_start: Callable[[], None] | None = None,
+                 ) -> tuple[Run, History, NIFData]:
+    """Train from HDF5 files (``.h5`` or MATLAB v7.3) without loading them into memory.
+
+    Training batches are read by ``num_workers`` DataLoader processes; per-voxel z-scoring
+    and the pixel statistics come from one chunked pass over the training rows. What is
+    held in memory: the model, ``readout.init="contrast"``'s sample of at most
+    ``INIT_ROWS`` training rows, and, for the outputs after training, the test rows and at
+    most ``REFERENCE_ROWS`` training rows (the mean stimulus of the flow ablation).
+
+    Parameters are as for :func:`train_run`; the result's ``data`` holds only those
+    in-memory rows (``data.rows`` maps them to rows of the files).
+    """
+    cfg = _checked_stream_config(cfg, stim_path, bold_path, config_source)
+    n = H5Array.open(stim_path, cfg.data.stim_variable).shape[0]
+    test = check_row_indices(test_rows, n, "test rows")
+    if test.size == 0:
+        raise DataError(f"{stim_path}: test rows {test_rows!r} select no rows; at least one "
+                        f"held-out row is needed to score the model")
+    train = None if train_rows is None else check_row_indices(train_rows, n, "train rows")
+    data = open_streaming(stim_path, bold_path, test, val_fraction=cfg.train.val_fraction,
+                          seed=cfg.train.seed, stim_variable=cfg.data.stim_variable,
+                          num_workers=num_workers, stim_scale=cfg.data.stim_scale,
+                          train_rows=train)
+    runtime = runtime or runtime_from_environment("auto", cfg.train.precision)
+    out_path = Path(out) if out is not None else None
+    sources = {"stim": str(stim_path), "bold": str(bold_path)}
+    reference = _sample_rows(data.split.train, REFERENCE_ROWS, cfg.train.seed)
+    init = _sample_rows(data.split.train, INIT_ROWS, cfg.train.seed + 1)
+
+    def checks() -> None:
+        if out_path is not None and runtime.is_main:
+            check_run_dir(out_path, force, resume)
+            if resume:
+                check_resume(out_path, Inputs(np.zeros((0, *data.image_shape), np.float32),
+                                              {}, cfg, data.split, data.voxel_index,
+                                              sources=sources))
+        if memory_check:
+            in_memory = reference.size + test.size
+            check_memory(estimate_training_memory(
+                cfg, data.image_shape, data.n_voxels, max(in_memory, init.size),
+                init.size, n_eval_rows=max(data.split.val.size, test.size)), runtime.device)
+
+    agree(checks, runtime)
+    if on_start is not None and runtime.is_main:
+        on_start()
+    model = _initial_model(cfg, data.image_shape, data.n_voxels,
+                           (data.pixel_mean, data.pixel_std), lambda: data.read(init))
+    return _fit_and_write(cfg, model, data, lambda: _held_out_data(data, reference), sources,
+                          out_path, resume=resume, force=force, progress=progress,
+                          runtime=runtime, stim_peak=data.stim_peak)
+
+
+INIT_ROWS = 4096  # training rows the contrast initialisation of a streamed run looks at
+REFERENCE_ROWS = 512  # training rows kept for the outputs of a streamed run
+
+
+def _sample_rows(rows: np.ndarray, limit: int, seed: int) -> np.ndarray:
+    if rows.size <= limit:
+        return np.asarray(rows)
+    return np.sort(np.random.default_rng(seed).choice(rows, limit, replace=False))
+
+
+def _checked_stream_config(cfg: RunConfig, stim_path: str | Path, bold_path: str | Path,
+                           source: str) -> RunConfig:
+    import h5py
+
+    stim = H5Array.open(stim_path, cfg.data.stim_variable)
+    shape = stim.shape
+    if len(shape) not in (3, 4):
+        raise DataError(f"{stim_path}: variable {cfg.data.stim_variable!r} has shape {shape}; "
+                        f"expected {STIM_LAYOUT}")
+    check_config(cfg, (1, *shape[1:]) if len(shape) == 3 else tuple(shape[1:]), source)
+    require_hdf5(bold_path)
+    with h5py.File(bold_path, "r") as fh:
+        names = {k: None for k, v in fh.items() if isinstance(v, h5py.Dataset)
+                 and v.ndim == 2 and v.dtype.kind in "biuf"}
+    if not names:
+        raise DataError(f"{bold_path}: no 2-D numeric variable (one (n_samples, n_voxels) "
+                        f"array per area is expected)")
+    check_areas(names, cfg, str(bold_path))
+    return cfg
+
+
+def _held_out_data(data: StreamingData, reference: np.ndarray) -> NIFData:
+    """The test rows and ``reference`` training rows of a streamed run, in memory."""
+    rows = np.concatenate([reference, data.split.test])
+    x, z = data.read(rows)
+    raw = {a: data.scalers[a].inverse(v) for a, v in z.items()}
+    k = reference.size
+    split = Split(np.arange(k), np.zeros(0, np.int64), np.arange(k, rows.size))
+    return NIFData(stim=x, responses=z, raw=raw, split=split, scalers=data.scalers,
+                   voxel_index=data.voxel_index, rows=rows)
 
 
 def _write_run_info(out: Path, cfg: RunConfig, inputs: dict[str, str] | None,
-                    started: float) -> None:
+                    started: float, runtime: Runtime | None = None) -> None:
     info = {"niflow_version": __version__, "torch_version": torch.__version__,
             "seed": cfg.train.seed, "started": _timestamp(started),
+            "runtime": (runtime or Runtime()).describe(),
             "inputs": {k: {"path": str(Path(p).resolve()), "sha256": sha256(p)}
                        for k, p in (inputs or {}).items()}}
     atomic_write_text(out / "run.json", json.dumps(info, indent=2) + "\n")
@@ -364,7 +518,7 @@ def write_outputs(run: Run, data: NIFData, hist: History) -> None:
     plots.plot_kernels(run.model.graph.areas[first].conv.weight.detach().numpy(), first,
                        out / "figures" / f"kernels_{first}.png")
     plots.plot_training(hist.epochs, out / "figures" / "training.png")
-    save_npz(out / "predictions.npz", {**preds, "test_rows": test})
+    save_npz(out / "predictions.npz", {**preds, "test_rows": data.input_rows(test)})
     _write_csv(out / "voxels.csv", ["area", "voxel", "r_test", "r2_test", "prf_x", "prf_y",
                                     "prf_sigma"], rows)
     summary = {"areas": metrics, "n_test_rows": int(test.size),

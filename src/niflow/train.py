@@ -16,18 +16,28 @@ import io
 import json
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch import Tensor
 from tqdm.auto import tqdm
 
 from niflow._atomic import atomic_write, atomic_write_text
 from niflow.config import TrainConfig
 from niflow.data.dataset import NIFData
-from niflow.evaluate import pearson_r
+from niflow.data.stream import StreamingData
 from niflow.model import NIFModel
+from niflow.parallel import (
+    Runtime,
+    all_reduce_sum,
+    broadcast_object,
+    maybe_compile,
+    shard,
+    warn_compile_failed,
+)
 
 CHECKPOINT = "checkpoint.pt"
 LOG = "log.jsonl"
@@ -51,7 +61,7 @@ def seed_everything(seed: int) -> None:
 @torch.no_grad()
 def predict(model: NIFModel, stim: np.ndarray | torch.Tensor, batch_size: int = 128,
             ) -> dict[str, np.ndarray]:
-    """Model predictions in evaluation mode.
+    """Model predictions in evaluation mode (float32, on the model's device).
 
     Parameters
     ----------
@@ -75,15 +85,83 @@ def predict(model: NIFModel, stim: np.ndarray | torch.Tensor, batch_size: int = 
             for a, p in parts.items()}
 
 
-def validation_score(model: NIFModel, data: NIFData, rows: np.ndarray) -> tuple[float, dict]:
-    """Median r over all voxels of all areas on ``rows``, and per-area medians."""
-    pred = predict(model, data.stim[rows])
-    rs = {a: pearson_r(pred[a], data.responses[a][rows]) for a in pred}
+class Batches:
+    """Where training batches come from: one interface for data in memory and on disk.
+
+    ``batches(plan)`` yields, for each array of row indices in ``plan``, the stimuli
+    (len, C, H, W) and z-scored responses {area: (len, n_voxels)} on ``device``.
+    """
+
+    def __init__(self, data: NIFData | StreamingData, device: torch.device) -> None:
+        self.data, self.device = data, device
+        self.streaming = isinstance(data, StreamingData)
+        if not self.streaming:
+            # in memory: everything moves to the device once; a batch is an index
+            self.stim = torch.as_tensor(data.stim).to(device)
+            self.resp = {a: torch.as_tensor(r).to(device) for a, r in data.responses.items()}
+
+    def batches(self, plan: list[np.ndarray]) -> Iterator[tuple[Tensor, dict[str, Tensor]]]:
+        if self.streaming:
+            for x, y in self.data.iter_batches(plan):
+                yield (x.to(self.device, non_blocking=True),
+                       {a: v.to(self.device, non_blocking=True) for a, v in y.items()})
+            return
+        for rows in plan:
+            idx = torch.as_tensor(rows, dtype=torch.long, device=self.device)
+            yield self.stim[idx], {a: r[idx] for a, r in self.resp.items()}
+
+
+def correlation_sums(pred: Tensor, true: Tensor) -> Tensor:
+    """Per-voxel sufficient statistics of Pearson's r, shape (6, n_voxels), float64:
+    n, Σp, Σt, Σp², Σt², Σpt (summable over batches and processes)."""
+    p, t = pred.double(), true.double()
+    n = torch.full_like(p[0], float(p.shape[0]))
+    return torch.stack([n, p.sum(0), t.sum(0), (p * p).sum(0), (t * t).sum(0),
+                        (p * t).sum(0)])
+
+
+def correlation_from_sums(sums: Tensor) -> np.ndarray:
+    """Pearson r per voxel from :func:`correlation_sums`; 0 where a column is constant."""
+    n, sp, st, spp, stt, spt = sums
+    var_p = (spp - sp * sp / n).clamp_min(0)
+    var_t = (stt - st * st / n).clamp_min(0)
+    cov = spt - sp * st / n
+    # a constant column leaves rounding noise of the order of eps · Σx² in its variance
+    tiny = 1e-10 * torch.maximum(spp, stt).clamp_min(1e-300)
+    ok = (var_p > tiny) & (var_t > tiny)
+    r = torch.where(ok, cov / torch.sqrt(torch.where(ok, var_p * var_t, 1.0)), 0.0)
+    return r.cpu().numpy()
+
+
+@torch.no_grad()
+def validation_score(model: NIFModel, data: NIFData | StreamingData, rows: np.ndarray,
+                     runtime: Runtime | None = None, batch_size: int = 256,
+                     source: Batches | None = None) -> tuple[float, dict]:
+    """Median r over all voxels of all areas on ``rows``, and per-area medians.
+
+    Predictions are reduced to per-voxel sums batch by batch (memory does not grow with
+    ``rows``); with several processes each scores its share of ``rows`` and the sums are
+    added up.
+    """
+    runtime = runtime or Runtime(next(model.parameters()).device)
+    source = source or Batches(data, runtime.device)
+    was_training = model.training
+    model.eval()
+    mine = shard(np.asarray(rows), runtime.rank, runtime.world_size)
+    plan = [mine[i:i + batch_size] for i in range(0, len(mine), batch_size)]
+    sums = {a: torch.zeros(6, n, dtype=torch.float64, device=runtime.device)
+            for a, n in data.n_voxels.items()}
+    for x, y in source.batches(plan):
+        out = model(x)
+        for a in sums:
+            sums[a] += correlation_sums(out[a], y[a])
+    model.train(was_training)
+    rs = {a: correlation_from_sums(all_reduce_sum(s, runtime)) for a, s in sums.items()}
     pooled = np.concatenate(list(rs.values()))
     return float(np.median(pooled)), {a: float(np.median(r)) for a, r in rs.items()}
 
 
-def _area_weights(data: NIFData, mode: str) -> dict[str, float]:
+def _area_weights(data: NIFData | StreamingData, mode: str) -> dict[str, float]:
     n = data.n_voxels
     if mode == "equal":
         return {a: 1.0 / len(n) for a in n}
@@ -101,22 +179,48 @@ def load_checkpoint(run_dir: Path) -> dict:
     return torch.load(Path(run_dir) / CHECKPOINT, map_location="cpu", weights_only=False)
 
 
-def fit(model: NIFModel, data: NIFData, cfg: TrainConfig, run_dir: str | Path | None = None,
-        resume: bool = False, progress: bool = True) -> History:
+def epoch_plan(train_rows: np.ndarray, batch_size: int, seed: int, epoch: int,
+               min_batch: int = 1) -> list[np.ndarray]:
+    """The global batches of one epoch: a permutation seeded by ``(seed, epoch)``, cut into
+    ``batch_size`` rows; batches smaller than ``min_batch`` are left out."""
+    gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    order = np.asarray(train_rows)[torch.randperm(len(train_rows), generator=gen).numpy()]
+    plan = [order[i:i + batch_size] for i in range(0, order.size, batch_size)]
+    return [b for b in plan if b.size >= min_batch]
+
+
+def batch_loss(out: dict[str, Tensor], target: dict[str, Tensor], weights: dict[str, float],
+               n_global: int, world_size: int) -> Tensor:
+    """This process's share of the mean squared error of one global batch.
+
+    Each row contributes its voxel-mean squared error divided by the global batch size;
+    multiplied by ``world_size`` because DDP averages (not sums) the processes' gradients,
+    so the averaged gradient is the gradient of the single-process loss.
+    """
+    per_row = sum(weights[a] * ((out[a].float() - target[a]) ** 2).mean(1) for a in out)
+    return per_row.sum() * (world_size / n_global)
+
+
+def fit(model: NIFModel, data: NIFData | StreamingData, cfg: TrainConfig,
+        run_dir: str | Path | None = None, resume: bool = False, progress: bool = True,
+        runtime: Runtime | None = None) -> History:
     """Train ``model`` on ``data.split.train``; keep the weights of the best validation epoch.
 
     Parameters
     ----------
     model : NIFModel
-        Built (and seeded) by the caller; trained in place.
-    data : NIFData
-        Stimuli, z-scored responses and the split.
+        Built (and seeded) by the caller; trained in place (moved to ``runtime.device``).
+    data : NIFData or StreamingData
+        Stimuli, z-scored responses and the split, in memory or streamed from HDF5.
     cfg : TrainConfig
     run_dir : path, optional
         If given, a checkpoint is written atomically after every epoch and each epoch's
-        metrics are appended to ``log.jsonl``.
+        metrics are appended to ``log.jsonl`` (by rank 0 only).
     resume : bool
         Continue from ``run_dir/checkpoint.pt``.
+    runtime : Runtime, optional
+        Device, precision, compilation and data-parallel rank (default: the model's device,
+        ``cfg.precision``, one process).
 
     Returns
     -------
@@ -125,11 +229,13 @@ def fit(model: NIFModel, data: NIFData, cfg: TrainConfig, run_dir: str | Path | 
     run_dir = Path(run_dir) if run_dir is not None else None
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    device = next(model.parameters()).device
-    stim = torch.as_tensor(data.stim).to(device)
-    resp = {a: torch.as_tensor(r).to(device) for a, r in data.responses.items()}
+    runtime = runtime or Runtime(next(model.parameters()).device, cfg.precision)
+    model.to(runtime.device)
+    source = Batches(data, runtime.device)
     weights = _area_weights(data, cfg.area_weighting)
-    train_rows = torch.as_tensor(data.split.train)
+    train_rows = np.asarray(data.split.train)
+    # batch norm cannot normalise a single sample
+    min_batch = 2 if any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules()) else 1
     # the fused kernel updates all parameters in one pass: ~15% faster steps at small batch
     optim = torch.optim.Adam(model.parameter_groups(cfg.lr), lr=cfg.lr,
                              weight_decay=cfg.weight_decay, fused=True)
@@ -137,47 +243,45 @@ def fit(model: NIFModel, data: NIFData, cfg: TrainConfig, run_dir: str | Path | 
     best_state = copy.deepcopy(model.state_dict())
     bad_epochs, start_epoch = 0, 1
     if resume:
-        if run_dir is None or not (run_dir / CHECKPOINT).exists():
-            raise FileNotFoundError(f"{run_dir}: no {CHECKPOINT} to resume from")
-        ck = load_checkpoint(run_dir)
+        ck = None
+        if runtime.is_main:
+            if run_dir is None or not (run_dir / CHECKPOINT).exists():
+                raise FileNotFoundError(f"{run_dir}: no {CHECKPOINT} to resume from")
+            ck = load_checkpoint(run_dir)
+        ck = broadcast_object(ck, runtime)
         model.load_state_dict(ck["model"])
         optim.load_state_dict(ck["optimizer"])
         best_state, bad_epochs = ck["best_state"], ck["bad_epochs"]
         hist = History(**ck["history"])
         start_epoch = ck["epoch"] + 1
-        # a kill between checkpoint and log (or an older run that logged first) leaves the
-        # log one epoch off; the checkpoint's history is the truth
-        _write_log(run_dir / LOG, hist.epochs)
-    elif run_dir is not None and (run_dir / LOG).exists():
+        if runtime.is_main:
+            # a kill between checkpoint and log (or an older run that logged first) leaves
+            # the log one epoch off; the checkpoint's history is the truth
+            _write_log(run_dir / LOG, hist.epochs)
+    elif runtime.is_main and run_dir is not None and (run_dir / LOG).exists():
         (run_dir / LOG).unlink()
+    net = _training_network(model, runtime)
+    step = _Step(net, model, optim, weights, runtime)
 
     bar = tqdm(range(start_epoch, cfg.epochs + 1), initial=start_epoch - 1, total=cfg.epochs,
-               desc="training", unit="epoch", disable=not progress, file=sys.stderr,
-               dynamic_ncols=True)
+               desc="training", unit="epoch", disable=not (progress and runtime.is_main),
+               file=sys.stderr, dynamic_ncols=True)
     for epoch in bar:
         if hist.stopped_early:
             break
         t0 = time.perf_counter()
         model.train()
-        gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
-        order = train_rows[torch.randperm(train_rows.numel(), generator=gen)]
-        total, count = 0.0, 0
-        for start in range(0, order.numel(), cfg.batch_size):
-            idx = order[start:start + cfg.batch_size]
-            if idx.numel() < 2 and any(isinstance(m, torch.nn.BatchNorm2d)
-                                       for m in model.modules()):
-                continue  # batch norm cannot normalise a single sample
-            out = model(stim[idx])
-            loss = sum(weights[a] * torch.mean((out[a] - resp[a][idx]) ** 2) for a in out)
-            loss = loss + model.regularizer()
-            optim.zero_grad(set_to_none=True)
-            loss.backward()
-            optim.step()
-            total += float(loss.detach()) * idx.numel()
-            count += idx.numel()
-        record = {"epoch": epoch, "train_loss": total / max(count, 1)}
+        plan = epoch_plan(train_rows, cfg.batch_size, cfg.seed, epoch, min_batch)
+        local = [shard(b, runtime.rank, runtime.world_size) for b in plan]
+        total = torch.zeros((), dtype=torch.float64, device=runtime.device)
+        for (x, y), rows in zip(source.batches(local), plan, strict=True):
+            total += step(x, y, rows.size) * rows.size
+        total = all_reduce_sum(total, runtime) / runtime.world_size
+        count = sum(b.size for b in plan)
+        record = {"epoch": epoch, "train_loss": float(total) / max(count, 1)}
         if data.split.val.size >= 2:
-            score, per_area = validation_score(model, data, data.split.val)
+            score, per_area = validation_score(model, data, data.split.val, runtime,
+                                               source=source)
             record.update(val_median_r=score, val_median_r_per_area=per_area)
         else:
             score = -record["train_loss"]
@@ -192,7 +296,7 @@ def fit(model: NIFModel, data: NIFData, cfg: TrainConfig, run_dir: str | Path | 
             hist.stopped_early = True
         bar.set_postfix(loss=f"{record['train_loss']:.3f}",
                         val_r=f"{record.get('val_median_r', float('nan')):.3f}")
-        if run_dir is not None:
+        if run_dir is not None and runtime.is_main:
             _save_checkpoint(run_dir / CHECKPOINT, {
                 "epoch": epoch, "model": model.state_dict(), "optimizer": optim.state_dict(),
                 "best_state": best_state, "bad_epochs": bad_epochs,
@@ -201,6 +305,52 @@ def fit(model: NIFModel, data: NIFData, cfg: TrainConfig, run_dir: str | Path | 
     bar.close()
     model.load_state_dict(best_state)
     return hist
+
+
+def _training_network(model: NIFModel, runtime: Runtime) -> torch.nn.Module:
+    """The module the training steps call: the model, wrapped for DDP, maybe compiled."""
+    net: torch.nn.Module = model
+    if runtime.distributed:
+        from torch.nn.parallel import DistributedDataParallel
+
+        # batch-norm statistics are already global (niflow.parallel.BatchNorm2d), so the
+        # running buffers agree on every process without syncing them at each forward
+        net = DistributedDataParallel(
+            model, device_ids=[runtime.device.index] if runtime.device.type == "cuda" else None,
+            forward_sync_buffers=False)
+    return maybe_compile(net, runtime)
+
+
+class _Step:
+    """One optimiser step; falls back to the eager network if compilation fails."""
+
+    def __init__(self, net, model, optim, weights, runtime: Runtime) -> None:
+        self.net, self.model, self.optim = net, model, optim
+        self.weights, self.runtime = weights, runtime
+        self.checked = not runtime.compile
+
+    def __call__(self, x: Tensor, y: dict[str, Tensor], n_global: int) -> Tensor:
+        rt = self.runtime
+        if not self.checked:
+            try:
+                with rt.autocast():
+                    out = self.net(x)
+            except Exception as err:  # noqa: BLE001 - inductor raises many kinds
+                warn_compile_failed(err)
+                self.net = _training_network(self.model, Runtime(
+                    rt.device, rt.precision, False, rt.rank, rt.world_size))
+                with rt.autocast():
+                    out = self.net(x)
+            self.checked = True
+        else:
+            with rt.autocast():
+                out = self.net(x)
+        loss = batch_loss(out, y, self.weights, n_global, rt.world_size)
+        loss = loss + self.model.regularizer()
+        self.optim.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optim.step()
+        return loss.detach().double()
 
 
 def _append_log(path: Path, record: dict) -> None:

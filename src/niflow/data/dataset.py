@@ -196,6 +196,9 @@ class NIFData:
         Responses as read.
     voxel_index : dict of str to ndarray of shape (n_voxels,)
         Column of each kept voxel in the input file.
+    rows : ndarray of shape (n_samples,), int, optional
+        Row of each sample in the input files when this holds only some of them (the
+        held-out and reference rows of a streamed run); ``None``: all rows, in order.
     """
 
     stim: np.ndarray
@@ -204,6 +207,11 @@ class NIFData:
     split: Split
     scalers: dict[str, Standardizer]
     voxel_index: dict[str, np.ndarray] = field(default_factory=dict)
+    rows: np.ndarray | None = None
+
+    def input_rows(self, local: np.ndarray) -> np.ndarray:
+        """Rows of the input files for the sample positions ``local``."""
+        return np.asarray(local) if self.rows is None else self.rows[local]
 
     @property
     def areas(self) -> list[str]:

@@ -39,16 +39,7 @@ class H5Array:
 
     @classmethod
     def open(cls, path: str | Path, name: str) -> H5Array:
-        path = Path(path)
-        if not path.exists():
-            raise DataError(f"{path}: file not found")
-        try:
-            is_h5 = h5py.is_hdf5(path)
-        except OSError:
-            is_h5 = False
-        if not is_h5:
-            raise DataError(f"{path}: streaming needs an HDF5 file (.h5, .hdf5 or a MATLAB "
-                            f"v7.3 .mat); convert it or load it in memory")
+        path = require_hdf5(path)
         with h5py.File(path, "r") as fh:
             if name not in fh or not isinstance(fh[name], h5py.Dataset):
                 names = sorted(k for k in fh if isinstance(fh[k], h5py.Dataset))
@@ -81,6 +72,21 @@ class H5Array:
         finally:
             if own:
                 fh.close()
+
+
+def require_hdf5(path: str | Path) -> Path:
+    """``path`` if it is an HDF5 file (``.h5``, ``.hdf5``, MATLAB v7.3), else a DataError."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: file not found")
+    try:
+        is_h5 = h5py.is_hdf5(path)
+    except OSError:
+        is_h5 = False
+    if not is_h5:
+        raise DataError(f"{path}: streaming needs an HDF5 file (.h5, .hdf5 or a MATLAB "
+                        f"v7.3 .mat); convert it or train without --stream")
+    return path
 
 
 def _chunks(rows: np.ndarray, size: int) -> Iterator[np.ndarray]:
@@ -116,6 +122,9 @@ class StreamingData:
     stim_divisor: float
     num_workers: int = 0
     _image_shape: tuple[int, int, int] = field(default=(1, 1, 1))
+    pixel_mean: float = 0.0  # of the scaled training-row stimuli (for the model's input norm)
+    pixel_std: float = 1.0
+    stim_peak: float | None = None  # training-row peak of float stimuli (as Run.stim_peak)
 
     @property
     def areas(self) -> list[str]:
@@ -137,6 +146,9 @@ class StreamingData:
         in the order asked.
         """
         rows = np.asarray(rows, dtype=np.int64)
+        if rows.size == 0:  # a data-parallel share of a batch smaller than the process count
+            return (np.zeros((0, *self.image_shape), np.float32),
+                    {a: np.zeros((0, n), np.float32) for a, n in self.n_voxels.items()})
         order = np.argsort(rows, kind="stable")
         sorted_rows = rows[order]
         back = np.empty_like(order)
@@ -152,14 +164,19 @@ class StreamingData:
             y[area] = self.scalers[area].transform(raw)
         return x, y
 
-    def iter_batches(self, rows: np.ndarray, batch_size: int,
+    def iter_batches(self, plan: list[np.ndarray],
                      ) -> Iterator[tuple[torch.Tensor, dict[str, torch.Tensor]]]:
-        """Batches of ``rows`` in the given order, read by DataLoader workers."""
-        batches = [rows[i:i + batch_size] for i in range(0, len(rows), batch_size)]
+        """One batch per array of rows in ``plan``, in order, read by DataLoader workers.
+
+        Batches come in pinned memory when a GPU is in use, so that copies to it overlap
+        with computation.
+        """
         loader = torch.utils.data.DataLoader(
-            _BatchReader(self, batches), batch_size=None, shuffle=False,
+            _BatchReader(self, list(plan)), batch_size=None, shuffle=False,
             num_workers=self.num_workers, pin_memory=torch.cuda.is_available(),
-            worker_init_fn=_open_files_in_worker)
+            worker_init_fn=_open_files_in_worker,
+            prefetch_factor=4 if self.num_workers else None,
+            persistent_workers=False)
         yield from loader
 
     def load_rows(self, rows: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -190,7 +207,8 @@ def _open_files_in_worker(_: int) -> None:
 def open_streaming(stim_path: str | Path, bold_path: str | Path, test_rows: np.ndarray,
                    areas: list[str] | None = None, val_fraction: float = 0.1, seed: int = 0,
                    stim_variable: str = "stim", chunk_rows: int = 2048,
-                   num_workers: int = 2) -> StreamingData:
+                   num_workers: int = 2, stim_scale: str = "auto",
+                   train_rows: np.ndarray | None = None) -> StreamingData:
     """Open HDF5 stimuli and responses for streaming; fit scalers in one chunked pass.
 
     Parameters
@@ -200,8 +218,15 @@ def open_streaming(stim_path: str | Path, bold_path: str | Path, test_rows: np.n
         area (``areas`` selects them; default: every 2-D numeric dataset).
     test_rows : ndarray of int
         Held-out rows.
+    train_rows : ndarray of int, optional
+        Rows to train on (default: all rows not in ``test_rows``).
     chunk_rows : int
         Rows read at once while computing statistics (memory ∝ chunk_rows).
+    num_workers : int
+        DataLoader worker processes reading training batches (0: read in this process).
+    stim_scale : str
+        ``"auto"`` (integers / dtype maximum, floats / training-row peak if above 1) or
+        ``"none"``, as ``config.data.stim_scale``.
     """
     stim = H5Array.open(stim_path, stim_variable)
     shape = stim.shape
@@ -218,35 +243,40 @@ def open_streaming(stim_path: str | Path, bold_path: str | Path, test_rows: np.n
         if src.shape[0] != n:
             raise DataError(f"{bold_path}: area {area!r} has {src.shape[0]} rows but the "
                             f"stimuli have {n}; rows must match one to one")
-    split = make_split(n, test_rows, val_fraction, seed)
+    split = make_split(n, test_rows, val_fraction, seed, train_rows=train_rows)
     fit_rows = np.concatenate([split.train, split.val])
     fit_mask = np.zeros(n, bool)
     fit_mask[fit_rows] = True
     stats = {a: _RunningStats(src.shape[1]) for a, src in sources.items()}
-    peak = 0.0
+    peak, px_n, px_s1, px_s2 = 0.0, 0, 0.0, 0.0
     with h5py.File(stim_path, "r") as sfh, h5py.File(bold_path, "r") as bfh:
         for rows in _chunks(np.arange(n), chunk_rows):
             fit = fit_mask[rows]
-            if stim.dtype.kind == "f":
-                block = stim.read(rows, sfh)
-                if not np.isfinite(block).all():
-                    raise DataError(f"{stim_path}: variable {stim_variable!r} contains NaN "
-                                    f"or Inf")
-                if fit.any():
-                    peak = max(peak, float(np.abs(block[fit]).max()))
+            block = stim.read(rows, sfh)
+            if stim.dtype.kind == "f" and not np.isfinite(block).all():
+                raise DataError(f"{stim_path}: variable {stim_variable!r} contains NaN or Inf")
+            if fit.any():
+                px = block[fit].astype(np.float64)
+                peak = max(peak, float(np.abs(px).max()))
+                px_n, px_s1, px_s2 = px_n + px.size, px_s1 + px.sum(), px_s2 + (px * px).sum()
             for area, src in sources.items():
                 stats[area].add(src.read(rows, bfh), fit)
     voxel_index, scalers = {}, {}
     for area, st in stats.items():
         keep, scaler = st.finish(area)
         voxel_index[area], scalers[area] = keep, scaler
-    if stim.dtype.kind in "ui":
+    if stim_scale == "none":
+        divisor = 1.0
+    elif stim.dtype.kind in "ui":
         divisor = float(np.iinfo(stim.dtype).max)
     else:
         divisor = peak if peak > 1.0 else 1.0
+    px_mean = px_s1 / max(px_n, 1)
+    px_std = float(np.sqrt(max(px_s2 / max(px_n, 1) - px_mean ** 2, 0.0)))
     image_shape = (1, *shape[1:]) if len(shape) == 3 else tuple(shape[1:])
     return StreamingData(stim, sources, split, scalers, voxel_index, divisor, num_workers,
-                         tuple(int(s) for s in image_shape))
+                         tuple(int(s) for s in image_shape), px_mean / divisor,
+                         px_std / divisor, peak if stim.dtype.kind == "f" else None)
 
 
 class _RunningStats:

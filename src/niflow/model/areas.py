@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from niflow.config import STIMULUS, AreaConfig, ConfigError
+from niflow.parallel import BatchNorm2d
 
 
 @dataclass(frozen=True)
@@ -100,7 +101,7 @@ class Area(nn.Module):
         self.nonlin = _nonlinearity(cfg.nonlinearity)
         self.norm: nn.Module = {
             "none": nn.Identity(),
-            "batch": nn.BatchNorm2d(cfg.channels),
+            "batch": BatchNorm2d(cfg.channels),  # global-batch statistics under DDP
             "divisive": DivisiveNorm(),
         }[cfg.norm]
         if cfg.mix_channels > 0:

@@ -153,7 +153,7 @@ class LowRankReadout(nn.Module):
                 f"readout expects features of shape (B, {self.channels}, {self.grid[0]}, "
                 f"{self.grid[1]}), got {tuple(features.shape)}")
         b = features.shape[0]
-        flat = features.reshape(b, self.channels, -1)
+        flat = features.reshape(b, self.channels, self.grid[0] * self.grid[1])
         chunk = self.voxels_per_chunk(features.element_size())
         if chunk >= self.n_voxels:
             pooled = self._pooled(flat, 0, self.n_voxels)  # (B, C, V)

@@ -1,0 +1,115 @@
+"""Runtime options of training: bf16 autocast, torch.compile and its fallback, streaming."""
+
+from __future__ import annotations
+
+import warnings
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from tests._threads import one_thread
+
+from niflow import config as cfgmod
+from niflow.data.dataset import parse_rows
+from niflow.data.simulate import simulate
+from niflow.evaluate import pearson_r
+from niflow.parallel import Runtime
+from niflow.run import train_run, train_stream
+
+
+@pytest.fixture(scope="module")
+def sim():
+    return simulate(n_per_letter=12, n_voxels={"V1": 60, "V2": 40}, seed=7)
+
+
+def _cfg(epochs=4, **train):
+    cfg = cfgmod.preset("default")
+    cfg.train.epochs = epochs
+    for k, v in train.items():
+        setattr(cfg.train, k, v)
+    return cfg.validate()
+
+
+def _test_r(run, sim, test):
+    pred = run.predict(sim.stim[test])
+    return {a: pearson_r(pred[a], sim.responses[a][test]) for a in pred}
+
+
+def test_bfloat16_training_keeps_accuracy(sim):
+    """bf16 autocast changes every product's rounding (8-bit mantissa); per-voxel held-out
+    r must stay within 0.02 of float32 training (median over voxels), and within 0.1 for
+    every voxel the float32 model predicts (r > 0.3; on unpredictable voxels r is noise
+    that any perturbation of training moves)."""
+    n = sim.stim.shape[0]
+    test = parse_rows(f"{n - 14}:{n}", n)
+    with one_thread():
+        run32, _, _ = train_run(sim.stim, sim.responses, None, _cfg(), test, progress=False)
+        run16, _, _ = train_run(sim.stim, sim.responses, None, _cfg(precision="bfloat16"),
+                                test, progress=False)
+    r32, r16 = _test_r(run32, sim, test), _test_r(run16, sim, test)
+    for area in r32:
+        assert abs(np.median(r16[area]) - np.median(r32[area])) < 0.02
+        good = r32[area] > 0.3
+        assert good.mean() > 0.5 and np.abs(r16[area] - r32[area])[good].max() < 0.1
+    # the weights did change: bf16 really ran
+    w32 = run32.model.graph.areas["V1"].conv.weight
+    w16 = run16.model.graph.areas["V1"].conv.weight
+    assert not torch.equal(w32, w16)
+
+
+def test_failed_compilation_falls_back_to_eager(sim, monkeypatch):
+    """A torch.compile that fails at the first call (missing compiler, unsupported op) gives
+    one warning and the eager result, bit for bit."""
+    n = sim.stim.shape[0]
+    test = parse_rows(f"{n - 14}:{n}", n)
+    with one_thread():
+        eager, _, _ = train_run(sim.stim, sim.responses, None, _cfg(epochs=2), test,
+                                progress=False, runtime=Runtime())
+
+        class Broken(torch.nn.Module):
+            def __init__(self, module):
+                super().__init__()
+                self.module = module
+
+            def forward(self, *args):
+                raise RuntimeError("inductor: no working C++ compiler")
+
+        monkeypatch.setattr(torch, "compile", lambda m, **kw: Broken(m))
+        with pytest.warns(RuntimeWarning, match="torch.compile failed .*no working C"):
+            fallback, _, _ = train_run(sim.stim, sim.responses, None, _cfg(epochs=2), test,
+                                       progress=False, runtime=Runtime(compile=True))
+    for k, v in eager.model.state_dict().items():
+        assert torch.equal(v, fallback.model.state_dict()[k]), k
+
+
+def test_streamed_training_matches_in_memory_training(sim, tmp_path):
+    """Training from HDF5 through DataLoader workers sees the same batches as training in
+    memory; only the float64 (streamed) vs float32 z-scoring statistics differ."""
+    s, b = tmp_path / "stim.h5", tmp_path / "bold.h5"
+    with h5py.File(s, "w") as fh:
+        fh.create_dataset("stim", data=sim.stim, chunks=(8, *sim.stim.shape[1:]))
+    with h5py.File(b, "w") as fh:
+        for area, r in sim.responses.items():
+            fh[area] = r
+    n = sim.stim.shape[0]
+    test = parse_rows(f"{n - 14}:{n}", n)
+    with one_thread():
+        mem, hist_m, _ = train_run(sim.stim, sim.responses, tmp_path / "mem", _cfg(), test,
+                                   progress=False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # no dropped voxels, no surprises
+            st, hist_s, held = train_stream(s, b, tmp_path / "st", _cfg(), f"{n - 14}:{n}",
+                                            num_workers=2, progress=False)
+    np.testing.assert_array_equal(held.input_rows(held.split.test), test)
+    assert hist_m.best_epoch == hist_s.best_epoch
+    r_m, r_s = _test_r(mem, sim, test), _test_r(st, sim, test)
+    for area in r_m:
+        assert np.abs(r_m[area] - r_s[area]).max() < 2e-3
+    pm = np.load(tmp_path / "mem" / "predictions.npz")
+    ps = np.load(tmp_path / "st" / "predictions.npz")
+    np.testing.assert_array_equal(pm["test_rows"], ps["test_rows"])
+    for area in r_m:
+        np.testing.assert_allclose(ps[area], pm[area], atol=2e-3 * np.abs(pm[area]).max())
+    assert sorted(p.name for p in (tmp_path / "st").iterdir()) == \
+        sorted(p.name for p in (tmp_path / "mem").iterdir())
