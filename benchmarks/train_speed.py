@@ -2,7 +2,7 @@
 
 Usage::
 
-    .venv/bin/python benchmarks/train_speed.py [--steps 150] [--threads 2]
+    .venv/bin/python benchmarks/train_speed.py [--steps 150] [--threads 2] [--compile]
 
 Prints a table of ratios measured in this one process (absolute times are not comparable
 across machines or runs). BRAINS size: 360 images 56×56, 800 V1 + 1500 V2 voxels (the
@@ -27,6 +27,7 @@ from niflow import config as cfgmod
 from niflow.data.dataset import build_dataset, parse_rows
 from niflow.data.simulate import simulate
 from niflow.model import NIFModel
+from niflow.parallel import Runtime
 from niflow.train import fit
 
 N_VOX = {"V1": 800, "V2": 1500}
@@ -67,35 +68,48 @@ class ReferencePort(nn.Module):
         return {"V1": self._observe(v1, "V1"), "V2": self._observe(v2, "V2")}
 
 
-def time_port_steps(stim: torch.Tensor, resp: dict[str, torch.Tensor], steps: int,
-                    batch: int) -> float:
-    """Seconds per training step of the reference port (Σ_areas MSE, Adam 0.01)."""
-    torch.manual_seed(0)
-    model = ReferencePort(N_VOX)
-    opt = torch.optim.Adam(model.parameters(), lr=0.01)
+def time_steps(model: nn.Module, stim: torch.Tensor, resp: dict[str, torch.Tensor],
+               steps: int, batch: int, fused: bool = False, precision: str = "float32",
+               ) -> float:
+    """Seconds per training step (random batches, Σ_areas MSE, Adam) after 5 warm-up
+    steps; the same protocol for the port and for niflow's model."""
+    opt = torch.optim.Adam(model.parameters(), lr=0.01, fused=fused)
     n = stim.shape[0]
     gen = torch.Generator().manual_seed(0)
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bfloat16")
     for i in range(steps + 5):
         if i == 5:
-            t0 = time.perf_counter()  # five warm-up steps
+            t0 = time.perf_counter()
         idx = torch.randint(0, n, (batch,), generator=gen)
-        out = model(stim[idx])
-        loss = sum(F.mse_loss(out[a], resp[a][idx]) for a in out)
+        with autocast:
+            out = model(stim[idx])
+        loss = sum(F.mse_loss(out[a].float(), resp[a][idx]) for a in out)
         opt.zero_grad()
         loss.backward()
         opt.step()
     return (time.perf_counter() - t0) / steps
 
 
-def time_niflow_fit(data, preset: str, epochs: int, batch: int) -> tuple[float, int]:
+def niflow_model(preset: str, n_vox: dict[str, int]) -> NIFModel:
+    torch.manual_seed(0)
+    return NIFModel(cfgmod.preset(preset), (1, 56, 56), n_vox)
+
+
+def time_niflow_fit(data, preset: str, epochs: int | None = None, batch: int | None = None,
+                    **train) -> tuple[float, int]:
+    """Seconds of the whole ``fit`` (per-epoch validation included) and its step count."""
     cfg = cfgmod.preset(preset)
-    cfg.train.epochs, cfg.train.batch_size = epochs, batch
-    cfg.train.patience = epochs + 1
+    cfg.train.epochs = epochs or cfg.train.epochs
+    cfg.train.batch_size = batch or cfg.train.batch_size
+    cfg.train.patience = cfg.train.epochs + 1
+    for k, v in train.items():
+        setattr(cfg.train, k, v)
+    runtime = Runtime(precision=cfg.train.precision, compile=train.get("compile", False))
     torch.manual_seed(0)
     model = NIFModel(cfg, data.image_shape, data.n_voxels)
-    steps = epochs * int(np.ceil(data.split.train.size / batch))
+    steps = cfg.train.epochs * int(np.ceil(data.split.train.size / cfg.train.batch_size))
     t0 = time.perf_counter()
-    fit(model, data, cfg.train, progress=False)
+    fit(model, data, cfg.train, progress=False, runtime=runtime)
     return time.perf_counter() - t0, steps
 
 
@@ -103,6 +117,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=150, help="timed steps of the port")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--compile", action="store_true",
+                    help="also time torch.compile'd runs (compilation takes minutes)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     sim = simulate(n_per_letter=60, n_voxels=N_VOX, seed=0)
@@ -110,24 +126,57 @@ def main() -> None:
     data = build_dataset(sim.stim, sim.responses, test, val_fraction=0.1, seed=0)
     stim = torch.as_tensor(data.stim)
     resp = {a: torch.as_tensor(r) for a, r in data.responses.items()}
+    n_train = data.split.train.size
+    rows = []
 
-    port_step = time_port_steps(stim, resp, args.steps, batch=3)
-    port_15 = port_step * 15 * int(np.ceil(data.split.train.size / 3))
+    torch.manual_seed(0)
+    port3 = time_steps(ReferencePort(N_VOX), stim, resp, args.steps, 3)
+    port_15 = port3 * 15 * int(np.ceil(n_train / 3))
+    rows.append(("reference port, batch 3, 15 epochs (extrapolated)", port3, port_15, 1.0))
     nif_s, nif_steps = time_niflow_fit(data, "basicnif", 15, 3)
-    def_s, def_steps = time_niflow_fit(data, "default", 30, 8)
-    rows = [
-        ("reference port, batch 3 (15 epochs, extrapolated)", port_step, port_15, 1.0),
-        ("niflow basicnif preset, batch 3, 15 epochs", nif_s / nif_steps, nif_s,
-         port_15 / nif_s),
-        ("niflow default preset, batch 8, 30 epochs", def_s / def_steps, def_s,
-         port_15 / def_s),
-    ]
-    print(f"threads={torch.get_num_threads()}  train rows={data.split.train.size}  "
-          f"voxels={N_VOX}  (all runs in this process)")
-    print(f"{'what':<52} {'ms/step':>8} {'run s':>8} {'speed-up':>9}")
+    rows.append(("niflow basicnif, batch 3, 15 epochs", nif_s / nif_steps, nif_s,
+                 port_15 / nif_s))
+    if args.compile:
+        c_s, c_steps = time_niflow_fit(data, "basicnif", 15, 3, compile=True)
+        rows.append(("niflow basicnif, batch 3, 15 epochs, compiled (incl. compile)",
+                     c_s / c_steps, c_s, port_15 / c_s))
+    def_s, def_steps = time_niflow_fit(data, "default")
+    cfg = cfgmod.preset("default").train
+    rows.append((f"niflow default, batch {cfg.batch_size}, {cfg.epochs} epochs",
+                 def_s / def_steps, def_s, port_15 / def_s))
+    bf_s, bf_steps = time_niflow_fit(data, "default", precision="bfloat16")
+    rows.append((f"niflow default, batch {cfg.batch_size}, {cfg.epochs} epochs, bf16",
+                 bf_s / bf_steps, bf_s, port_15 / bf_s))
+    if args.compile:
+        c_s, c_steps = time_niflow_fit(data, "default", compile=True)
+        rows.append((f"niflow default, {cfg.epochs} epochs, compiled (incl. compile)",
+                     c_s / c_steps, c_s, port_15 / c_s))
+
+    print(f"threads={torch.get_num_threads()}  train rows={n_train}  voxels={N_VOX}  "
+          f"(all runs in this process)")
+    print(f"| {'what':<62} | ms/step | run s | speed-up vs port |")
+    print("|---|---|---|---|")
     for name, step, total, speed in rows:
-        print(f"{name:<52} {1000 * step:>8.1f} {total:>8.1f} {speed:>8.1f}x")
-    print("niflow times include per-epoch validation; the port's exclude it.")
+        print(f"| {name:<62} | {1000 * step:.1f} | {total:.1f} | {speed:.1f}x |")
+    print("niflow runs are whole fits (per-epoch validation included); the port's are "
+          "extrapolated from timed steps.")
+
+    print("\nstep throughput, same protocol for both (random batches, Adam, 5 warm-up steps)")
+    print("| size | batch | port ms/step | niflow basicnif ms/step | speed-up |")
+    print("|---|---|---|---|---|")
+    for label, n_vox, batch, steps in (("BRAINS", N_VOX, 3, args.steps),
+                                       ("BRAINS", N_VOX, 64, 40),
+                                       ("20k + 20k voxels", LARGE, 16, 6)):
+        torch.manual_seed(0)
+        y = resp if n_vox is N_VOX else {a: torch.randn(stim.shape[0], v)
+                                         for a, v in n_vox.items()}
+        port = time_steps(ReferencePort(n_vox), stim, y, steps, batch)
+        nif = time_steps(niflow_model("basicnif", n_vox), stim, y, steps, batch, fused=True)
+        print(f"| {label} | {batch} | {1000 * port:.1f} | {1000 * nif:.1f} | "
+              f"{port / nif:.1f}x |", flush=True)
+
+
+LARGE = {"V1": 20000, "V2": 20000}
 
 
 if __name__ == "__main__":

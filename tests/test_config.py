@@ -57,7 +57,7 @@ def test_presets_are_fresh_objects():
     a.areas[0].sources.append("V9")
     a.areas.pop()
     b = preset("default")
-    assert b.train.epochs == 30
+    assert b.train.epochs == 25
     assert b.areas[0].sources == ["stimulus"]
     assert len(b.areas) == 2
 

@@ -1,16 +1,14 @@
 """Data-parallel training (torchrun + DDP, gloo on CPU) gives the single-process result.
 
-Tolerances: two processes add the same per-row terms in a different order, so results differ
-by float32 rounding, which Adam carries from step to step. Measured on this suite's runs:
-after one step the gradients agree to ~1e-7 (relative); after 4 epochs of 12 steps the
-weights agree to ~1e-4 and test-set predictions to ~1e-3 of their range. The tests allow 10×
-those (weights 1e-3, per-voxel r 2e-3); a wrong loss scale, a wrong shard or per-process
-batch-norm statistics all break them by orders of magnitude more (see
-``test_per_process_batch_norm_would_differ``).
+Two processes add the same per-row terms in a different order, so results differ by rounding,
+which Adam carries from step to step (a gradient component near zero can change sign, and
+Adam's step is then lr-sized either way). In float64 that rounding is ~1e-16 and the
+comparison can be strict; in float32 it is ~1e-7 and the comparison is on held-out r.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -147,38 +145,60 @@ def _run(args: list[str], env_extra: dict | None = None) -> subprocess.Completed
     return proc
 
 
+def _relative_difference(a: dict, b: dict) -> float:
+    return max(float((a[k].double() - b[k].double()).abs().max())
+               / max(float(a[k].double().abs().max()), 1e-12) for k in a)
+
+
+def _torchrun() -> list[str]:
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+            "2"]
+
+
 @pytest.mark.parametrize("preset,batch", [("default", "8"), ("basicnif", "5")])
-def test_two_gloo_processes_match_one_process(sim_files, preset, batch):
+def test_two_gloo_processes_train_the_single_process_model(sim_files, preset, batch):
     """``torchrun --nproc_per_node 2`` (gloo, CPU) trains the model one process trains.
 
+    In float64 the two processes' different summation order costs ~1e-16 per operation, so
+    after 4 epochs the weights must agree to 1e-9 (relative, measured: ~2e-12); a wrong loss
+    scale, a wrong shard or per-process batch-norm statistics would differ at ~1e-2.
     ``default`` has batch norm (global statistics across processes); ``basicnif`` at batch 5
-    on 41 training rows (46 less the validation part) ends every epoch with a one-row
-    batch, so one process gets no rows.
+    on 41 training rows (46 less the validation part) ends every epoch with a one-row batch,
+    so one process gets no rows.
     """
     root, sim = sim_files
-    extra = ["--preset", preset, "--batch-size", batch, "--train-rows", "0:46"]
+    extra = ["--preset", preset, "--batch-size", batch, "--train-rows", "0:46",
+             "--precision", "float64"]
     _run([sys.executable, *_train_cmd(root, f"one_{preset}", extra)])
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-                "--nproc_per_node", "2"]
-    proc = _run([*torchrun, *_train_cmd(root, f"two_{preset}", extra)])
+    proc = _run([*_torchrun(), *_train_cmd(root, f"two_{preset}", extra)])
     assert proc.stdout.count("run folder:") == 1  # rank 0 alone reports
-    one = torch.load(root / f"one_{preset}" / "model.pt", weights_only=False)
-    two = torch.load(root / f"two_{preset}" / "model.pt", weights_only=False)
-    diff = max(float((one["state_dict"][k].double() - two["state_dict"][k].double())
-                     .abs().max()) for k in one["state_dict"])
-    assert diff < 1e-3
-    import json
-
+    one = torch.load(root / f"one_{preset}" / "checkpoint.pt", weights_only=False)
+    two = torch.load(root / f"two_{preset}" / "checkpoint.pt", weights_only=False)
+    assert one["model"]["readouts.V1.uy"].dtype == torch.float64
+    assert _relative_difference(one["model"], two["model"]) < 1e-9
+    assert _relative_difference(one["best_state"], two["best_state"]) < 1e-9
+    assert [e["epoch"] for e in one["history"]["epochs"]] == [1, 2, 3, 4]
+    for e1, e2 in zip(one["history"]["epochs"], two["history"]["epochs"], strict=True):
+        assert e1["train_loss"] == pytest.approx(e2["train_loss"], rel=1e-9)
+        assert e1["val_median_r"] == pytest.approx(e2["val_median_r"], rel=1e-9)
     info = json.loads((root / f"two_{preset}" / "run.json").read_text())
     assert info["runtime"]["world_size"] == 2
     p1 = np.load(root / f"one_{preset}" / "predictions.npz")
     p2 = np.load(root / f"two_{preset}" / "predictions.npz")
+    np.testing.assert_array_equal(p1["test_rows"], p2["test_rows"])
+
+
+def test_two_gloo_processes_agree_in_float32(sim_files):
+    """In float32 the rounding differences are ~1e-7 per operation and Adam carries them
+    on; held-out per-voxel r must still agree to 0.01 (measured: below 0.002)."""
+    root, sim = sim_files
+    extra = ["--train-rows", "0:46"]
+    _run([sys.executable, *_train_cmd(root, "one_f32", extra)])
+    _run([*_torchrun(), *_train_cmd(root, "two_f32", extra)])
+    p1 = np.load(root / "one_f32" / "predictions.npz")
+    p2 = np.load(root / "two_f32" / "predictions.npz")
     test = p1["test_rows"]
-    np.testing.assert_array_equal(test, p2["test_rows"])
     for area in ("V1", "V2"):
         r1 = pearson_r(p1[area], sim.responses[area][test])
         r2 = pearson_r(p2[area], sim.responses[area][test])
-        assert np.abs(r1 - r2).max() < 2e-3
-    log1 = (root / f"one_{preset}" / "log.jsonl").read_text().splitlines()
-    log2 = (root / f"two_{preset}" / "log.jsonl").read_text().splitlines()
-    assert len(log1) == len(log2) == 4
+        assert np.abs(r1 - r2).max() < 0.01

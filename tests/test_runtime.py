@@ -8,8 +8,8 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from tests._threads import one_thread
 
+from _threads import one_thread
 from niflow import config as cfgmod
 from niflow.data.dataset import parse_rows
 from niflow.data.simulate import simulate
@@ -37,21 +37,24 @@ def _test_r(run, sim, test):
 
 
 def test_bfloat16_training_keeps_accuracy(sim):
-    """bf16 autocast changes every product's rounding (8-bit mantissa); per-voxel held-out
-    r must stay within 0.02 of float32 training (median over voxels), and within 0.1 for
-    every voxel the float32 model predicts (r > 0.3; on unpredictable voxels r is noise
-    that any perturbation of training moves)."""
+    """bf16 autocast changes every product's rounding (8-bit mantissa). Over 10 epochs,
+    per-voxel held-out r must stay close to float32 training: medians within 0.02, median
+    |Δr| under 0.02, and for voxels the float32 model predicts (r > 0.3; elsewhere r is
+    noise) the 90th percentile under 0.06 and the maximum under 0.1 (measured: 0.008,
+    0.032 and 0.054 in V1, less in V2)."""
     n = sim.stim.shape[0]
     test = parse_rows(f"{n - 14}:{n}", n)
     with one_thread():
-        run32, _, _ = train_run(sim.stim, sim.responses, None, _cfg(), test, progress=False)
-        run16, _, _ = train_run(sim.stim, sim.responses, None, _cfg(precision="bfloat16"),
+        run32, _, _ = train_run(sim.stim, sim.responses, None, _cfg(10), test, progress=False)
+        run16, _, _ = train_run(sim.stim, sim.responses, None, _cfg(10, precision="bfloat16"),
                                 test, progress=False)
     r32, r16 = _test_r(run32, sim, test), _test_r(run16, sim, test)
     for area in r32:
-        assert abs(np.median(r16[area]) - np.median(r32[area])) < 0.02
+        d = np.abs(r16[area] - r32[area])
         good = r32[area] > 0.3
-        assert good.mean() > 0.5 and np.abs(r16[area] - r32[area])[good].max() < 0.1
+        assert abs(np.median(r16[area]) - np.median(r32[area])) < 0.02
+        assert np.median(d) < 0.02 and good.mean() > 0.5
+        assert np.percentile(d[good], 90) < 0.06 and d[good].max() < 0.1
     # the weights did change: bf16 really ran
     w32 = run32.model.graph.areas["V1"].conv.weight
     w16 = run16.model.graph.areas["V1"].conv.weight

@@ -76,9 +76,10 @@ def _add_train(sub) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--device", default="auto",
                    help="auto (the GPU if there is one), cpu, cuda or cuda:N (default auto)")
-    p.add_argument("--precision", choices=("float32", "bfloat16"),
-                   help="bfloat16: forward/backward under bf16 autocast (sets "
-                   "config.train.precision; default: the config's, float32)")
+    p.add_argument("--precision", choices=cfgmod.PRECISIONS,
+                   help="bfloat16: forward/backward under bf16 autocast; float64: double "
+                   "precision throughout, for numerical checks (sets config.train.precision; "
+                   "default: the config's, float32)")
     p.add_argument("--compile", action="store_true",
                    help="train through torch.compile (falls back to eager with a warning)")
     p.add_argument("--stream", action="store_true",

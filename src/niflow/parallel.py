@@ -23,10 +23,9 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from niflow.config import ConfigError
+from niflow.config import PRECISIONS, ConfigError
 
 DEVICES = ("auto", "cpu", "cuda")
-PRECISIONS = ("float32", "bfloat16")
 
 
 @dataclass(frozen=True)
@@ -37,8 +36,9 @@ class Runtime:
     ----------
     device : torch.device
     precision : str
-        ``"float32"``, or ``"bfloat16"``: forward and backward under bf16 autocast (the
-        loss, the optimiser state and the weights stay float32).
+        ``"float32"``; ``"bfloat16"``: forward and backward under bf16 autocast (the
+        loss, the optimiser state and the weights stay float32); ``"float64"``: weights,
+        data and arithmetic in double precision.
     compile : bool
         Train through ``torch.compile(model)``; falls back to eager with a warning when
         compilation fails.
@@ -64,6 +64,11 @@ class Runtime:
         if self.precision == "bfloat16":
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """Dtype of the weights and of the data fed to the model."""
+        return torch.float64 if self.precision == "float64" else torch.float32
 
     def describe(self) -> dict:
         return {"device": str(self.device), "precision": self.precision,
@@ -191,7 +196,7 @@ class BatchNorm2d(nn.BatchNorm2d):
         if not (self.training and dist.is_available() and dist.is_initialized()
                 and dist.get_world_size() > 1):
             return super().forward(x)
-        x32 = x.float()
+        x32 = x.to(torch.promote_types(x.dtype, torch.float32))
         local = torch.cat([x32.sum((0, 2, 3)), (x32 * x32).sum((0, 2, 3)),
                            x32.new_tensor([x.shape[0] * x.shape[2] * x.shape[3]])])
         total = _AllReduceSum.apply(local)

@@ -313,7 +313,7 @@ def _fit_and_write(cfg: RunConfig, model: NIFModel, data: NIFData | StreamingDat
                                   and (out_path / CHECKPOINT).exists(), runtime)
     hist = fit(model, data, cfg.train, out_path, resume=bool(resume and checkpoint),
                progress=progress, runtime=runtime)
-    model.cpu()  # outputs, figures and the returned Run work on the CPU
+    model.to("cpu", torch.float32)  # outputs, figures and the returned Run: CPU, float32
     run = Run(out_path, cfg, model, data.scalers, data.voxel_index, stim_peak)
     evaluated = eval_data() if runtime.is_main else None
     if out_path is not None and runtime.is_main:

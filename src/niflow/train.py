@@ -12,6 +12,7 @@ checkpoint and rewrites ``log.jsonl`` from it: every epoch appears in the log ex
 from __future__ import annotations
 
 import copy
+import dataclasses
 import io
 import json
 import sys
@@ -74,7 +75,8 @@ def predict(model: NIFModel, stim: np.ndarray | torch.Tensor, batch_size: int = 
     was_training = model.training
     model.eval()
     x = torch.as_tensor(stim)
-    device = next(model.parameters()).device
+    device, dtype = next(model.parameters()).device, next(model.parameters()).dtype
+    x = x.to(dtype)
     parts: dict[str, list[np.ndarray]] = {a: [] for a in model.areas_with_voxels}
     for start in range(0, x.shape[0], batch_size):
         out = model(x[start:start + batch_size].to(device))
@@ -92,19 +94,22 @@ class Batches:
     (len, C, H, W) and z-scored responses {area: (len, n_voxels)} on ``device``.
     """
 
-    def __init__(self, data: NIFData | StreamingData, device: torch.device) -> None:
-        self.data, self.device = data, device
+    def __init__(self, data: NIFData | StreamingData, device: torch.device,
+                 dtype: torch.dtype = torch.float32) -> None:
+        self.data, self.device, self.dtype = data, device, dtype
         self.streaming = isinstance(data, StreamingData)
         if not self.streaming:
             # in memory: everything moves to the device once; a batch is an index
-            self.stim = torch.as_tensor(data.stim).to(device)
-            self.resp = {a: torch.as_tensor(r).to(device) for a, r in data.responses.items()}
+            self.stim = torch.as_tensor(data.stim).to(device, dtype)
+            self.resp = {a: torch.as_tensor(r).to(device, dtype)
+                         for a, r in data.responses.items()}
 
     def batches(self, plan: list[np.ndarray]) -> Iterator[tuple[Tensor, dict[str, Tensor]]]:
         if self.streaming:
             for x, y in self.data.iter_batches(plan):
-                yield (x.to(self.device, non_blocking=True),
-                       {a: v.to(self.device, non_blocking=True) for a, v in y.items()})
+                yield (x.to(self.device, self.dtype, non_blocking=True),
+                       {a: v.to(self.device, self.dtype, non_blocking=True)
+                        for a, v in y.items()})
             return
         for rows in plan:
             idx = torch.as_tensor(rows, dtype=torch.long, device=self.device)
@@ -144,7 +149,7 @@ def validation_score(model: NIFModel, data: NIFData | StreamingData, rows: np.nd
     added up.
     """
     runtime = runtime or Runtime(next(model.parameters()).device)
-    source = source or Batches(data, runtime.device)
+    source = source or Batches(data, runtime.device, next(model.parameters()).dtype)
     was_training = model.training
     model.eval()
     mine = shard(np.asarray(rows), runtime.rank, runtime.world_size)
@@ -197,7 +202,8 @@ def batch_loss(out: dict[str, Tensor], target: dict[str, Tensor], weights: dict[
     multiplied by ``world_size`` because DDP averages (not sums) the processes' gradients,
     so the averaged gradient is the gradient of the single-process loss.
     """
-    per_row = sum(weights[a] * ((out[a].float() - target[a]) ** 2).mean(1) for a in out)
+    per_row = sum(weights[a] * ((out[a].to(target[a].dtype) - target[a]) ** 2).mean(1)
+                  for a in out)
     return per_row.sum() * (world_size / n_global)
 
 
@@ -229,9 +235,10 @@ def fit(model: NIFModel, data: NIFData | StreamingData, cfg: TrainConfig,
     run_dir = Path(run_dir) if run_dir is not None else None
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    runtime = runtime or Runtime(next(model.parameters()).device, cfg.precision)
-    model.to(runtime.device)
-    source = Batches(data, runtime.device)
+    runtime = runtime or Runtime(next(model.parameters()).device)
+    runtime = dataclasses.replace(runtime, precision=cfg.precision)  # the config decides
+    model.to(runtime.device, runtime.dtype)
+    source = Batches(data, runtime.device, runtime.dtype)
     weights = _area_weights(data, cfg.area_weighting)
     train_rows = np.asarray(data.split.train)
     # batch norm cannot normalise a single sample
