@@ -202,3 +202,37 @@ def test_two_gloo_processes_agree_in_float32(sim_files):
         r1 = pearson_r(p1[area], sim.responses[area][test])
         r2 = pearson_r(p2[area], sim.responses[area][test])
         assert np.abs(r1 - r2).max() < 0.01
+
+
+def test_killed_data_parallel_run_resumes_to_the_same_result(sim_files):
+    """SIGKILL to both processes after two epochs, then ``--resume`` under torchrun: the same
+    weights and metrics.json as an uninterrupted two-process run, every epoch logged once."""
+    import signal
+    import time
+
+    root, _ = sim_files
+    cmd = [*_torchrun(), *_train_cmd(root, "ddp_full", ["--epochs", "8"])]
+    _run(cmd)
+    out = root / "ddp_killed"
+    cmd = [*_torchrun(), *_train_cmd(root, "ddp_killed", ["--epochs", "8"])]
+    proc = subprocess.Popen(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    log = out / "log.jsonl"
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if log.exists() and len(log.read_text().splitlines()) >= 2:
+            os.killpg(proc.pid, signal.SIGKILL)  # torchrun and both workers
+            break
+        time.sleep(0.02)
+    proc.wait()
+    done = len(log.read_text().splitlines())
+    assert 2 <= done < 8, f"the kill came after {done} epochs"
+    assert not (out / "model.pt").exists()
+    resume = [a for a in _train_cmd(root, "ddp_killed", ["--epochs", "8"]) if a != "--force"]
+    _run([*_torchrun(), *resume, "--resume"])
+    full = torch.load(root / "ddp_full" / "model.pt", weights_only=False)["state_dict"]
+    resumed = torch.load(out / "model.pt", weights_only=False)["state_dict"]
+    assert all(torch.equal(full[k], resumed[k]) for k in full)
+    assert (out / "metrics.json").read_text() == (root / "ddp_full" / "metrics.json").read_text()
+    assert [json.loads(x)["epoch"] for x in log.read_text().splitlines()] == list(range(1, 9))
