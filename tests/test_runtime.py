@@ -116,3 +116,44 @@ def test_streamed_training_matches_in_memory_training(sim, tmp_path):
         np.testing.assert_allclose(ps[area], pm[area], atol=2e-3 * np.abs(pm[area]).max())
     assert sorted(p.name for p in (tmp_path / "st").iterdir()) == \
         sorted(p.name for p in (tmp_path / "mem").iterdir())
+
+
+def test_runtime_and_streaming_errors_are_one_line_and_write_nothing(sim, tmp_path):
+    """Wrong --device, --stream on a non-HDF5 file, streamed files whose rows do not match,
+    an unknown area in a streamed response file: exit 2, one line naming the problem, no run
+    folder."""
+    from _cli import run_many
+
+    from niflow.data.io import save_mat
+
+    save_mat(tmp_path / "stim.mat", {"stim": sim.stim})
+    save_mat(tmp_path / "bold.mat", sim.responses)
+    with h5py.File(tmp_path / "stim.h5", "w") as fh:
+        fh["stim"] = sim.stim
+    with h5py.File(tmp_path / "short.h5", "w") as fh:
+        fh["V1"] = sim.responses["V1"][:-5]
+    with h5py.File(tmp_path / "v7.h5", "w") as fh:
+        fh["V7"] = sim.responses["V1"]
+    base = ["train", "--test-rows", "60:72", "--quiet"]
+    jobs = {
+        "cuda": [*base, "--stim", "stim.mat", "--bold", "bold.mat", "--out", "r1",
+                 "--device", "cuda"],
+        "device": [*base, "--stim", "stim.mat", "--bold", "bold.mat", "--out", "r2",
+                   "--device", "tpu"],
+        "not_hdf5": [*base, "--stim", "stim.mat", "--bold", "bold.mat", "--out", "r3",
+                     "--stream"],
+        "rows": [*base, "--stim", "stim.h5", "--bold", "short.h5", "--out", "r4", "--stream"],
+        "area": [*base, "--stim", "stim.h5", "--bold", "v7.h5", "--out", "r5", "--stream"],
+    }
+    if torch.cuda.is_available():
+        del jobs["cuda"]
+    expected = {"cuda": "no usable CUDA GPU", "device": "--device 'tpu'",
+                "not_hdf5": "stim.mat: streaming needs an HDF5 file",
+                "rows": "short.h5: area 'V1' has 67 rows but the stimuli have 72",
+                "area": "['V7'] do not match any area"}
+    results = run_many(jobs, tmp_path)
+    for name, res in results.items():
+        assert res.rc == 2, (name, res.stderr)
+        lines = res.stderr.strip().splitlines()
+        assert len(lines) == 1 and expected[name] in lines[0], (name, res.stderr)
+    assert not any((tmp_path / f"r{i}").exists() for i in range(1, 6))

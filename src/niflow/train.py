@@ -106,7 +106,7 @@ class Batches:
 
     def batches(self, plan: list[np.ndarray]) -> Iterator[tuple[Tensor, dict[str, Tensor]]]:
         if self.streaming:
-            for x, y in self.data.iter_batches(plan):
+            for x, y in self.data.iter_batches(plan, self.device.type == "cuda"):
                 yield (x.to(self.device, self.dtype, non_blocking=True),
                        {a: v.to(self.device, self.dtype, non_blocking=True)
                         for a, v in y.items()})

@@ -164,16 +164,16 @@ class StreamingData:
             y[area] = self.scalers[area].transform(raw)
         return x, y
 
-    def iter_batches(self, plan: list[np.ndarray],
+    def iter_batches(self, plan: list[np.ndarray], pin_memory: bool = False,
                      ) -> Iterator[tuple[torch.Tensor, dict[str, torch.Tensor]]]:
         """One batch per array of rows in ``plan``, in order, read by DataLoader workers.
 
-        Batches come in pinned memory when a GPU is in use, so that copies to it overlap
-        with computation.
+        ``pin_memory`` (for training on a GPU): batches come in page-locked memory, so that
+        the copies to the GPU can overlap with computation (``non_blocking``).
         """
         loader = torch.utils.data.DataLoader(
             _BatchReader(self, list(plan)), batch_size=None, shuffle=False,
-            num_workers=self.num_workers, pin_memory=torch.cuda.is_available(),
+            num_workers=self.num_workers, pin_memory=pin_memory,
             worker_init_fn=_open_files_in_worker,
             prefetch_factor=4 if self.num_workers else None,
             persistent_workers=False)
