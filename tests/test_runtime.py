@@ -123,7 +123,6 @@ def test_runtime_and_streaming_errors_are_one_line_and_write_nothing(sim, tmp_pa
     an unknown area in a streamed response file: exit 2, one line naming the problem, no run
     folder."""
     from _cli import run_many
-
     from niflow.data.io import save_mat
 
     save_mat(tmp_path / "stim.mat", {"stim": sim.stim})
