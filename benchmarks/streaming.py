@@ -90,8 +90,16 @@ def run_child(stim: Path, bold: Path, n: int, mode: str, workers: int) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[4000, 16000, 64000])
-    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--workers", type=int, help="DataLoader workers (default: niflow's "
+                    "default_workers, 0 on a 2-core machine)")
     args = ap.parse_args()
+    if args.workers is None:
+        import torch
+
+        from niflow.data.stream import default_workers
+
+        torch.set_num_threads(2)
+        args.workers = default_workers("cpu")
     mib = 2**20
     print(f"default preset, {VOXELS}+{VOXELS} voxels, {TRAIN_ROWS} training rows and "
           f"{TEST_ROWS} test rows at every size, 2 epochs, {args.workers} DataLoader workers")
@@ -104,8 +112,9 @@ def main() -> None:
             size = (stim.stat().st_size + bold.stat().st_size) / mib
             mem = run_child(stim, bold, n, "memory", args.workers)
             st = run_child(stim, bold, n, "stream", args.workers)
+            worker = f"{st['worker_peak'] / mib:.0f}" if args.workers else "(no workers)"
             print(f"| {n} | {size:.0f} | {mem['peak'] / mib:.0f} | {st['peak'] / mib:.0f} | "
-                  f"{st['worker_peak'] / mib:.0f} | {mem['epoch_s']:.2f} | "
+                  f"{worker} | {mem['epoch_s']:.2f} | "
                   f"{st['epoch_s']:.2f} |", flush=True)
             stim.unlink()
             bold.unlink()

@@ -85,8 +85,10 @@ def _add_train(sub) -> None:
     p.add_argument("--stream", action="store_true",
                    help="read training batches from the HDF5 / v7.3 files on demand instead "
                    "of loading them (memory flat in the number of samples)")
-    p.add_argument("--workers", type=int, default=2,
-                   help="with --stream: DataLoader worker processes (default 2)")
+    p.add_argument("--workers", type=int,
+                   help="with --stream: DataLoader worker processes reading batches (default: "
+                   "the cores training leaves free, at most 4; 0 reads in the training "
+                   "process)")
 
 
 def _add_evaluate(sub) -> None:
@@ -400,7 +402,7 @@ def cmd_train(args) -> int:
     if args.resume and args.config is None and (args.out / "config.json").exists():
         args.config = args.out / "config.json"
     cfg = _resolve_config(args)
-    if args.workers < 0:
+    if args.workers is not None and args.workers < 0:
         raise ConfigError(f"--workers must be >= 0, got {args.workers}")
     runtime = runtime_from_environment(args.device, cfg.train.precision, args.compile)
     if args.stream:

@@ -47,7 +47,13 @@ from niflow._atomic import atomic_write, atomic_write_text, umask
 from niflow.config import RunConfig
 from niflow.data.dataset import NIFData, Split, Standardizer, build_dataset, scale_stimuli
 from niflow.data.io import DataError, load_responses, load_stimuli, save_mat, save_npz
-from niflow.data.stream import H5Array, StreamingData, open_streaming, require_hdf5
+from niflow.data.stream import (
+    H5Array,
+    StreamingData,
+    default_workers,
+    open_streaming,
+    require_hdf5,
+)
 from niflow.data.validate import (
     STIM_LAYOUT,
     Inputs,
@@ -324,14 +330,16 @@ def _fit_and_write(cfg: RunConfig, model: NIFModel, data: NIFData | StreamingDat
 
 def train_stream(stim_path: str | Path, bold_path: str | Path, out: str | Path | None,
                  cfg: RunConfig, test_rows: RowSpec, *, train_rows: RowSpec = None,
-                 num_workers: int = 2, resume: bool = False, force: bool = False,
+                 num_workers: int | None = None, resume: bool = False, force: bool = False,
                  progress: bool = True, memory_check: bool = True,
                  runtime: Runtime | None = None, config_source: str = "config",
                  on_start: Callable[[], None] | None = None,
                  ) -> tuple[Run, History, NIFData]:
     """Train from HDF5 files (``.h5`` or MATLAB v7.3) without loading them into memory.
 
-    Training batches are read by ``num_workers`` DataLoader processes; per-voxel z-scoring
+    Training batches are read by ``num_workers`` DataLoader processes (default:
+    :func:`~niflow.data.stream.default_workers`, the cores training leaves free; 0 reads in
+    the training process); per-voxel z-scoring
     and the pixel statistics come from one chunked pass over the training rows. What is
     held in memory: the model, ``readout.init="contrast"``'s sample of at most
     ``INIT_ROWS`` training rows, and, for the outputs after training, the test rows and at
@@ -347,11 +355,13 @@ def train_stream(stim_path: str | Path, bold_path: str | Path, out: str | Path |
         raise DataError(f"{stim_path}: test rows {test_rows!r} select no rows; at least one "
                         f"held-out row is needed to score the model")
     train = None if train_rows is None else check_row_indices(train_rows, n, "train rows")
+    runtime = runtime or runtime_from_environment("auto", cfg.train.precision)
+    if num_workers is None:
+        num_workers = default_workers(runtime.device)
     data = open_streaming(stim_path, bold_path, test, val_fraction=cfg.train.val_fraction,
                           seed=cfg.train.seed, stim_variable=cfg.data.stim_variable,
                           num_workers=num_workers, stim_scale=cfg.data.stim_scale,
                           train_rows=train)
-    runtime = runtime or runtime_from_environment("auto", cfg.train.precision)
     out_path = Path(out) if out is not None else None
     sources = {"stim": str(stim_path), "bold": str(bold_path)}
     reference = _sample_rows(data.split.train, REFERENCE_ROWS, cfg.train.seed)

@@ -12,6 +12,7 @@ column-major, so sample rows are the LAST axis on disk) are read.
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -72,6 +73,18 @@ class H5Array:
         finally:
             if own:
                 fh.close()
+
+
+def default_workers(device: torch.device | str = "cpu") -> int:
+    """DataLoader workers that do not slow training down: the cores training leaves free.
+
+    On a CPU, torch's threads use ``torch.get_num_threads()`` cores and readers on the same
+    cores stall them (measured on 2 cores: 2 workers made epochs 1.35× slower than reading
+    in the training process); on a GPU one core drives the device. At most 4.
+    """
+    cores = os.cpu_count() or 1
+    busy = torch.get_num_threads() if torch.device(device).type == "cpu" else 1
+    return max(0, min(4, cores - busy))
 
 
 def require_hdf5(path: str | Path) -> Path:
