@@ -44,15 +44,23 @@ from niflow.interpret import (  # noqa: E402
 )
 from niflow.model import NIFModel  # noqa: E402
 from niflow.outputs import export_nifti, probe_run  # noqa: E402
+from niflow.parallel import Runtime, runtime_from_environment  # noqa: E402
 from niflow.report import write_report  # noqa: E402
-from niflow.run import Run, RunError, evaluate_files, load_run, train_run  # noqa: E402
+from niflow.run import (  # noqa: E402
+    Run,
+    RunError,
+    evaluate_files,
+    load_run,
+    train_run,
+    train_stream,
+)
 from niflow.train import fit, predict  # noqa: E402
 
 __all__ = [
     "ConfigError", "DataError", "NIFModel", "Run", "RunConfig", "RunError", "__version__",
     "evaluate_files", "fit", "load_responses", "load_run", "load_stimuli", "parse_rows",
     "pearson_r", "predict", "preset", "r_squared", "receptive_fields", "simulate",
-    "train_run",
+    "train_run", "train_stream", "Runtime", "runtime_from_environment",
     # science outputs
     "baseline_scores", "compare_sizes", "evaluate_run", "export_nifti", "fdr_bh",
     "gabor_features", "information_flow", "load_nifti_responses", "ncsnr", "noise_ceiling",
