@@ -317,7 +317,8 @@ def check_memory(estimate: MemoryEstimate, device: str | torch.device = "cpu",
     if largest == estimate.activations:
         hint = "a smaller batch_size (--batch-size) or fewer channels"
     elif largest == estimate.data:
-        hint = "fewer samples or voxels, or smaller images"
+        hint = ("--stream with HDF5 files (batches read on demand), fewer samples or "
+                "voxels, or smaller images")
     elif largest == estimate.model:
         hint = "fewer voxels, a smaller rank or fewer channels"
     else:
