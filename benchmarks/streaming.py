@@ -32,16 +32,18 @@ VOXELS = 1000
 TRAIN_ROWS, TEST_ROWS = 2048, 256
 
 
-def write_files(folder: Path, n: int) -> tuple[Path, Path]:
+def write_files(folder: Path, n: int, chunked: bool = True) -> tuple[Path, Path]:
     rng = np.random.default_rng(0)
     s, b = folder / f"stim_{n}.h5", folder / f"bold_{n}.h5"
     with h5py.File(s, "w") as fh:
-        ds = fh.create_dataset("stim", (n, 56, 56), np.uint8, chunks=(64, 56, 56))
+        ds = fh.create_dataset("stim", (n, 56, 56), np.uint8,
+                               chunks=(64, 56, 56) if chunked else None)
         for i in range(0, n, 4096):
             ds[i:i + 4096] = rng.integers(0, 256, (min(4096, n - i), 56, 56), np.uint8)
     with h5py.File(b, "w") as fh:
         for area in ("V1", "V2"):
-            ds = fh.create_dataset(area, (n, VOXELS), np.float32, chunks=(64, VOXELS))
+            ds = fh.create_dataset(area, (n, VOXELS), np.float32,
+                                   chunks=(64, VOXELS) if chunked else None)
             for i in range(0, n, 4096):
                 ds[i:i + 4096] = rng.standard_normal((min(4096, n - i), VOXELS), np.float32)
     return s, b
@@ -90,6 +92,9 @@ def run_child(stim: Path, bold: Path, n: int, mode: str, workers: int) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[4000, 16000, 64000])
+    ap.add_argument("--layout", choices=("chunked", "contiguous"), default="chunked",
+                    help="HDF5 storage: chunks of 64 rows (read through h5py) or contiguous "
+                    "(memory-mapped)")
     ap.add_argument("--workers", type=int, help="DataLoader workers (default: niflow's "
                     "default_workers, 0 on a 2-core machine)")
     args = ap.parse_args()
@@ -102,13 +107,14 @@ def main() -> None:
         args.workers = default_workers("cpu")
     mib = 2**20
     print(f"default preset, {VOXELS}+{VOXELS} voxels, {TRAIN_ROWS} training rows and "
-          f"{TEST_ROWS} test rows at every size, 2 epochs, {args.workers} DataLoader workers")
+          f"{TEST_ROWS} test rows at every size, 2 epochs, {args.workers} DataLoader workers, "
+          f"{args.layout} files")
     print("| samples in file | file MiB | in memory: peak MiB | streamed: peak MiB | "
           "streamed: largest worker MiB | s/epoch in memory | s/epoch streamed |")
     print("|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         for n in args.sizes:
-            stim, bold = write_files(Path(tmp), n)
+            stim, bold = write_files(Path(tmp), n, args.layout == "chunked")
             size = (stim.stat().st_size + bold.stat().st_size) / mib
             mem = run_child(stim, bold, n, "memory", args.workers)
             st = run_child(stim, bold, n, "stream", args.workers)

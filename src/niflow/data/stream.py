@@ -60,8 +60,36 @@ class H5Array:
         with h5py.File(self.path, "r") as fh:
             return fh[self.name].dtype
 
+    def contiguous_offset(self) -> int | None:
+        layout = self._layout()
+        return None if layout is None else layout[0]
+
+    def _layout(self) -> tuple[int, tuple[int, ...], np.dtype] | None:
+        """File offset of the dataset's data if rows can be read directly, else ``None``.
+
+        A dataset stored contiguously and unfiltered in row-major order (h5py's default
+        without ``chunks=``) is a plain C array at a fixed offset of the file, so a run of
+        rows is one ``pread`` from the page cache, without HDF5's per-selection overhead and
+        without mapping the file (resident memory stays flat). Chunked or compressed
+        datasets, and MATLAB v7.3 arrays (column-major: a sample's values are scattered
+        through the file), are read through h5py.
+        """
+        st = os.stat(self.path)  # a file rewritten in place must not be read at old offsets
+        key = (str(self.path), self.name, st.st_ino, st.st_mtime_ns, st.st_size)
+        if key not in _LAYOUTS:
+            with h5py.File(self.path, "r") as fh:
+                ds = fh[self.name]
+                offset = ds.id.get_offset()
+                plain = (ds.chunks is None and offset is not None and not ds.external
+                         and ds.size > 0 and not self.reversed_axes)
+                _LAYOUTS[key] = (int(offset), ds.shape, ds.dtype) if plain else None
+        return _LAYOUTS[key]
+
     def read(self, rows: np.ndarray, fh: h5py.File | None = None) -> np.ndarray:
         """Rows ``rows`` (sorted ascending, unique) in logical (row-major) layout."""
+        layout = self._layout()
+        if layout is not None:
+            return self._pread(np.asarray(rows, dtype=np.int64), *layout)
         own = fh is None
         fh = h5py.File(self.path, "r") if own else fh
         try:
@@ -73,6 +101,24 @@ class H5Array:
         finally:
             if own:
                 fh.close()
+
+    def _pread(self, rows: np.ndarray, offset: int, shape: tuple[int, ...],
+               dtype: np.dtype) -> np.ndarray:
+        """Rows of a contiguous row-major dataset, one ``pread`` per run of consecutive rows."""
+        row_items = int(np.prod(shape[1:], dtype=np.int64))
+        row_bytes = row_items * dtype.itemsize
+        out = np.empty((rows.size, *shape[1:]), dtype)
+        flat = out.reshape(rows.size, row_items)
+        fd = _fd(self.path)
+        starts = np.flatnonzero(np.diff(rows, prepend=-2) != 1)
+        for a, b in zip(starts, [*starts[1:], rows.size], strict=True):
+            n_bytes = (b - a) * row_bytes
+            buf = os.pread(fd, n_bytes, offset + int(rows[a]) * row_bytes)
+            if len(buf) != n_bytes:
+                raise DataError(f"{self.path}: variable {self.name!r} is truncated (rows "
+                                f"{rows[a]}..{rows[b - 1]} lie beyond the end of the file)")
+            flat[a:b] = np.frombuffer(buf, dtype).reshape(b - a, row_items)
+        return out
 
 
 def default_workers(device: torch.device | str = "cpu") -> int:
@@ -100,6 +146,19 @@ def require_hdf5(path: str | Path) -> Path:
         raise DataError(f"{path}: streaming needs an HDF5 file (.h5, .hdf5 or a MATLAB "
                         f"v7.3 .mat); convert it or train without --stream")
     return path
+
+
+# per process: offset, shape and dtype of contiguous datasets, and read-only file descriptors
+# (pread moves no shared file position, so descriptors inherited by forked workers are safe)
+_LAYOUTS: dict[tuple, tuple | None] = {}
+_FDS: dict[str, int] = {}
+
+
+def _fd(path: Path) -> int:
+    key = str(path)
+    if key not in _FDS:
+        _FDS[key] = os.open(path, os.O_RDONLY)
+    return _FDS[key]
 
 
 def _chunks(rows: np.ndarray, size: int) -> Iterator[np.ndarray]:
