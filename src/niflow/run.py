@@ -348,8 +348,7 @@ def train_stream(stim_path: str | Path, bold_path: str | Path, out: str | Path |
     Parameters are as for :func:`train_run`; the result's ``data`` holds only those
     in-memory rows (``data.rows`` maps them to rows of the files).
     """
-    cfg = _checked_stream_config(cfg, stim_path, bold_path, config_source)
-    n = H5Array.open(stim_path, cfg.data.stim_variable).shape[0]
+    n = _checked_stream_inputs(cfg, stim_path, bold_path, config_source)
     test = check_row_indices(test_rows, n, "test rows")
     if test.size == 0:
         raise DataError(f"{stim_path}: test rows {test_rows!r} select no rows; at least one "
@@ -400,8 +399,10 @@ def _sample_rows(rows: np.ndarray, limit: int, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(rows, limit, replace=False))
 
 
-def _checked_stream_config(cfg: RunConfig, stim_path: str | Path, bold_path: str | Path,
-                           source: str) -> RunConfig:
+def _checked_stream_inputs(cfg: RunConfig, stim_path: str | Path, bold_path: str | Path,
+                           source: str) -> int:
+    """Check the streamed files' kind, stimulus shape, config geometry and area names;
+    return the number of samples."""
     import h5py
 
     stim = H5Array.open(stim_path, cfg.data.stim_variable)
@@ -418,7 +419,7 @@ def _checked_stream_config(cfg: RunConfig, stim_path: str | Path, bold_path: str
         raise DataError(f"{bold_path}: no 2-D numeric variable (one (n_samples, n_voxels) "
                         f"array per area is expected)")
     check_areas(names, cfg, str(bold_path))
-    return cfg
+    return int(shape[0])
 
 
 def _held_out_data(data: StreamingData, reference: np.ndarray) -> NIFData:
