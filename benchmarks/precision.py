@@ -45,7 +45,7 @@ def main() -> None:
         for precision in ("float32", "bfloat16"):
             cfg = cfgmod.preset("default")
             cfg.train.precision = precision
-            runtime = runtime_from_environment(args.device, precision)
+            runtime = runtime_from_environment(args.device)
             t0 = time.perf_counter()
             run, _, _ = train_run(sim.stim, sim.responses, None, cfg, test, progress=False,
                                   runtime=runtime)

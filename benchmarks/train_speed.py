@@ -106,7 +106,7 @@ def time_niflow_fit(data, preset: str, epochs: int | None = None, batch: int | N
     compile_ = train.pop("compile", False)
     for k, v in train.items():
         setattr(cfg.train, k, v)
-    runtime = Runtime(precision=cfg.train.precision, compile=compile_)
+    runtime = Runtime(compile=compile_)
     torch.manual_seed(0)
     model = NIFModel(cfg, data.image_shape, data.n_voxels)
     steps = cfg.train.epochs * int(np.ceil(data.split.train.size / cfg.train.batch_size))

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
+from _configs import default_config
 from _threads import one_thread
-from niflow import config as cfgmod
 from niflow.data.dataset import parse_rows
 from niflow.data.simulate import simulate
 from niflow.evaluate import pearson_r
@@ -21,14 +21,6 @@ from niflow.run import train_run, train_stream
 @pytest.fixture(scope="module")
 def sim():
     return simulate(n_per_letter=12, n_voxels={"V1": 60, "V2": 40}, seed=7)
-
-
-def _cfg(epochs=4, **train):
-    cfg = cfgmod.preset("default")
-    cfg.train.epochs = epochs
-    for k, v in train.items():
-        setattr(cfg.train, k, v)
-    return cfg.validate()
 
 
 def _test_r(run, sim, test):
@@ -45,9 +37,10 @@ def test_bfloat16_training_keeps_accuracy(sim):
     n = sim.stim.shape[0]
     test = parse_rows(f"{n - 14}:{n}", n)
     with one_thread():
-        run32, _, _ = train_run(sim.stim, sim.responses, None, _cfg(10), test, progress=False)
-        run16, _, _ = train_run(sim.stim, sim.responses, None, _cfg(10, precision="bfloat16"),
-                                test, progress=False)
+        run32, _, _ = train_run(sim.stim, sim.responses, None, default_config(10), test,
+                                progress=False)
+        run16, _, _ = train_run(sim.stim, sim.responses, None,
+                                default_config(10, precision="bfloat16"), test, progress=False)
     r32, r16 = _test_r(run32, sim, test), _test_r(run16, sim, test)
     for area in r32:
         d = np.abs(r16[area] - r32[area])
@@ -67,7 +60,7 @@ def test_failed_compilation_falls_back_to_eager(sim, monkeypatch):
     n = sim.stim.shape[0]
     test = parse_rows(f"{n - 14}:{n}", n)
     with one_thread():
-        eager, _, _ = train_run(sim.stim, sim.responses, None, _cfg(epochs=2), test,
+        eager, _, _ = train_run(sim.stim, sim.responses, None, default_config(2), test,
                                 progress=False, runtime=Runtime())
 
         class Broken(torch.nn.Module):
@@ -80,7 +73,7 @@ def test_failed_compilation_falls_back_to_eager(sim, monkeypatch):
 
         monkeypatch.setattr(torch, "compile", lambda m, **kw: Broken(m))
         with pytest.warns(RuntimeWarning, match="torch.compile failed .*no working C"):
-            fallback, _, _ = train_run(sim.stim, sim.responses, None, _cfg(epochs=2), test,
+            fallback, _, _ = train_run(sim.stim, sim.responses, None, default_config(2), test,
                                        progress=False, runtime=Runtime(compile=True))
     for k, v in eager.model.state_dict().items():
         assert torch.equal(v, fallback.model.state_dict()[k]), k
@@ -98,12 +91,12 @@ def test_streamed_training_matches_in_memory_training(sim, tmp_path):
     n = sim.stim.shape[0]
     test = parse_rows(f"{n - 14}:{n}", n)
     with one_thread():
-        mem, hist_m, _ = train_run(sim.stim, sim.responses, tmp_path / "mem", _cfg(), test,
-                                   progress=False)
+        mem, hist_m, _ = train_run(sim.stim, sim.responses, tmp_path / "mem",
+                                   default_config(4), test, progress=False)
         with warnings.catch_warnings():
             warnings.simplefilter("error")  # no dropped voxels, no surprises
-            st, hist_s, held = train_stream(s, b, tmp_path / "st", _cfg(), f"{n - 14}:{n}",
-                                            num_workers=2, progress=False)
+            st, hist_s, held = train_stream(s, b, tmp_path / "st", default_config(4),
+                                            f"{n - 14}:{n}", num_workers=2, progress=False)
     np.testing.assert_array_equal(held.input_rows(held.split.test), test)
     assert hist_m.best_epoch == hist_s.best_epoch
     r_m, r_s = _test_r(mem, sim, test), _test_r(st, sim, test)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from niflow import config as cfgmod
+from _configs import default_config
 from niflow import train as trainmod
 from niflow.data.dataset import parse_rows
 from niflow.data.simulate import simulate
@@ -23,14 +23,6 @@ def small_sim():
     return simulate(n_per_letter=10, n_voxels={"V1": 40, "V2": 30}, seed=3)
 
 
-def _cfg(epochs=3, **train):
-    cfg = cfgmod.preset("default")
-    cfg.train.epochs = epochs
-    for k, v in train.items():
-        setattr(cfg.train, k, v)
-    return cfg.validate()
-
-
 def _test_rows(sim):
     n = sim.stim.shape[0]
     return parse_rows(f"{n - n // 5}:{n}", n)
@@ -43,8 +35,8 @@ def _weights(model):
 def test_same_seed_gives_identical_weights_and_metrics(small_sim, tmp_path):
     runs = []
     for name in ("a", "b"):
-        run, hist, _ = train_run(small_sim.stim, small_sim.responses, tmp_path / name, _cfg(),
-                                 _test_rows(small_sim), progress=False)
+        run, hist, _ = train_run(small_sim.stim, small_sim.responses, tmp_path / name,
+                                 default_config(3), _test_rows(small_sim), progress=False)
         runs.append((run, hist))
     (ra, ha), (rb, hb) = runs
     for k, v in _weights(ra.model).items():
@@ -52,14 +44,14 @@ def test_same_seed_gives_identical_weights_and_metrics(small_sim, tmp_path):
     metrics = [json.loads((tmp_path / n / "metrics.json").read_text()) for n in "ab"]
     assert metrics[0]["areas"] == metrics[1]["areas"]
     assert [e["train_loss"] for e in ha.epochs] == [e["train_loss"] for e in hb.epochs]
-    rc, _, _ = train_run(small_sim.stim, small_sim.responses, None, _cfg(seed=1),
+    rc, _, _ = train_run(small_sim.stim, small_sim.responses, None, default_config(3, seed=1),
                          _test_rows(small_sim), progress=False)
     assert not torch.equal(_weights(rc.model)["readouts.V1.weight"],
                            _weights(ra.model)["readouts.V1.weight"])
 
 
 def test_resume_after_interruption_matches_uninterrupted_run(small_sim, tmp_path, monkeypatch):
-    cfg = _cfg(epochs=4, patience=10)
+    cfg = default_config(4, patience=10)
     full, hist_full, _ = train_run(small_sim.stim, small_sim.responses, tmp_path / "full", cfg,
                                    _test_rows(small_sim), progress=False)
     calls = {"n": 0}
@@ -92,7 +84,7 @@ def test_resume_after_interruption_matches_uninterrupted_run(small_sim, tmp_path
 
 
 def test_best_validation_epoch_is_restored(small_sim):
-    cfg = _cfg(epochs=6, patience=2, lr=0.05)  # a large rate makes validation r wander
+    cfg = default_config(6, patience=2, lr=0.05)  # a large rate makes validation r wander
     run, hist, data = train_run(small_sim.stim, small_sim.responses, None, cfg,
                                 _test_rows(small_sim), progress=False)
     scores = [e["val_median_r"] for e in hist.epochs]
@@ -105,7 +97,7 @@ def test_best_validation_epoch_is_restored(small_sim):
 
 
 def test_saved_run_predicts_like_the_trained_model(small_sim, tmp_path):
-    run, _, _ = train_run(small_sim.stim, small_sim.responses, tmp_path / "r", _cfg(epochs=1),
+    run, _, _ = train_run(small_sim.stim, small_sim.responses, tmp_path / "r", default_config(1),
                           _test_rows(small_sim), progress=False)
     again = load_run(tmp_path / "r")
     x = small_sim.stim[:7]
@@ -126,7 +118,7 @@ def recovery_sim():
 def test_receptive_field_centres_are_recovered(recovery_sim):
     """popeye-style parameter recovery: pRF centres of well-predicted V1 voxels."""
     sim = recovery_sim
-    cfg = _cfg(epochs=15)
+    cfg = default_config(15)
     run, _, _ = train_run(sim.stim, sim.responses, None, cfg, _test_rows(sim), progress=False)
     test = _test_rows(sim)
     pred = run.predict(sim.stim[test])

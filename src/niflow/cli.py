@@ -404,7 +404,7 @@ def cmd_train(args) -> int:
     cfg = _resolve_config(args)
     if args.workers is not None and args.workers < 0:
         raise ConfigError(f"--workers must be >= 0, got {args.workers}")
-    runtime = runtime_from_environment(args.device, cfg.train.precision, args.compile)
+    runtime = runtime_from_environment(args.device, args.compile)
     if args.stream:
         run, hist, data = train_stream(
             args.stim, args.bold, args.out, cfg, args.test_rows, train_rows=args.train_rows,

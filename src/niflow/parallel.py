@@ -1,8 +1,9 @@
 """Where training runs: the device, mixed precision, ``torch.compile`` and data parallelism.
 
-A :class:`Runtime` says on which device a process trains, in which precision, whether the
-model is compiled, and which share of every batch it handles when several processes train
-one model together (``torchrun`` + DistributedDataParallel).
+A :class:`Runtime` says on which device a process trains, whether the model is compiled,
+and which share of every batch it handles when several processes train one model together
+(``torchrun`` + DistributedDataParallel). The numeric precision is part of the run's
+configuration (``train.precision``): :func:`autocast` and :func:`precision_dtype` apply it.
 
 Data parallelism keeps single-process semantics: every process draws the same global batch
 order; process ``r`` of ``W`` takes the ``r``-th contiguous part of each global batch
@@ -23,7 +24,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from niflow.config import PRECISIONS, ConfigError
+from niflow.config import ConfigError
 
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -35,10 +36,6 @@ class Runtime:
     Attributes
     ----------
     device : torch.device
-    precision : str
-        ``"float32"``; ``"bfloat16"``: forward and backward under bf16 autocast (the
-        loss, the optimiser state and the weights stay float32); ``"float64"``: weights,
-        data and arithmetic in double precision.
     compile : bool
         Train through ``torch.compile(model)``; falls back to eager with a warning when
         compilation fails.
@@ -47,7 +44,6 @@ class Runtime:
     """
 
     device: torch.device = torch.device("cpu")
-    precision: str = "float32"
     compile: bool = False
     rank: int = 0
     world_size: int = 1
@@ -60,19 +56,23 @@ class Runtime:
     def distributed(self) -> bool:
         return self.world_size > 1
 
-    def autocast(self) -> contextlib.AbstractContextManager:
-        if self.precision == "bfloat16":
-            return torch.autocast(self.device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
-
-    @property
-    def dtype(self) -> torch.dtype:
-        """Dtype of the weights and of the data fed to the model."""
-        return torch.float64 if self.precision == "float64" else torch.float32
-
     def describe(self) -> dict:
-        return {"device": str(self.device), "precision": self.precision,
-                "compile": self.compile, "world_size": self.world_size}
+        return {"device": str(self.device), "compile": self.compile,
+                "world_size": self.world_size}
+
+
+def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
+    """Where forward and backward run in ``precision`` (``config.train.precision``):
+    ``"bfloat16"`` is autocast (loss, optimiser state and weights stay float32); ``"float32"``
+    and ``"float64"`` need no context (the weights and data carry the dtype)."""
+    if precision == "bfloat16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def precision_dtype(precision: str) -> torch.dtype:
+    """Dtype of the weights and of the data fed to the model for ``precision``."""
+    return torch.float64 if precision == "float64" else torch.float32
 
 
 def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
@@ -96,16 +96,13 @@ def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
     raise ConfigError(f"--device {name!r}: expected one of {DEVICES} or cuda:N")
 
 
-def runtime_from_environment(device: str = "auto", precision: str = "float32",
-                             compile: bool = False) -> Runtime:
+def runtime_from_environment(device: str = "auto", compile: bool = False) -> Runtime:
     """The runtime of this process; joins the process group when started by ``torchrun``.
 
     ``torchrun`` sets ``WORLD_SIZE``, ``RANK`` and ``LOCAL_RANK``; with ``WORLD_SIZE`` > 1
     the process group is initialised (NCCL on GPUs, gloo on CPUs) and each process takes the
     GPU of its local rank.
     """
-    if precision not in PRECISIONS:
-        raise ConfigError(f"precision {precision!r}: expected one of {PRECISIONS}")
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -116,7 +113,7 @@ def runtime_from_environment(device: str = "auto", precision: str = "float32",
         dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
     if world > 1:
         rank, world = dist.get_rank(), dist.get_world_size()
-    return Runtime(dev, precision, compile, rank, world)
+    return Runtime(dev, compile, rank, world)
 
 
 def shard(batch: np.ndarray | Tensor, rank: int, world_size: int) -> np.ndarray | Tensor:

@@ -214,8 +214,8 @@ def train_run(stim: np.ndarray, responses: dict[str, np.ndarray], out: str | Pat
         what is available.
     runtime : Runtime, optional
         Device, precision, compilation, data-parallel rank (:mod:`niflow.parallel`);
-        default: the GPU if there is one, ``cfg.train.precision``, one process (or the
-        ``torchrun`` process group).
+        default: the GPU if there is one, one process (or the ``torchrun`` process group).
+        The precision is ``cfg.train.precision``.
     """
     checked = check_arrays(stim, responses, cfg, test_rows, train_rows=train_rows,
                            sources=inputs)
@@ -235,9 +235,9 @@ def train_inputs(inputs: Inputs, out: str | Path | None, *, resume: bool = False
     ``on_start`` is called once all of that passed (the command line prints the input
     warnings there, so that a refused run prints its error alone).
 
-    ``runtime`` (default: the GPU if there is one, ``config.train.precision``, and the
-    ``torchrun`` process group if started by ``torchrun``) says where training runs; under
-    data parallelism only rank 0 writes the run folder.
+    ``runtime`` (default: the GPU if there is one, and the ``torchrun`` process group if
+    started by ``torchrun``) says where training runs; under data parallelism only rank 0
+    writes the run folder. The precision is ``config.train.precision``.
 
     Returns
     -------
@@ -246,14 +246,14 @@ def train_inputs(inputs: Inputs, out: str | Path | None, *, resume: bool = False
     data : NIFData
     """
     cfg = inputs.config
-    runtime = runtime or runtime_from_environment("auto", cfg.train.precision)
+    runtime = runtime or runtime_from_environment("auto")
     out_path = Path(out) if out is not None else None
 
     def checks() -> None:
         if out_path is not None and runtime.is_main:
             check_run_dir(out_path, force, resume)
             if resume:
-                check_resume(out_path, inputs)
+                check_resume(out_path, inputs.config, inputs.split, inputs.sources)
         if memory_check:
             check_memory(estimate_training_memory(
                 cfg, inputs.image_shape, inputs.n_voxels, inputs.n_samples,
@@ -354,7 +354,7 @@ def train_stream(stim_path: str | Path, bold_path: str | Path, out: str | Path |
         raise DataError(f"{stim_path}: test rows {test_rows!r} select no rows; at least one "
                         f"held-out row is needed to score the model")
     train = None if train_rows is None else check_row_indices(train_rows, n, "train rows")
-    runtime = runtime or runtime_from_environment("auto", cfg.train.precision)
+    runtime = runtime or runtime_from_environment("auto")
     if num_workers is None:
         num_workers = default_workers(runtime.device)
     data = open_streaming(stim_path, bold_path, test, val_fraction=cfg.train.val_fraction,
@@ -370,9 +370,7 @@ def train_stream(stim_path: str | Path, bold_path: str | Path, out: str | Path |
         if out_path is not None and runtime.is_main:
             check_run_dir(out_path, force, resume)
             if resume:
-                check_resume(out_path, Inputs(np.zeros((0, *data.image_shape), np.float32),
-                                              {}, cfg, data.split, data.voxel_index,
-                                              sources=sources))
+                check_resume(out_path, cfg, data.split, sources)
         if memory_check:
             in_memory = reference.size + test.size
             check_memory(estimate_training_memory(
@@ -437,7 +435,8 @@ def _write_run_info(out: Path, cfg: RunConfig, inputs: dict[str, str] | None,
                     started: float, runtime: Runtime | None = None) -> None:
     info = {"niflow_version": __version__, "torch_version": torch.__version__,
             "seed": cfg.train.seed, "started": _timestamp(started),
-            "runtime": (runtime or Runtime()).describe(),
+            "runtime": {**(runtime or Runtime()).describe(),
+                        "precision": cfg.train.precision},
             "inputs": {k: {"path": str(Path(p).resolve()), "sha256": sha256(p)}
                        for k, p in (inputs or {}).items()}}
     atomic_write_text(out / "run.json", json.dumps(info, indent=2) + "\n")
@@ -456,24 +455,25 @@ def _finish_run_info(out: Path, hist: History) -> None:
     atomic_write_text(out / "run.json", json.dumps(info, indent=2) + "\n")
 
 
-def check_resume(out: Path, inputs: Inputs) -> None:
+def check_resume(out: Path, config: RunConfig, split: Split, sources: dict[str, str]) -> None:
     """Refuse to resume ``out`` with inputs other than the ones it started with.
 
-    Compared with what the run folder recorded: the sha256 of each input file
-    (``run.json``), the resolved configuration (``config.json``) and the train, validation
-    and test rows (``split.json``). A different niflow or torch version only warns: results
-    are then no longer guaranteed to match an uninterrupted run bit for bit.
+    Compared with what the run folder recorded: the sha256 of each input file in
+    ``sources`` (``{"stim": path, "bold": path}``, against ``run.json``), the resolved
+    configuration (``config.json``) and the train, validation and test rows
+    (``split.json``). A different niflow or torch version only warns: results are then no
+    longer guaranteed to match an uninterrupted run bit for bit.
     """
     info = _read_json(out / "run.json", out)
-    for key, path in inputs.sources.items():
+    for key, path in sources.items():
         old = info.get("inputs", {}).get(key)
         if old is not None and old["sha256"] != sha256(path):
             raise RunError(f"{out}: input {key!r} ({path}) differs from the one the run "
                            f"started with; start a new run instead of --resume")
-    if _read_json(out / "config.json", out) != inputs.config.to_dict():
+    if _read_json(out / "config.json", out) != config.to_dict():
         raise RunError(f"{out}: the configuration differs from the run's config.json; "
                        f"resume with the same config")
-    if _read_json(out / "split.json", out) != inputs.split.to_dict():
+    if _read_json(out / "split.json", out) != split.to_dict():
         raise RunError(f"{out}: the train/validation/test rows differ from the run's "
                        f"split.json; resume with the same --test-rows (and --train-rows)")
     versions = {"niflow": (info.get("niflow_version"), __version__),

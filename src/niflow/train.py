@@ -34,8 +34,10 @@ from niflow.model import NIFModel
 from niflow.parallel import (
     Runtime,
     all_reduce_sum,
+    autocast,
     broadcast_object,
     maybe_compile,
+    precision_dtype,
     shard,
     warn_compile_failed,
 )
@@ -225,8 +227,8 @@ def fit(model: NIFModel, data: NIFData | StreamingData, cfg: TrainConfig,
     resume : bool
         Continue from ``run_dir/checkpoint.pt``.
     runtime : Runtime, optional
-        Device, precision, compilation and data-parallel rank (default: the model's device,
-        ``cfg.precision``, one process).
+        Device, compilation and data-parallel rank (default: the model's device, one
+        process). The precision is ``cfg.precision``.
 
     Returns
     -------
@@ -236,9 +238,9 @@ def fit(model: NIFModel, data: NIFData | StreamingData, cfg: TrainConfig,
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     runtime = runtime or Runtime(next(model.parameters()).device)
-    runtime = dataclasses.replace(runtime, precision=cfg.precision)  # the config decides
-    model.to(runtime.device, runtime.dtype)
-    source = Batches(data, runtime.device, runtime.dtype)
+    dtype = precision_dtype(cfg.precision)
+    model.to(runtime.device, dtype)
+    source = Batches(data, runtime.device, dtype)
     weights = _area_weights(data, cfg.area_weighting)
     train_rows = np.asarray(data.split.train)
     # batch norm cannot normalise a single sample
@@ -268,7 +270,7 @@ def fit(model: NIFModel, data: NIFData | StreamingData, cfg: TrainConfig,
     elif runtime.is_main and run_dir is not None and (run_dir / LOG).exists():
         (run_dir / LOG).unlink()
     net = _training_network(model, runtime)
-    step = _Step(net, model, optim, weights, runtime)
+    step = _Step(net, model, optim, weights, runtime, cfg.precision)
 
     bar = tqdm(range(start_epoch, cfg.epochs + 1), initial=start_epoch - 1, total=cfg.epochs,
                desc="training", unit="epoch", disable=not (progress and runtime.is_main),
@@ -331,26 +333,26 @@ def _training_network(model: NIFModel, runtime: Runtime) -> torch.nn.Module:
 class _Step:
     """One optimiser step; falls back to the eager network if compilation fails."""
 
-    def __init__(self, net, model, optim, weights, runtime: Runtime) -> None:
+    def __init__(self, net, model, optim, weights, runtime: Runtime, precision: str) -> None:
         self.net, self.model, self.optim = net, model, optim
         self.weights, self.runtime = weights, runtime
+        self.autocast = lambda: autocast(precision, runtime.device)
         self.checked = not runtime.compile
 
     def __call__(self, x: Tensor, y: dict[str, Tensor], n_global: int) -> Tensor:
         rt = self.runtime
         if not self.checked:
             try:
-                with rt.autocast():
+                with self.autocast():
                     out = self.net(x)
             except Exception as err:  # noqa: BLE001 - inductor raises many kinds
                 warn_compile_failed(err)
-                self.net = _training_network(self.model, Runtime(
-                    rt.device, rt.precision, False, rt.rank, rt.world_size))
-                with rt.autocast():
+                self.net = _training_network(self.model, dataclasses.replace(rt, compile=False))
+                with self.autocast():
                     out = self.net(x)
             self.checked = True
         else:
-            with rt.autocast():
+            with self.autocast():
                 out = self.net(x)
         loss = batch_loss(out, y, self.weights, n_global, rt.world_size)
         loss = loss + self.model.regularizer()

@@ -1,0 +1,14 @@
+"""Test helper: configurations for short training runs."""
+
+from __future__ import annotations
+
+from niflow import config as cfgmod
+
+
+def default_config(epochs: int, **train) -> cfgmod.RunConfig:
+    """The default preset with ``epochs`` and any other ``train`` settings replaced."""
+    cfg = cfgmod.preset("default")
+    cfg.train.epochs = epochs
+    for key, value in train.items():
+        setattr(cfg.train, key, value)
+    return cfg.validate()
