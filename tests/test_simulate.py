@@ -390,3 +390,66 @@ def test_voxels_without_stimulus_energy_are_flat():
     blank = simulate_responses(np.zeros((4, 16, 16)), n_voxels={"V1": 3, "V2": 3}, seed=0)
     assert np.isfinite(blank.responses["V2"]).all()
     np.testing.assert_array_equal(blank.signal["V1"], 0.0)
+
+
+# ----------------------------------------------------------------------- regime knobs
+
+
+def test_size_law_exponent_and_scatter():
+    stim = np.zeros((2, SIZE, SIZE), dtype=np.uint8)
+    stim[:, 20:36, 27] = 255
+    cfg = SimConfig(v1_sigma_intercept=0.8, v1_sigma_slope=0.45, v1_sigma_exponent=0.7,
+                    prf_sigma_scatter=0.3, v2_sigma_factor=2.0)
+    sim = simulate_responses(stim, n_voxels={"V1": 2000, "V2": 500}, seed=0, config=cfg)
+    for area, factor in (("V1", 1.0), ("V2", 2.0)):
+        t = sim.truth[area]
+        law = factor * (0.8 + 0.45 * t["eccentricity"] ** 0.7)
+        log_ratio = np.log(t["prf_sigma"] / law)
+        assert abs(log_ratio.mean()) < 0.05 and abs(log_ratio.std() - 0.3) < 0.03
+        assert abs(stats.spearmanr(log_ratio, t["eccentricity"])[0]) < 0.1
+    # Constant law: sizes vary only through the scatter.
+    const = simulate_responses(stim, n_voxels={"V1": 300}, seed=0,
+                               config=SimConfig(v1_sigma_slope=0.0, v1_sigma_intercept=2.5))
+    np.testing.assert_allclose(const.truth["V1"]["prf_sigma"], 2.5)
+
+
+def test_beta_reliability_in_range_with_spread():
+    cfg = SimConfig(reliability_distribution="beta", reliability_range=(0.02, 0.5),
+                    reliability_beta=(2.0, 5.0))
+    sim = simulate_responses(np.zeros((2, 16, 16)), n_voxels={"V1": 4000}, seed=0, config=cfg)
+    rel = sim.truth["V1"]["reliability"]
+    assert (rel >= 0.02).all() and (rel <= 0.5).all()
+    # Beta(2, 5) has median ~0.264: 0.02 + 0.48 * 0.264 ~ 0.147, mean 0.02 + 0.48 * 2 / 7.
+    assert abs(np.median(rel) - 0.147) < 0.01 and abs(rel.mean() - 0.157) < 0.01
+
+
+def test_normalized_v1_is_sparse_and_heavy_tailed(glyphs):
+    stim = glyphs[0][::3]
+    cfg = SimConfig(v1_nonlinearity="normalized", v1_threshold_quantile=0.6)
+    sparse = simulate_responses(stim, n_voxels={"V1": 200}, seed=0, config=cfg)
+    dense = simulate_responses(stim, n_voxels={"V1": 200}, seed=0)
+    k_sparse = np.median(stats.kurtosis(sparse.signal["V1"], axis=0))
+    k_dense = np.median(stats.kurtosis(dense.signal["V1"], axis=0))
+    assert k_sparse > k_dense + 1.5
+    assert sparse.truth["V1"]["feature_threshold"].shape == (cfg.n_v1_features,)
+    assert (sparse.truth["V1"]["feature_threshold"] > 0).all()
+
+
+def test_endstop_v2_channels_and_round_trip(tmp_path, glyphs):
+    cfg = SimConfig(n_orientations=6, v2_mode="endstop", v1_nonlinearity="normalized",
+                    wavelengths=(4.0, 6.3, 10.0, 16.0))
+    assert cfg.n_v2_channels == 12 + 9  # 2 end-stops per orientation + pairs >= 45 deg apart
+    sim = simulate_responses(glyphs[0][:20], n_voxels={"V1": 5, "V2": 7}, seed=0, config=cfg)
+    assert sim.truth["V2"]["feature_weights"].shape == (7, 21)
+    assert "feature_mixing" not in sim.truth["V2"]
+    assert np.isfinite(sim.responses["V2"]).all()
+    write_simulation(sim, tmp_path)
+    assert load_simulation(tmp_path).config == cfg
+
+
+def test_invalid_new_knobs():
+    for bad in ({"v2_mode": "loops"}, {"v1_nonlinearity": "relu"}, {"wavelengths": (1.5, 4.0)},
+                {"reliability_distribution": "gamma"}, {"prf_sigma_scatter": -0.1},
+                {"reliability_beta": (0.0, 1.0)}):
+        with pytest.raises(ValueError):
+            SimConfig(**bad)
