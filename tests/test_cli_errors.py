@@ -28,7 +28,7 @@ N, NV1, NV2 = 40, 10, 4
 # --------------------------------------------------------------------------- inputs and runs
 
 HELP = {
-    "": ["simulate", "train", "evaluate", "demo", "config", "--version"],
+    "": ["simulate", "train", "cv", "evaluate", "demo", "config", "--version"],
     "simulate": ["--n-per-letter", "--stim", "--v1", "--v2", "--seed", "--output-exponent",
                  "--reliability"],
     "train": ["--stim", "--bold", "--out", "--config", "--preset", "--test-rows",

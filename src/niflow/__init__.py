@@ -14,6 +14,7 @@ __version__ = "0.1.0"
 
 from niflow.baselines import baseline_scores, gabor_features  # noqa: E402
 from niflow.config import ConfigError, RunConfig, preset  # noqa: E402
+from niflow.crossval import CVResult, cross_validate, make_folds  # noqa: E402
 from niflow.data import (  # noqa: E402
     DataError,
     load_responses,
@@ -67,4 +68,6 @@ __all__ = [
     "permutation_pvalues", "prf_parameters", "probe", "probe_run", "spearman_brown",
     "split_half_reliability", "visual_field_coordinates", "voxel_maps_to_nifti",
     "voxel_statistics", "write_report",
+    # cross-validation
+    "CVResult", "cross_validate", "make_folds",
 ]

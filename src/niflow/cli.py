@@ -56,9 +56,11 @@ def _add_train(sub) -> None:
                    "preset's values; see configs/)")
     p.add_argument("--preset", choices=cfgmod.PRESETS,
                    help="start from this preset (default: the config's, else 'default')")
-    p.add_argument("--test-rows", default="288:360",
-                   help="held-out rows: start:stop, a comma list, or a file of indices "
-                   "(default 288:360, the BRAINS convention)")
+    p.add_argument("--test-rows", default="auto",
+                   help="held-out rows: start:stop, a comma list, or a file of indices; "
+                   "default auto: 288:360 for data of exactly 360 rows (the BRAINS layout, "
+                   "said when used), otherwise an error asking for --test-rows (small data "
+                   "sets: see `niflow cv`)")
     p.add_argument("--train-rows",
                    help="rows to train on, same forms (default: all rows not in "
                    "--test-rows); must not overlap --test-rows")
@@ -89,6 +91,37 @@ def _add_train(sub) -> None:
                    help="with --stream: DataLoader worker processes reading batches (default: "
                    "the cores training leaves free, at most 4; 0 reads in the training "
                    "process)")
+
+
+def _add_cv(sub) -> None:
+    p = sub.add_parser("cv", help="k-fold cross-validation for small data sets",
+                       description="Train one NIF model per fold on the other rows and predict "
+                       "the fold, so that every row is predicted once by a model that never "
+                       "saw it; voxelwise ridge baselines are fitted on the same folds. r is "
+                       "Pearson r over all rows with predictions and responses centred within "
+                       "each test fold (pooling without centring biases r downwards). Writes "
+                       "OUT/cv.json, cv_voxels.csv, cv_predictions.npz and config.json.")
+    p.add_argument("--stim", type=Path, required=True,
+                   help="stimulus file (as for train)")
+    p.add_argument("--bold", type=Path, required=True, help="response file (as for train)")
+    p.add_argument("--out", type=Path, required=True, help="folder to write")
+    p.add_argument("--k", type=int, default=10, help="number of folds (default 10)")
+    p.add_argument("--groups", metavar="FILE_OR_VARIABLE",
+                   help="keep rows of one group in one fold: a .txt/.csv/.npy file with one "
+                   "label per row, FILE:VARIABLE (e.g. truth.npz:labels), or the name of a "
+                   "variable of the stimulus file (e.g. labels)")
+    p.add_argument("--config", type=Path, help="JSON config (as for train)")
+    p.add_argument("--preset", choices=cfgmod.PRESETS,
+                   help="start from this preset (default: the config's, else 'default')")
+    p.add_argument("--seed", type=int, default=0, dest="fold_seed",
+                   help="seed of the fold assignment (default 0; training uses the config's "
+                   "train.seed)")
+    p.add_argument("--baselines", default="pixels,gabor",
+                   help="ridge baselines on the same folds: a comma list of pixels, gabor, "
+                   "or none (default pixels,gabor)")
+    p.add_argument("--epochs", type=int, help="training epochs of each fold's model")
+    p.add_argument("--force", action="store_true", help="overwrite an existing --out folder")
+    p.add_argument("--quiet", action="store_true", help="no line per fold")
 
 
 def _add_evaluate(sub) -> None:
@@ -165,8 +198,9 @@ def _add_science(sub) -> None:
     p.add_argument("--out", type=Path, required=True, help="run folder or a new folder")
     p.add_argument("--features", nargs="+", choices=("pixels", "gabor"),
                    default=["pixels", "gabor"], help="feature sets (default: both)")
-    p.add_argument("--test-rows", default="288:360",
-                   help="held-out rows when --out is not a run folder (default 288:360)")
+    p.add_argument("--test-rows", default="auto",
+                   help="held-out rows when --out is not a run folder (default auto: "
+                   "288:360 for the 360 rows of the BRAINS layout, otherwise required)")
     p.add_argument("--permutations", type=int, default=1000,
                    help="permutations for the p-values of r (default 1000)")
 
@@ -266,7 +300,7 @@ def cmd_probe(args) -> int:
 
 
 def cmd_baseline(args) -> int:
-    from niflow.data.dataset import parse_rows
+    from niflow.data.dataset import is_auto, parse_rows
     from niflow.data.io import load_responses, load_stimuli
     from niflow.outputs import baseline_folder
 
@@ -285,7 +319,10 @@ def cmd_baseline(args) -> int:
                             f"finite responses")
     test = None
     if not (args.out / "split.json").exists():
-        test = parse_rows(args.test_rows, stim.shape[0])
+        test = parse_rows(_test_rows(args.test_rows, stim.shape[0], args.stim),
+                          stim.shape[0], "test rows")
+        if is_auto(args.test_rows):
+            print(AUTO_ROWS_NOTE)
     args.out.mkdir(parents=True, exist_ok=True)
     results = baseline_folder(stim, resp, args.out, list(dict.fromkeys(args.features)), test,
                               args.permutations)
@@ -341,7 +378,7 @@ def build_parser() -> argparse.ArgumentParser:
         "areas end to end on fMRI voxel responses.", epilog=EPILOG)
     parser.add_argument("--version", action="version", version=f"niflow {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_simulate, _add_train, _add_evaluate, _add_demo, _add_config,
+    for add in (_add_simulate, _add_train, _add_cv, _add_evaluate, _add_demo, _add_config,
                 _add_science):
         add(sub)
     return parser
@@ -392,7 +429,7 @@ def cmd_simulate(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from niflow.data.dataset import DroppedVoxelsWarning
+    from niflow.data.dataset import DroppedVoxelsWarning, is_auto
     from niflow.data.validate import validate_inputs
     from niflow.parallel import runtime_from_environment
     from niflow.run import train_inputs, train_stream
@@ -405,12 +442,21 @@ def cmd_train(args) -> int:
     if args.workers is not None and args.workers < 0:
         raise ConfigError(f"--workers must be >= 0, got {args.workers}")
     runtime = runtime_from_environment(args.device, args.compile)
+
+    def say_auto_rows() -> None:
+        if is_auto(args.test_rows):  # reached only for the BRAINS layout's 360 rows
+            print(AUTO_ROWS_NOTE)
+
     if args.stream:
+        test_rows = args.test_rows
+        n = _stream_samples(args.stim, cfg) if is_auto(test_rows) else None
+        if n is not None:  # the sample count from the file's header: nothing is read
+            test_rows = _test_rows(test_rows, n, args.stim)
         run, hist, data = train_stream(
-            args.stim, args.bold, args.out, cfg, args.test_rows, train_rows=args.train_rows,
+            args.stim, args.bold, args.out, cfg, test_rows, train_rows=args.train_rows,
             num_workers=args.workers, resume=args.resume, force=args.force,
             progress=not args.quiet, memory_check=not args.no_memory_check, runtime=runtime,
-            config_source=str(args.config or "command line"))
+            config_source=str(args.config or "command line"), on_start=say_auto_rows)
     else:
         with warnings.catch_warnings():
             # reported below, one line per area, whatever the warning filters say
@@ -420,6 +466,7 @@ def cmd_train(args) -> int:
                                      config_source=str(args.config or "command line"))
 
         def report_warnings() -> None:
+            say_auto_rows()
             for note in inputs.warnings:
                 print(f"niflow train: warning: {note}", file=sys.stderr)
 
@@ -437,6 +484,25 @@ def cmd_train(args) -> int:
     return 0
 
 
+AUTO_ROWS_NOTE = "test rows: 288:360 (BRAINS layout; pass --test-rows to change)"
+
+
+def _test_rows(spec: str, n_samples: int, source: Path) -> str:
+    """``--test-rows`` with ``auto`` resolved (:func:`niflow.data.dataset.auto_test_rows`)."""
+    from niflow.data.dataset import auto_test_rows, is_auto
+
+    return auto_test_rows(n_samples, str(source)) if is_auto(spec) else spec
+
+
+def _stream_samples(stim_path: Path, cfg: cfgmod.RunConfig) -> int | None:
+    """Rows of a streamed stimulus file, from its header; ``None`` if it holds no images
+    (``train_stream`` then reports what is wrong with it)."""
+    from niflow.data.stream import H5Array
+
+    shape = H5Array.open(stim_path, cfg.data.stim_variable).shape
+    return int(shape[0]) if len(shape) in (3, 4) else None
+
+
 def _print_area_table(areas: dict[str, dict]) -> None:
     print(f"{'area':<6} {'voxels':>6} {'median r':>9} {'mean r':>7} {'r>0.3':>6}")
     def fmt(value, width, digits):
@@ -445,6 +511,108 @@ def _print_area_table(areas: dict[str, dict]) -> None:
     for area, m in areas.items():
         print(f"{area:<6} {m['n_voxels']:>6} {fmt(m['median_r'], 9, 3)} "
               f"{fmt(m['mean_r'], 7, 3)} {fmt(m['frac_r_above_0.3'], 6, 2)}")
+
+
+def cmd_cv(args) -> int:
+    from niflow.crossval import cross_validate
+    from niflow.data.io import load_responses, load_stimuli
+
+    cfg = _resolve_config(args)
+    baselines = _parse_baselines(args.baselines)
+    stim = load_stimuli(args.stim, cfg.data.stim_variable)
+    resp = load_responses(args.bold)
+    inputs = {"stim": str(args.stim), "bold": str(args.bold)}
+    groups = None
+    if args.groups is not None:
+        groups, inputs["groups"] = _load_groups(args.groups, args.stim, stim.shape[0])
+    res = cross_validate(stim, resp, cfg, k=args.k, groups=groups, seed=args.fold_seed,
+                         out=args.out, baselines=baselines, progress=not args.quiet,
+                         force=args.force, inputs=inputs,
+                         config_source=str(args.config or "command line"))
+    grouped = "" if res.n_groups is None else f", {res.n_groups} groups kept whole"
+    print(f"{res.k}-fold cross-validation of {res.folds.size} rows{grouped} "
+          f"({res.seconds:.0f} s); median over voxels of the fold-centred out-of-fold r, "
+          f"and the fraction of voxels with r > 0.3")
+    models = {"niflow": res.summaries, **res.baseline_summaries}
+    print(f"{'area':<6} {'voxels':>6} " + " ".join(f"{name + ' r':>9} {'r>0.3':>6}"
+                                                  for name in models))
+
+    def fmt(value, width, digits):
+        return f"{'n/a':>{width}}" if value is None else f"{value:>{width}.{digits}f}"
+
+    for area in res.areas:
+        print(f"{area:<6} {res.voxel[area].size:>6} " + " ".join(
+            f"{fmt(m[area]['median_r'], 9, 3)} {fmt(m[area]['frac_r_above_0.3'], 6, 2)}"
+            for m in models.values()))
+    print(f"wrote {args.out}/cv.json, cv_voxels.csv, cv_predictions.npz, config.json")
+    return 0
+
+
+def _parse_baselines(spec: str) -> tuple[str, ...]:
+    from niflow.baselines import FEATURE_SETS
+
+    kinds = [k.strip() for k in spec.split(",") if k.strip()]
+    if kinds in ([], ["none"]):
+        return ()
+    unknown = [k for k in kinds if k not in FEATURE_SETS]
+    if unknown:
+        raise ConfigError(f"--baselines {spec!r}: unknown feature set(s) {unknown}; give a "
+                          f"comma list of {', '.join(FEATURE_SETS)}, or none")
+    return tuple(dict.fromkeys(kinds))
+
+
+def _load_groups(spec: str, stim_path: Path, n_samples: int) -> tuple[np.ndarray, str]:
+    """Group labels of ``--groups``: a label file, ``FILE:VARIABLE`` or a variable of the
+    stimulus file; with a one-line error naming the source and the problem.
+
+    Returns
+    -------
+    labels : ndarray of shape (n_samples,)
+    source : str
+        Where they came from (recorded in cv.json).
+    """
+    from niflow.crossval import group_codes
+    from niflow.data.io import load_arrays
+
+    path = Path(spec)
+    if path.suffix.lower() in (".txt", ".csv", ".npy"):
+        source = str(path)
+        labels = _read_label_file(path)
+    else:
+        file, sep, name = spec.rpartition(":")
+        if path.is_file():  # an array file: its only variable
+            where, names = path, sorted(load_arrays(path))
+            if len(names) != 1:
+                raise DataError(f"--groups {spec!r}: {path} holds {len(names)} variables "
+                                f"({names}); name one as FILE:VARIABLE")
+            name = names[0]
+        elif sep and file and Path(file).is_file():
+            where = Path(file)
+        else:
+            where, name = stim_path, spec
+        arrays = load_arrays(where)
+        if name not in arrays:
+            raise DataError(f"--groups {spec!r}: {where} has no variable {name!r} (variables: "
+                            f"{sorted(arrays)}); give a .txt/.npy file with one label per "
+                            f"row, FILE:VARIABLE, or a variable of the stimulus file")
+        source, labels = f"{where}:{name}", np.asarray(arrays[name])
+    try:
+        group_codes(labels, n_samples)
+    except DataError as err:
+        raise DataError(f"--groups {source}: {err} ({n_samples} stimuli)") from None
+    return labels, source
+
+
+def _read_label_file(path: Path) -> np.ndarray:
+    if not path.is_file():
+        raise DataError(f"--groups {path}: file not found")
+    try:
+        if path.suffix.lower() == ".npy":
+            return np.asarray(np.load(path, allow_pickle=False))
+        return np.array(path.read_text().replace(",", " ").split())
+    except (OSError, ValueError) as err:  # UnicodeDecodeError and format errors included
+        raise DataError(f"--groups {path}: not a readable label file "
+                        f"({' '.join(str(err).split())})") from None
 
 
 def cmd_evaluate(args) -> int:
@@ -521,7 +689,8 @@ def cmd_config(args) -> int:
     return 0
 
 
-COMMANDS = {"simulate": cmd_simulate, "train": cmd_train, "evaluate": cmd_evaluate,
+COMMANDS = {"simulate": cmd_simulate, "train": cmd_train, "cv": cmd_cv,
+            "evaluate": cmd_evaluate,
             "demo": cmd_demo, "config": cmd_config, "probe": cmd_probe,
             "baseline": cmd_baseline, "report": cmd_report, "nifti": cmd_nifti}
 

@@ -86,6 +86,44 @@ def parse_rows(spec: str | Path | None, n_samples: int, name: str = "row spec") 
     return np.sort(idx)
 
 
+AUTO_ROWS = "auto"
+BRAINS_SAMPLES = 360  # the BRAINS layout: 6 letters x 60 glyphs, the last 12 of each held out
+BRAINS_TEST_ROWS = "288:360"
+
+
+def is_auto(spec: object) -> bool:
+    """True for the row spec ``"auto"`` (the command line's default ``--test-rows``)."""
+    return isinstance(spec, str) and spec.strip().lower() == AUTO_ROWS
+
+
+def auto_test_rows(n_samples: int, source: str = "the data") -> str:
+    """What ``--test-rows auto`` means: the BRAINS convention ``"288:360"`` for exactly 360
+    rows, and no guess for any other data set.
+
+    Parameters
+    ----------
+    n_samples : int
+    source : str
+        Where the rows come from (the stimulus file), for the message.
+
+    Returns
+    -------
+    str, ``BRAINS_TEST_ROWS``.
+
+    Raises
+    ------
+    DataError
+        For any other number of rows, suggesting the last 20% or ``niflow cv``.
+    """
+    if n_samples == BRAINS_SAMPLES:
+        return BRAINS_TEST_ROWS
+    start = n_samples - max(1, int(round(0.2 * n_samples)))
+    raise DataError(f"{source}: {n_samples} samples, not the {BRAINS_SAMPLES} of the BRAINS "
+                    f"layout, so there is no default test split; say which rows to hold out "
+                    f"with --test-rows (e.g. --test-rows {start}:{n_samples}, the last 20%), "
+                    f"or cross-validate a small data set with `niflow cv`")
+
+
 def make_split(n_samples: int, test_rows: np.ndarray, val_fraction: float = 0.1,
                seed: int = 0, train_rows: np.ndarray | None = None) -> Split:
     """Split rows into train, validation and test parts.

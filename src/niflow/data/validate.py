@@ -36,7 +36,9 @@ from niflow.config import ConfigError, RunConfig
 from niflow.data.dataset import (
     DroppedVoxelsWarning,
     Split,
+    auto_test_rows,
     dropped_voxels_message,
+    is_auto,
     make_split,
     parse_rows,
     voxel_usability,
@@ -310,7 +312,9 @@ def check_arrays(stim: np.ndarray, responses: dict[str, np.ndarray], cfg: RunCon
     responses : dict of str to ndarray of shape (n_samples, n_voxels)
     cfg : RunConfig
     test_rows : str, path or array of int
-        Held-out rows: a spec such as ``"288:360"`` or indices.
+        Held-out rows: a spec such as ``"288:360"`` or indices; ``"auto"`` (the command
+        line's default) is ``"288:360"`` for the 360 rows of the BRAINS layout and an error
+        for any other number (:func:`niflow.data.dataset.auto_test_rows`).
     train_rows : str, path or array of int, optional
         Rows to train on (default: all rows not in ``test_rows``); must not overlap them.
     sources : dict, optional
@@ -350,6 +354,8 @@ def check_arrays(stim: np.ndarray, responses: dict[str, np.ndarray], cfg: RunCon
     check_config(cfg, image_shape(stim), config_source)
 
     n = stim.shape[0]
+    if is_auto(test_rows):  # the BRAINS rows for the BRAINS layout, otherwise refused
+        test_rows = auto_test_rows(n, stim_source)
     test = check_row_indices(test_rows, n, "test rows")
     if require_test_rows and test.size == 0:
         raise DataError(f"test rows {_spec_text(test_rows)} selects no rows of {stim_source} "
