@@ -166,3 +166,64 @@ def test_default_simulation_matches_pre_regime_simulator():
         np.testing.assert_allclose(sim.signal[area][:2, :3], signal, rtol=1e-4, atol=1e-5)
     assert set(sim.truth["V1"]) == {"prf_x", "prf_y", "prf_sigma", "eccentricity",
                                     "feature_weights", "reliability"}
+
+
+# ------------------------------------------------------------------------------ scoring
+
+
+def test_scoring_helpers():
+    from niflow.data.simulate.scoring import (
+        accuracy_metrics,
+        fold_centred_r,
+        kfold,
+        noise_ceiling,
+        prf_metrics,
+    )
+
+    rel = np.array([0.087, 0.143, 0.22])
+    np.testing.assert_allclose(noise_ceiling(rel, 2), noise_ceiling_of_mean(rel, 2))
+    np.testing.assert_allclose(noise_ceiling(rel, 2), [0.4, 0.5, 0.6], atol=2e-3)
+    m = accuracy_metrics(np.array([0.1, 0.4, 0.5, np.nan]), np.array([0.5, 0.5, 1.0, 0.5]))
+    assert m == {"median_r": 0.4, "median_r_over_ceiling": 0.5, "frac_r_gt_0.3": 2 / 3}
+
+    rng = np.random.default_rng(0)
+    truth = {"prf_x": rng.uniform(0, 55, 50), "prf_y": rng.uniform(0, 55, 50),
+             "prf_sigma": rng.uniform(1, 6, 50)}
+    exact = prf_metrics(truth, truth, np.ones(50, bool))
+    assert exact["centre_error_px"] == 0 and exact["size_spearman"] == pytest.approx(1.0)
+    off = dict(truth, prf_x=truth["prf_x"] + 3.0, prf_sigma=rng.permutation(truth["prf_sigma"]))
+    keep = np.arange(50) < 20
+    got = prf_metrics(off, truth, keep)
+    assert got["n_voxels"] == 20 and got["centre_error_px"] == pytest.approx(3.0)
+    assert abs(got["size_spearman"]) < 0.6
+
+    folds = kfold(103, 10, seed=0)
+    assert set(np.bincount(folds)) == {10, 11}
+    np.testing.assert_array_equal(folds, kfold(103, 10, seed=0))
+    # A per-fold offset in the predictions does not count against them.
+    y = rng.standard_normal((103, 4))
+    shifted = y + 5.0 * folds[:, None]
+    np.testing.assert_allclose(fold_centred_r(shifted, y, folds), 1.0)
+    assert np.corrcoef(shifted[:, 0], y[:, 0])[0, 1] < 0.5
+
+
+def test_check_rule():
+    from niflow.data.simulate.scoring import check_rule
+
+    good_prf = {"centre_error_px": 1.0, "size_spearman": 0.8}
+    ridge = {"median_r": 0.30, "median_r_over_ceiling": 0.6, "frac_r_gt_0.3": 0.5}
+    nif = {"median_r": 0.42, "median_r_over_ceiling": 0.85, "frac_r_gt_0.3": 0.8}
+    assert check_rule("V1", {"niflow": nif, "gabor": ridge, "pixels": ridge}, good_prf) == []
+    # Beats ridge but not 0.8 of the ceiling while ridge is below 0.65 of it.
+    weak = dict(nif, median_r_over_ceiling=0.75)
+    assert len(check_rule("V1", {"niflow": weak, "gabor": ridge}, good_prf)) == 1
+    # Ridge above 0.65 of the ceiling: 0.75 is enough.
+    easy = dict(ridge, median_r_over_ceiling=0.7)
+    assert check_rule("V1", {"niflow": weak, "gabor": easy}, good_prf) == []
+    # Centre error limit depends on the area; size rho must reach 0.6.
+    prf = {"centre_error_px": 2.0, "size_spearman": 0.5}
+    assert len(check_rule("V1", {"niflow": nif, "gabor": ridge}, prf)) == 2
+    assert len(check_rule("V2", {"niflow": nif, "gabor": ridge}, prf)) == 1
+    worse = {**ridge, "median_r": 0.5, "frac_r_gt_0.3": 0.9}
+    assert len(check_rule("V2", {"niflow": nif, "gabor": ridge, "pixels": worse},
+                          good_prf)) == 2

@@ -10,7 +10,9 @@
   responses together with the parameters that generated them; the feature stages live in
   :mod:`~niflow.data.simulate.features`.
 * :mod:`~niflow.data.simulate.regimes` — named realistic-noise simulations
-  (:func:`regimes`, :func:`make_regime`).
+  (:func:`regimes`, :func:`make_regime`); :mod:`~niflow.data.simulate.scoring` scores
+  fitted models against their truth (import submodules with ``from ... import``:
+  ``niflow.data.simulate`` as an attribute of :mod:`niflow.data` is the function).
 * :mod:`~niflow.data.simulate.files` — :func:`write_simulation` writes ``stim.mat``,
   ``bold.mat`` (the layout of the real data set) and ``truth.npz``; :func:`load_truth` and
   :func:`load_simulation` read them back; :func:`simulate` is glyphs plus responses.
