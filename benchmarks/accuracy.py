@@ -103,7 +103,6 @@ def pearson_map(e: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 def split_scores(sim, test: np.ndarray, seed: int) -> dict:
     """Per area: r of every model on the held-out rows, niflow's and the reference pRFs."""
-    from niflow.interpret import receptive_fields
     from niflow.run import train_run
 
     n = len(sim.stim)
@@ -124,7 +123,7 @@ def split_scores(sim, test: np.ndarray, seed: int) -> dict:
         r = {"niflow": pearson_columns(pred[area], y[test])}
         for kind, f in feats.items():
             r[kind] = pearson_columns(ridge_predict(f[train], y[train], f[test])[0], y[test])
-        out[area] = {"cols": cols, "r": r, "prf": receptive_fields(run.model, area),
+        out[area] = {"cols": cols, "r": r, "prf": run.receptive_fields(area),
                      "ref_prf": reference_prf(energy[train], y[train], x.shape[1:]),
                      "seconds": seconds}
     return out
@@ -160,7 +159,6 @@ def cv_scores(sim, k: int, seed: int) -> dict:
 
 def _cv_fallback(sim, x: np.ndarray, cfg, k: int, seed: int) -> dict:
     """k-fold loop with train_run and ridge_predict; fold-centred r; median fold pRFs."""
-    from niflow.interpret import receptive_fields
     from niflow.run import train_run
 
     folds = kfold(len(x), k, seed)
@@ -177,7 +175,7 @@ def _cv_fallback(sim, x: np.ndarray, cfg, k: int, seed: int) -> dict:
         for a in sim.areas:
             # Simulated voxels are never constant, so every run keeps every column.
             pred["niflow"][a][test] = p[a]
-            prfs[a].append(receptive_fields(run.model, a))
+            prfs[a].append(run.receptive_fields(a))
             y = sim.responses[a]
             for kind, fx in feats.items():
                 pred[kind][a][test] = ridge_predict(fx[train], y[train], fx[test])[0]

@@ -6,8 +6,11 @@ from niflow import config as cfgmod
 
 
 def default_config(epochs: int, **train) -> cfgmod.RunConfig:
-    """The default preset with ``epochs`` and any other ``train`` settings replaced."""
+    """The default preset with ``epochs`` and any other ``train`` settings replaced, as one
+    model (no selection, no ensemble: the training engine itself; tests/test_select.py tests
+    selection)."""
     cfg = cfgmod.preset("default")
+    cfg.select = cfgmod.SelectConfig()
     cfg.train.epochs = epochs
     for key, value in train.items():
         setattr(cfg.train, key, value)

@@ -14,7 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-NONLINEARITIES = ("sigmoid", "relu", "square", "abs", "softplus", "tanh", "elu", "identity")
+NONLINEARITIES = ("sigmoid", "relu", "square", "abs", "softplus", "tanh", "elu", "identity",
+                  "relu2")
+FILTERS = ("learned", "gabor", "gabor_init")
+READOUTS = ("lowrank", "gaussian")
 NORMS = ("none", "batch", "divisive")
 POOLS = ("avg", "max", "none")
 STIMULUS = "stimulus"
@@ -52,6 +55,13 @@ class AreaConfig:
         Pooling window and stride (1 = no pooling).
     pool_type : str
         ``"avg"``, ``"max"`` or ``"none"``.
+    filters : str
+        ``"learned"``: a learned ``kernel`` × ``kernel`` convolution with ``channels``
+        outputs. ``"gabor"``: a fixed bank of quadrature Gabor pairs (``orientations`` ×
+        ``scales`` wavelengths, log-spaced from ``wavelength_min`` to ``wavelength_max``
+        pixels; ``None``: width / 3.5) whose local energy ``√(even² + odd²)`` is each
+        channel (so ``channels`` and ``kernel`` are not used); ``"gabor_init"``: the same
+        bank, learned from there. Only for an area fed by the stimulus alone.
     """
 
     name: str
@@ -65,10 +75,20 @@ class AreaConfig:
     mix_nonlinearity: str = "relu"
     pool: int = 2
     pool_type: str = "avg"
+    filters: str = "learned"
+    orientations: int = 8
+    scales: int = 4
+    wavelength_min: float = 4.0
+    wavelength_max: float | None = None
+
+    @property
+    def conv_channels(self) -> int:
+        """Channels after the filtering stage (before any 1×1 mixing)."""
+        return self.orientations * self.scales if self.filters != "learned" else self.channels
 
     @property
     def out_channels(self) -> int:
-        return self.mix_channels if self.mix_channels > 0 else self.channels
+        return self.mix_channels if self.mix_channels > 0 else self.conv_channels
 
     @property
     def conv_padding(self) -> int:
@@ -77,14 +97,18 @@ class AreaConfig:
 
 @dataclass
 class ReadoutConfig:
-    """Low-rank observation model shared by all areas.
+    """Observation model shared by all areas.
 
-    ``rank`` spatial components per voxel; ``spatial_lr_scale`` and ``lr_scale`` multiply the
-    training learning rate for the spatial logits and for the other readout parameters (a
-    larger spatial rate lets the softmax maps sharpen onto the receptive field);
+    ``kind``: ``"lowrank"`` (rank-``rank`` separable softmax maps, the reference's model) or
+    ``"gaussian"`` (one isotropic Gaussian pRF per voxel: centre, size, channel weights;
+    :mod:`niflow.model.gaussian`). ``rank``: spatial components per voxel (low-rank only);
+    ``spatial_lr_scale`` and ``lr_scale`` multiply the training learning rate for the
+    spatial parameters (logits, or Gaussian centres and log-sizes) and for the other readout
+    parameters (a larger spatial rate lets the maps sharpen onto the receptive field);
     ``l1_channels`` is an L1 penalty on the channel weights per voxel.
     """
 
+    kind: str = "lowrank"
     rank: int = 2
     spatial_lr_scale: float = 1.0
     lr_scale: float = 1.0
@@ -125,6 +149,25 @@ class DataConfig:
 
 
 @dataclass
+class SelectConfig:
+    """Automatic model selection and ensembling (:mod:`niflow.select`).
+
+    ``candidates``: names from :data:`FAMILY`; each replaces the configuration's areas and
+    readout, is trained on the training rows and scored on the validation rows (median r
+    over all voxels), and the best one is kept. Empty: train the configuration as given.
+    ``members``: the kept model plus ``members - 1`` more of the same kind, each trained
+    with its own validation part (drawn with seed ``train.seed + i``) and initial weights;
+    predictions are their average and pRF parameters their median. ``budget_s``: no
+    further candidate or member is started once this many seconds of training have been
+    spent (0: no limit); what was skipped is recorded.
+    """
+
+    candidates: list[str] = field(default_factory=list)
+    members: int = 1
+    budget_s: float = 0.0
+
+
+@dataclass
 class RunConfig:
     """Everything needed to rebuild and retrain a model."""
 
@@ -133,6 +176,7 @@ class RunConfig:
     readout: ReadoutConfig = field(default_factory=ReadoutConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    select: SelectConfig = field(default_factory=SelectConfig)
 
     def area(self, name: str) -> AreaConfig:
         for area in self.areas:
@@ -170,11 +214,50 @@ def _default_areas() -> list[AreaConfig]:
     ]
 
 
+def _gabor_areas() -> list[AreaConfig]:
+    # a fixed multi-scale quadrature bank (8 orientations × 4 wavelengths) with learned
+    # normalisation: V1's filters need not be learned from a few hundred images
+    return [
+        AreaConfig("V1", [STIMULUS], filters="gabor", orientations=8, scales=4,
+                   nonlinearity="identity", norm="divisive"),
+        AreaConfig("V2", ["V1"], channels=16, kernel=3, nonlinearity="relu", norm="batch"),
+    ]
+
+
+# The family automatic selection chooses from: name -> (areas, readout kind). Each is
+# defined for the two-area V1 → V2 layout; a configuration with other areas keeps its own.
+FAMILY: dict[str, tuple] = {
+    "learned-gaussian": (_default_areas, "gaussian"),
+    "gabor-gaussian": (_gabor_areas, "gaussian"),
+    "learned-lowrank": (_default_areas, "lowrank"),
+}
+
+
+def candidate(cfg: RunConfig, name: str) -> RunConfig:
+    """``cfg`` with the areas and readout of family member ``name``, selection switched off.
+
+    The family's areas are V1 and V2; a configuration whose areas differ keeps them and
+    takes only the readout kind.
+    """
+    if name not in FAMILY:
+        raise ConfigError(f"config.select.candidates: unknown candidate {name!r}; "
+                          f"choose from {sorted(FAMILY)}")
+    make_areas, kind = FAMILY[name]
+    out = from_dict(cfg.to_dict())
+    if out.area_names() == [a.name for a in make_areas()]:
+        out.areas = make_areas()
+    out.readout.kind = kind
+    out.select = SelectConfig()
+    return out.validate()
+
+
 def preset(name: str = "default") -> RunConfig:
     """Return a fresh configuration for a named preset.
 
     ``"basicnif"`` reproduces the reference script (two 3×3 sigmoid areas with 6 channels,
-    rank 2, Adam 0.01, batch 3, 15 epochs); ``"default"`` is niflow's stronger core.
+    rank 2, Adam 0.01, batch 3, 15 epochs); ``"default"`` chooses on the validation rows
+    between a fixed Gabor-bank V1 and a learned V1 (both with Gaussian pRF readouts) and
+    averages an ensemble of three models of the winner (:mod:`niflow.select`).
     """
     if name == "basicnif":
         return RunConfig(
@@ -188,11 +271,15 @@ def preset(name: str = "default") -> RunConfig:
         return RunConfig(
             preset="default",
             areas=_default_areas(),
-            readout=ReadoutConfig(rank=2, spatial_lr_scale=10.0, lr_scale=1.0),
+            readout=ReadoutConfig(kind="gaussian", rank=2, spatial_lr_scale=10.0,
+                                  lr_scale=1.0),
             # batch 16 at lr 0.006 for 25 epochs: same held-out r as batch 8 at 0.003 for 30
-            # epochs (within ±0.004 on the default and both harder simulations) in 2/3 of
-            # the time (BENCHMARKS.md, "demo training")
+            # epochs in 2/3 of the time (BENCHMARKS.md, "demo training")
             train=TrainConfig(lr=0.006, batch_size=16, epochs=25, patience=8),
+            # chosen on the validation rows among a Gabor-bank and a learned V1, both with
+            # Gaussian pRF readouts, then an ensemble of the winner (BENCHMARKS.md, accuracy)
+            select=SelectConfig(candidates=["gabor-gaussian", "learned-gaussian"], members=3,
+                                budget_s=40.0),
         )
     raise ConfigError(f"unknown preset {name!r}; choose one of {PRESETS}")
 
@@ -224,13 +311,13 @@ def from_dict(data: dict[str, Any]) -> RunConfig:
     """
     if not isinstance(data, dict):
         raise ConfigError(f"config: expected a mapping, got {type(data).__name__}")
-    allowed = {"preset", "areas", "readout", "train", "data"}
+    allowed = {"preset", "areas", "readout", "train", "data", "select"}
     unknown = sorted(set(data) - allowed)
     if unknown:
         raise ConfigError(f"config: unknown key(s) {unknown}; allowed: {sorted(allowed)}")
     base = preset(data.get("preset", "default"))
     merged = base.to_dict()
-    for section in ("readout", "train", "data"):
+    for section in ("readout", "train", "data", "select"):
         if section in data:
             if not isinstance(data[section], dict):
                 raise ConfigError(f"config.{section}: expected a mapping")
@@ -246,6 +333,7 @@ def from_dict(data: dict[str, Any]) -> RunConfig:
         readout=_from_fields(ReadoutConfig, merged["readout"], "config.readout"),
         train=_from_fields(TrainConfig, merged["train"], "config.train"),
         data=_from_fields(DataConfig, merged["data"], "config.data"),
+        select=_from_fields(SelectConfig, merged["select"], "config.select"),
     )
     return cfg.validate()
 
@@ -315,8 +403,22 @@ def validate(cfg: RunConfig) -> None:
                f"{where}.mix_nonlinearity: {a.mix_nonlinearity!r} not in {NONLINEARITIES}")
         _check(a.norm in NORMS, f"{where}.norm: {a.norm!r} not in {NORMS}")
         _check(a.pool_type in POOLS, f"{where}.pool_type: {a.pool_type!r} not in {POOLS}")
+        _check(a.filters in FILTERS, f"{where}.filters: {a.filters!r} not in {FILTERS}")
+        if a.filters != "learned":
+            _check(a.sources == [STIMULUS],
+                   f"{where}.filters: a Gabor bank needs the stimulus as its only source")
+            for key in ("orientations", "scales"):
+                _check_type(getattr(a, key), int, f"{where}.{key}")
+                _check(getattr(a, key) >= 1, f"{where}.{key}: must be >= 1")
+            _check_type(a.wavelength_min, (int, float), f"{where}.wavelength_min")
+            _check(a.wavelength_min >= 2, f"{where}.wavelength_min: must be >= 2 pixels")
+            if a.wavelength_max is not None:
+                _check_type(a.wavelength_max, (int, float), f"{where}.wavelength_max")
+                _check(a.wavelength_max >= a.wavelength_min,
+                       f"{where}.wavelength_max: must be >= wavelength_min")
         seen.add(a.name)
     r = cfg.readout
+    _check(r.kind in READOUTS, f"config.readout.kind: {r.kind!r} not in {READOUTS}")
     _check_type(r.rank, int, "config.readout.rank")
     _check(r.rank >= 1, f"config.readout.rank: must be >= 1, got {r.rank}")
     for key in ("spatial_lr_scale", "lr_scale", "init_spatial_std"):
@@ -351,6 +453,18 @@ def validate(cfg: RunConfig) -> None:
            f"config.train.area_weighting: {t.area_weighting!r} not in ('voxels', 'equal')")
     _check(t.precision in PRECISIONS,
            f"config.train.precision: {t.precision!r} not in {PRECISIONS}")
+    sel = cfg.select
+    _check_type(sel.candidates, list, "config.select.candidates")
+    for c in sel.candidates:
+        _check(c in FAMILY, f"config.select.candidates: unknown candidate {c!r}; choose "
+               f"from {sorted(FAMILY)}")
+    _check(len(set(sel.candidates)) == len(sel.candidates),
+           "config.select.candidates: a candidate is listed twice")
+    _check_type(sel.members, int, "config.select.members")
+    _check(1 <= sel.members <= 32, f"config.select.members: must be in 1..32, got {sel.members}")
+    _check_type(sel.budget_s, (int, float), "config.select.budget_s")
+    _check(sel.budget_s >= 0 and math.isfinite(sel.budget_s),
+           "config.select.budget_s: must be a finite number >= 0 (0 = no limit)")
     d = cfg.data
     _check_type(d.stim_variable, str, "config.data.stim_variable")
     _check(d.stim_scale in ("auto", "none"), f"config.data.stim_scale: {d.stim_scale!r}")

@@ -349,7 +349,6 @@ class _FoldFit:
 def _fit_fold(stim: np.ndarray, responses: dict[str, np.ndarray], cfg: RunConfig,
               folds: np.ndarray, f: int, k: int, progress: bool) -> _FoldFit:
     """Train on every row outside fold ``f``; predict fold ``f``; the readout pRFs."""
-    from niflow.interpret import receptive_fields
     from niflow.run import train_run
 
     t0 = time.time()
@@ -365,7 +364,7 @@ def _fit_fold(stim: np.ndarray, responses: dict[str, np.ndarray], cfg: RunConfig
     pred = run.predict(stim[rows])
     prf = {}
     for area in pred:
-        rf = receptive_fields(run.model, area)
+        rf = run.receptive_fields(area)
         prf[area] = {key: np.asarray(rf[key], dtype=np.float64) for key in PRF_KEYS}
     info = {"fold": f, "n_test_rows": int(rows.size), "epochs_run": len(hist.epochs),
             "best_epoch": hist.best_epoch, "seconds": round(time.time() - t0, 3)}

@@ -225,6 +225,32 @@ def prf_parameters(maps: np.ndarray, scale: float, offset: float,
     return out
 
 
+def readout_prf(model: NIFModel, area: str) -> dict[str, np.ndarray]:
+    """Readout pRF centre and size of every voxel of ``area``, in stimulus pixels.
+
+    A Gaussian readout reports its parameters: the centre maps through the area's geometry;
+    the size adds, to the Gaussian's σ on the grid, the spread of the cells it weights (a
+    cell of ``scale`` pixels averages ``scale`` pixels per axis), so that ``prf_sigma`` is the
+    σ of the voxel's weighting of the stimulus-resolution feature map. Low-rank maps go
+    through :func:`prf_from_maps`.
+
+    Returns
+    -------
+    dict with ``prf_x``, ``prf_y``, ``prf_sigma``, each ndarray of shape (n_voxels,)
+    """
+    import torch
+
+    geo = model.geometry(area)
+    readout = model.readouts[area]
+    if not hasattr(readout, "prf_grid"):
+        return prf_from_maps(spatial_maps(model, area), geo.scale, geo.offset)
+    with torch.no_grad():
+        my, mx, sig = (t.detach().cpu().double().numpy() for t in readout.prf_grid())
+    var = geo.scale ** 2 * (sig ** 2 + 1 / 12) + (geo.scale ** 2 - 1) / 12
+    return {"prf_x": geo.scale * mx + geo.offset, "prf_y": geo.scale * my + geo.offset,
+            "prf_sigma": np.sqrt(var)}
+
+
 def receptive_fields(model: NIFModel, area: str, visual_field_deg: float | None = None,
                      ) -> dict[str, np.ndarray]:
     """Readout pRFs of one area of a model, in stimulus pixels (and degrees if given).
@@ -233,8 +259,16 @@ def receptive_fields(model: NIFModel, area: str, visual_field_deg: float | None 
     ndarray of shape (n_voxels,).
     """
     geo = model.geometry(area)
-    return prf_parameters(spatial_maps(model, area), geo.scale, geo.offset,
-                          tuple(model.image_shape[1:]), visual_field_deg)
+    out = prf_parameters(spatial_maps(model, area), geo.scale, geo.offset,
+                         tuple(model.image_shape[1:]), visual_field_deg)
+    if hasattr(model.readouts[area], "prf_grid"):
+        out.update(readout_prf(model, area))
+        out.update(visual_field_coordinates(out["prf_x"], out["prf_y"],
+                                            tuple(model.image_shape[1:]), visual_field_deg))
+        if visual_field_deg is not None:
+            out["sigma_deg"] = out["prf_sigma"] * degrees_per_pixel(
+                tuple(model.image_shape[1:]), visual_field_deg)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -420,7 +454,7 @@ def connection_weights(model: NIFModel, target: str,
     dict of source to {"channel_norms": ndarray (C_target, C_source), "norm": float,
     "share": float, "effective_share": float (NaN without ``channel_std``)}
     """
-    w = model.graph.areas[target].conv.weight.detach().cpu().numpy().astype(np.float64)
+    w = model.graph.areas[target].kernel_weights().detach().cpu().numpy().astype(np.float64)
     norms = np.sqrt((w ** 2).sum((2, 3)))  # (C_out, C_in)
     blocks = _source_channels(model, target)
     total = float((norms ** 2).sum())

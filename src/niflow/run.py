@@ -25,6 +25,7 @@ after a kill at any moment and ends with the same files an uninterrupted run wri
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import io
 import json
@@ -35,7 +36,7 @@ import tempfile
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -65,11 +66,12 @@ from niflow.data.validate import (
     check_row_indices,
 )
 from niflow.evaluate import pearson_r, r_squared, summarize
-from niflow.interpret import prf_from_maps, spatial_maps
-from niflow.model import NIFModel
+from niflow.interpret import readout_prf, spatial_maps
+from niflow.model import GaussianReadout, NIFModel
 from niflow.parallel import Runtime, agree, broadcast_object, runtime_from_environment
 from niflow.resources import check_memory, estimate_training_memory
-from niflow.train import CHECKPOINT, History, fit, predict, seed_everything
+from niflow.select import is_active, select_and_train
+from niflow.train import CHECKPOINT, History, fit, predict, seed_everything, write_log
 
 
 class RunError(RuntimeError):
@@ -86,9 +88,16 @@ class Run:
     scalers: dict[str, Standardizer]
     voxel_index: dict[str, np.ndarray]
     stim_peak: float | None
+    # further ensemble members (niflow.select): same kind as ``model``, other validation
+    # parts and seeds; predictions average all of them
+    members: list[NIFModel] = field(default_factory=list)
+
+    @property
+    def ensemble(self) -> list[NIFModel]:
+        return [self.model, *self.members]
 
     def predict(self, stim: np.ndarray) -> dict[str, np.ndarray]:
-        """Predictions in the responses' original units.
+        """Predictions in the responses' original units (the ensemble's mean).
 
         Parameters
         ----------
@@ -99,8 +108,21 @@ class Run:
         dict of str to ndarray of shape (n, n_voxels)
         """
         x = scale_stimuli(stim, self.config.data.stim_scale, self.stim_peak)
-        z = predict(self.model, x)
+        z = ensemble_predict(self.ensemble, x)
         return {a: self.scalers[a].inverse(p) for a, p in z.items()}
+
+    def receptive_fields(self, area: str) -> dict[str, np.ndarray]:
+        """Readout pRF centre and size (stimulus pixels), the median over the ensemble."""
+        fits = [readout_prf(m, area) for m in self.ensemble]
+        return {k: np.median([f[k] for f in fits], axis=0) for k in fits[0]}
+
+
+def ensemble_predict(models: list[NIFModel], x: np.ndarray) -> dict[str, np.ndarray]:
+    """Mean of the models' predictions (z-scored units) for scaled stimuli ``x``."""
+    parts = [predict(m, x) for m in models]
+    if len(parts) == 1:
+        return parts[0]
+    return {a: np.mean([p[a] for p in parts], axis=0).astype(np.float32) for a in parts[0]}
 
 
 def sha256(path: str | Path) -> str:
@@ -272,11 +294,14 @@ def train_inputs(inputs: Inputs, out: str | Path | None, *, resume: bool = False
     if np.asarray(stim).dtype.kind == "f":
         stim_peak = float(np.abs(stim[fit_rows]).max())
     fit_px = data.stim[fit_rows]
-    model = _initial_model(cfg, data.image_shape, data.n_voxels,
-                           (float(fit_px.mean()), float(fit_px.std())),
-                           lambda: (data.stim[data.split.train],
-                                    {a: r[data.split.train] for a, r in data.responses.items()}))
-    return _fit_and_write(cfg, model, data, lambda: data, inputs.sources, out_path,
+    pixel_stats = (float(fit_px.mean()), float(fit_px.std()))
+
+    def build(c: RunConfig, d: NIFData) -> NIFModel:
+        return _initial_model(c, d.image_shape, d.n_voxels, pixel_stats,
+                              lambda: (d.stim[d.split.train],
+                                       {a: r[d.split.train] for a, r in d.responses.items()}))
+
+    return _fit_and_write(cfg, build, data, lambda: data, inputs.sources, out_path,
                           resume=resume, force=force, progress=progress, runtime=runtime,
                           stim_peak=stim_peak)
 
@@ -298,12 +323,19 @@ def _initial_model(cfg: RunConfig, image_shape: tuple[int, int, int],
     return model
 
 
-def _fit_and_write(cfg: RunConfig, model: NIFModel, data: NIFData | StreamingData,
+def _fit_and_write(cfg: RunConfig, build: Callable[[RunConfig, NIFData], NIFModel],
+                   data: NIFData | StreamingData,
                    eval_data: Callable[[], NIFData], sources: dict[str, str],
                    out_path: Path | None, *, resume: bool, force: bool, progress: bool,
                    runtime: Runtime, stim_peak: float | None,
                    ) -> tuple[Run, History, NIFData]:
-    """Create the run folder, train, and write the outputs (rank 0) from ``eval_data()``."""
+    """Create the run folder, train, and write the outputs (rank 0) from ``eval_data()``.
+
+    With ``config.select`` (:mod:`niflow.select`) every candidate and ensemble member is
+    trained in memory (a resumed run repeats that deterministic selection) and the kept
+    model's epochs are written to ``log.jsonl``; otherwise the one model trains with a
+    checkpoint after every epoch.
+    """
     started = time.time()
     if out_path is not None and not resume:
         def write_start(folder: Path) -> None:
@@ -315,12 +347,33 @@ def _fit_and_write(cfg: RunConfig, model: NIFModel, data: NIFData | StreamingDat
               runtime)
     elif out_path is not None and runtime.is_main:
         _remove_temporaries(out_path)
-    checkpoint = broadcast_object(out_path is not None and runtime.is_main
-                                  and (out_path / CHECKPOINT).exists(), runtime)
-    hist = fit(model, data, cfg.train, out_path, resume=bool(resume and checkpoint),
-               progress=progress, runtime=runtime)
-    model.to("cpu", torch.float32)  # outputs, figures and the returned Run: CPU, float32
-    run = Run(out_path, cfg, model, data.scalers, data.voxel_index, stim_peak)
+    selection = None
+    if is_active(cfg) and isinstance(data, NIFData):
+        chosen, models, hists, selection = select_and_train(
+            cfg, data, build, lambda m, d, c: fit(m, d, c.train, None, progress=progress,
+                                                  runtime=runtime))
+        hist = hists[0]
+        if out_path is not None and runtime.is_main:
+            write_log(out_path, hist.epochs)
+            atomic_write_text(out_path / "selection.json",
+                              json.dumps(selection.to_dict(), indent=2) + "\n")
+    else:
+        chosen = cfg
+        if is_active(cfg):  # streamed data: one model of the first candidate
+            chosen = (cfgmod.candidate(cfg, cfg.select.candidates[0]) if cfg.select.candidates
+                      else dataclasses.replace(cfg, select=cfgmod.SelectConfig()))
+            warnings.warn("streamed training does not select among candidates or train an "
+                          f"ensemble; training {cfg.select.candidates[:1] or 'the config'} "
+                          "once", stacklevel=3)
+        checkpoint = broadcast_object(out_path is not None and runtime.is_main
+                                      and (out_path / CHECKPOINT).exists(), runtime)
+        models = [build(chosen, data)]
+        hist = fit(models[0], data, chosen.train, out_path,
+                   resume=bool(resume and checkpoint), progress=progress, runtime=runtime)
+    for m in models:
+        m.to("cpu", torch.float32)  # outputs, figures and the returned Run: CPU, float32
+    run = Run(out_path, chosen, models[0], data.scalers, data.voxel_index, stim_peak,
+              members=models[1:])
     evaluated = eval_data() if runtime.is_main else None
     if out_path is not None and runtime.is_main:
         write_outputs(run, evaluated, hist)
@@ -380,9 +433,11 @@ def train_stream(stim_path: str | Path, bold_path: str | Path, out: str | Path |
     agree(checks, runtime)
     if on_start is not None and runtime.is_main:
         on_start()
-    model = _initial_model(cfg, data.image_shape, data.n_voxels,
-                           (data.pixel_mean, data.pixel_std), lambda: data.read(init))
-    return _fit_and_write(cfg, model, data, lambda: _held_out_data(data, reference), sources,
+    def build(c: RunConfig, d: StreamingData) -> NIFModel:
+        return _initial_model(c, d.image_shape, d.n_voxels, (d.pixel_mean, d.pixel_std),
+                              lambda: d.read(init))
+
+    return _fit_and_write(cfg, build, data, lambda: _held_out_data(data, reference), sources,
                           out_path, resume=resume, force=force, progress=progress,
                           runtime=runtime, stim_peak=data.stim_peak)
 
@@ -501,14 +556,14 @@ def write_outputs(run: Run, data: NIFData, hist: History) -> None:
     assert out is not None
     test = data.split.test
     _save_model(run, out / "model.pt")
-    pred_z = predict(run.model, data.stim[test]) if test.size else {}
+    pred_z = ensemble_predict(run.ensemble, data.stim[test]) if test.size else {}
     rows, metrics = [], {}
     preds = {}
     prfs = {}
     for area in data.areas:
         maps = spatial_maps(run.model, area)
         geo = run.model.geometry(area)
-        prf = prf_from_maps(maps, geo.scale, geo.offset)
+        prf = run.receptive_fields(area)
         prfs[area] = (maps, prf)
         if test.size:
             preds[area] = run.scalers[area].inverse(pred_z[area])
@@ -526,7 +581,7 @@ def write_outputs(run: Run, data: NIFData, hist: History) -> None:
             (prf["prf_x"][order], prf["prf_y"][order]), area,
             out / "figures" / f"rf_{area}.png", data.image_shape[1:])
     first = run.config.areas[0].name
-    plots.plot_kernels(run.model.graph.areas[first].conv.weight.detach().numpy(), first,
+    plots.plot_kernels(run.model.graph.areas[first].kernel_weights().detach().numpy(), first,
                        out / "figures" / f"kernels_{first}.png")
     plots.plot_training(hist.epochs, out / "figures" / "training.png")
     save_npz(out / "predictions.npz", {**preds, "test_rows": data.input_rows(test)})
@@ -563,14 +618,19 @@ def modelparams(model: NIFModel) -> dict[str, np.ndarray]:
     """
     out: dict[str, np.ndarray] = {}
     for name, area in model.graph.areas.items():
-        out[f"convW_{name}"] = area.conv.weight.detach().cpu().numpy()
-        out[f"convb_{name}"] = area.conv.bias.detach().cpu().numpy()
+        out[f"convW_{name}"] = area.kernel_weights().detach().cpu().numpy()
+        if isinstance(area.conv, torch.nn.Conv2d):
+            out[f"convb_{name}"] = area.conv.bias.detach().cpu().numpy()
     for name, r in model.readouts.items():
         out[f"Uc_{name}"] = r.weight.detach().cpu().numpy()
+        out[f"b_{name}"] = r.bias.detach().cpu().numpy()
+        if isinstance(r, GaussianReadout):
+            out[f"prf_centre_{name}"] = r.centre.detach().cpu().numpy()  # (V, 2): y, x cells
+            out[f"prf_sigma_{name}"] = r.sigma().detach().cpu().numpy()
+            continue
         out[f"Ux_{name}_ks"] = r.ux.detach().cpu().numpy().transpose(0, 2, 1)
         out[f"Uy_{name}_ks"] = r.uy.detach().cpu().numpy().transpose(0, 2, 1)
         out[f"Am_{name}_ks"] = r.amp.detach().cpu().numpy()
-        out[f"b_{name}"] = r.bias.detach().cpu().numpy()
     return out
 
 
@@ -581,6 +641,7 @@ def _save_model(run: Run, path: Path) -> None:
         "image_shape": run.model.image_shape,
         "n_voxels": {a: r.n_voxels for a, r in run.model.readouts.items()},
         "state_dict": run.model.state_dict(),
+        "members": [m.state_dict() for m in run.members],
         "scalers": {a: {"mean": s.mean, "std": s.std} for a, s in run.scalers.items()},
         "voxel_index": run.voxel_index,
         "stim_peak": run.stim_peak,
@@ -600,9 +661,14 @@ def load_run(path: str | Path) -> Run:
     model = NIFModel(cfg, tuple(state["image_shape"]), state["n_voxels"])
     model.load_state_dict(state["state_dict"])
     model.eval()
+    members = []
+    for sd in state.get("members", []):
+        member = NIFModel(cfg, tuple(state["image_shape"]), state["n_voxels"])
+        member.load_state_dict(sd)
+        members.append(member.eval())
     scalers = {a: Standardizer(np.asarray(s["mean"]), np.asarray(s["std"]))
                for a, s in state["scalers"].items()}
-    return Run(path, cfg, model, scalers, state["voxel_index"], state["stim_peak"])
+    return Run(path, cfg, model, scalers, state["voxel_index"], state["stim_peak"], members)
 
 
 def evaluate_files(run: Run, stim_path: str | Path, bold_path: str | Path,

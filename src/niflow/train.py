@@ -43,6 +43,7 @@ from niflow.parallel import (
 )
 
 CHECKPOINT = "checkpoint.pt"
+BANK_CACHE_BYTES = 1 << 30  # fixed filter-bank outputs kept for all training rows, at most
 LOG = "log.jsonl"
 
 
@@ -92,30 +93,39 @@ def predict(model: NIFModel, stim: np.ndarray | torch.Tensor, batch_size: int = 
 class Batches:
     """Where training batches come from: one interface for data in memory and on disk.
 
-    ``batches(plan)`` yields, for each array of row indices in ``plan``, the stimuli
-    (len, C, H, W) and z-scored responses {area: (len, n_voxels)} on ``device``.
+    ``batches(plan)`` yields, for each array of row indices in ``plan``, the model's inputs
+    and the z-scored responses {area: (len, n_voxels)} on ``device``. The inputs are
+    ``{"stimulus": (len, C, H, W)}`` plus, in memory and when ``model`` has fixed filter
+    banks whose outputs fit in ``BANK_CACHE_BYTES``, ``"banks"``: those outputs, computed
+    once for every row (they depend on the stimulus alone), so that epochs do not redo them.
     """
 
     def __init__(self, data: NIFData | StreamingData, device: torch.device,
-                 dtype: torch.dtype = torch.float32) -> None:
+                 dtype: torch.dtype = torch.float32, model: NIFModel | None = None) -> None:
         self.data, self.device, self.dtype = data, device, dtype
         self.streaming = isinstance(data, StreamingData)
+        self.banks: dict[str, Tensor] = {}
         if not self.streaming:
             # in memory: everything moves to the device once; a batch is an index
             self.stim = torch.as_tensor(data.stim).to(device, dtype)
             self.resp = {a: torch.as_tensor(r).to(device, dtype)
                          for a, r in data.responses.items()}
+            if model is not None and model.bank_bytes(len(self.stim)) <= BANK_CACHE_BYTES:
+                self.banks = model.fixed_banks(self.stim)
 
-    def batches(self, plan: list[np.ndarray]) -> Iterator[tuple[Tensor, dict[str, Tensor]]]:
+    def batches(self, plan: list[np.ndarray]) -> Iterator[tuple[dict, dict[str, Tensor]]]:
         if self.streaming:
             for x, y in self.data.iter_batches(plan, self.device.type == "cuda"):
-                yield (x.to(self.device, self.dtype, non_blocking=True),
+                yield ({"stimulus": x.to(self.device, self.dtype, non_blocking=True)},
                        {a: v.to(self.device, self.dtype, non_blocking=True)
                         for a, v in y.items()})
             return
         for rows in plan:
             idx = torch.as_tensor(rows, dtype=torch.long, device=self.device)
-            yield self.stim[idx], {a: r[idx] for a, r in self.resp.items()}
+            inputs = {"stimulus": self.stim[idx]}
+            if self.banks:
+                inputs["banks"] = {a: b[idx] for a, b in self.banks.items()}
+            yield inputs, {a: r[idx] for a, r in self.resp.items()}
 
 
 def correlation_sums(pred: Tensor, true: Tensor) -> Tensor:
@@ -151,7 +161,7 @@ def validation_score(model: NIFModel, data: NIFData | StreamingData, rows: np.nd
     added up.
     """
     runtime = runtime or Runtime(next(model.parameters()).device)
-    source = source or Batches(data, runtime.device, next(model.parameters()).dtype)
+    source = source or Batches(data, runtime.device, next(model.parameters()).dtype, model)
     was_training = model.training
     model.eval()
     mine = shard(np.asarray(rows), runtime.rank, runtime.world_size)
@@ -159,7 +169,7 @@ def validation_score(model: NIFModel, data: NIFData | StreamingData, rows: np.nd
     sums = {a: torch.zeros(6, n, dtype=torch.float64, device=runtime.device)
             for a, n in data.n_voxels.items()}
     for x, y in source.batches(plan):
-        out = model(x)
+        out = model(**x)
         for a in sums:
             sums[a] += correlation_sums(out[a], y[a])
     model.train(was_training)
@@ -240,7 +250,7 @@ def fit(model: NIFModel, data: NIFData | StreamingData, cfg: TrainConfig,
     runtime = runtime or Runtime(next(model.parameters()).device)
     dtype = precision_dtype(cfg.precision)
     model.to(runtime.device, dtype)
-    source = Batches(data, runtime.device, dtype)
+    source = Batches(data, runtime.device, dtype, model)
     weights = _area_weights(data, cfg.area_weighting)
     train_rows = np.asarray(data.split.train)
     # batch norm cannot normalise a single sample
@@ -339,21 +349,21 @@ class _Step:
         self.autocast = lambda: autocast(precision, runtime.device)
         self.checked = not runtime.compile
 
-    def __call__(self, x: Tensor, y: dict[str, Tensor], n_global: int) -> Tensor:
+    def __call__(self, x: dict, y: dict[str, Tensor], n_global: int) -> Tensor:
         rt = self.runtime
         if not self.checked:
             try:
                 with self.autocast():
-                    out = self.net(x)
+                    out = self.net(**x)
             except Exception as err:  # noqa: BLE001 - inductor raises many kinds
                 warn_compile_failed(err)
                 self.net = _training_network(self.model, dataclasses.replace(rt, compile=False))
                 with self.autocast():
-                    out = self.net(x)
+                    out = self.net(**x)
             self.checked = True
         else:
             with self.autocast():
-                out = self.net(x)
+                out = self.net(**x)
         loss = batch_loss(out, y, self.weights, n_global, rt.world_size)
         loss = loss + self.model.regularizer()
         self.optim.zero_grad(set_to_none=True)
@@ -370,3 +380,8 @@ def _append_log(path: Path, record: dict) -> None:
 
 def _write_log(path: Path, records: list[dict]) -> None:
     atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in records))
+
+
+def write_log(run_dir: Path, records: list[dict]) -> None:
+    """Write ``log.jsonl`` of ``run_dir`` from a history's epoch records, atomically."""
+    _write_log(Path(run_dir) / LOG, records)

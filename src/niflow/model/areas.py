@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from niflow.config import STIMULUS, AreaConfig, ConfigError
+from niflow.model.filters import GaborBank, bank_wavelengths
 from niflow.parallel import BatchNorm2d
 
 
@@ -45,7 +46,15 @@ def _nonlinearity(name: str) -> nn.Module:
         "tanh": nn.Tanh(),
         "elu": nn.ELU(),
         "identity": nn.Identity(),
+        "relu2": _ReluSquared(),
     }[name]
+
+
+class _ReluSquared(nn.Module):
+    """relu(x)²: a threshold then an expansive power, as in sparse V1 responses."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.relu(x) ** 2
 
 
 class _Square(nn.Module):
@@ -86,8 +95,9 @@ class Area(nn.Module):
         target = in_geometries[0]
         self.in_grid = target.grid
         in_channels = sum(g.channels for g in in_geometries)
-        pad = cfg.conv_padding
-        conv_grid = tuple(n + 2 * pad - cfg.kernel + 1 for n in target.grid)
+        pad = cfg.conv_padding if cfg.filters == "learned" else 0
+        kernel = cfg.kernel if cfg.filters == "learned" else 1  # the bank keeps the grid
+        conv_grid = tuple(n + 2 * pad - kernel + 1 for n in target.grid)
         if min(conv_grid) < 1:
             raise ConfigError(
                 f"area {cfg.name!r}: kernel {cfg.kernel} with padding {pad} is larger than its "
@@ -97,23 +107,33 @@ class Area(nn.Module):
         if min(out_grid) < 1:
             raise ConfigError(
                 f"area {cfg.name!r}: pooling {pool} shrinks grid {conv_grid} to zero")
-        self.conv = nn.Conv2d(in_channels, cfg.channels, cfg.kernel, padding=pad)
+        channels = cfg.conv_channels
+        if cfg.filters == "learned":
+            self.conv: nn.Module = nn.Conv2d(in_channels, channels, cfg.kernel, padding=pad)
+        else:
+            lams = bank_wavelengths(target.grid[1], cfg.scales, cfg.wavelength_min,
+                                    cfg.wavelength_max)
+            self.conv = GaborBank(in_channels, target.grid, cfg.orientations, lams,
+                                  learn=cfg.filters == "gabor_init")
+        # per-channel gain (set from training stimuli by calibrate): energies at different
+        # wavelengths differ in scale, and the normalisation pools over all of them
+        self.register_buffer("gain", torch.ones(channels))
         self.nonlin = _nonlinearity(cfg.nonlinearity)
         self.norm: nn.Module = {
             "none": nn.Identity(),
-            "batch": BatchNorm2d(cfg.channels),  # global-batch statistics under DDP
+            "batch": BatchNorm2d(channels),  # global-batch statistics under DDP
             "divisive": DivisiveNorm(),
         }[cfg.norm]
         if cfg.mix_channels > 0:
             self.mix: nn.Module = nn.Sequential(
-                nn.Conv2d(cfg.channels, cfg.mix_channels, 1), _nonlinearity(cfg.mix_nonlinearity))
+                nn.Conv2d(channels, cfg.mix_channels, 1), _nonlinearity(cfg.mix_nonlinearity))
         else:
             self.mix = nn.Identity()
         self.pool: nn.Module = nn.Identity()
         if pool > 1:
             self.pool = nn.AvgPool2d(pool) if cfg.pool_type == "avg" else nn.MaxPool2d(pool)
         # conv output i is centred on input i - pad + (k-1)/2; pool output i on pool*i + (pool-1)/2
-        conv_offset = (cfg.kernel - 1) / 2 - pad
+        conv_offset = (kernel - 1) / 2 - pad
         scale = target.scale * pool
         offset = target.offset + target.scale * (conv_offset + (pool - 1) / 2)
         self.geometry = Geometry(cfg.out_channels, (int(out_grid[0]), int(out_grid[1])),
@@ -121,8 +141,16 @@ class Area(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        nn.init.kaiming_normal_(self.conv.weight, nonlinearity="relu")
-        nn.init.zeros_(self.conv.bias)
+        if isinstance(self.conv, nn.Conv2d):
+            nn.init.kaiming_normal_(self.conv.weight, nonlinearity="relu")
+            nn.init.zeros_(self.conv.bias)
+
+    def kernel_weights(self) -> Tensor:
+        """The filtering stage's kernels (out, in, k, k); a Gabor bank gives its even parts,
+        weighted by its input-channel weights."""
+        if isinstance(self.conv, nn.Conv2d):
+            return self.conv.weight
+        return self.conv.kernels[:, :1] * self.conv.colour[None, :, None, None]
 
     def _gather(self, inputs: list[Tensor]) -> Tensor:
         if len(inputs) == 1:
@@ -131,8 +159,11 @@ class Area(nn.Module):
         resized = [x if tuple(x.shape[-2:]) == (h, w) else _resample(x, (h, w)) for x in inputs]
         return torch.cat(resized, dim=1)
 
-    def forward(self, inputs: list[Tensor]) -> Tensor:
-        x = self.norm(self.nonlin(self.conv(self._gather(inputs))))
+    def forward(self, inputs: list[Tensor], bank: Tensor | None = None) -> Tensor:
+        """``bank``: this area's filter-bank output, when precomputed (fixed banks only)."""
+        x = self.conv(self._gather(inputs)) if bank is None else bank
+        x = x * self.gain[:, None, None]
+        x = self.norm(self.nonlin(x))
         return self.pool(self.mix(x))
 
 
@@ -167,15 +198,41 @@ class AreaGraph(nn.Module):
             self.areas[cfg.name] = area
             self.geometries[cfg.name] = area.geometry
 
-    def forward(self, stimulus: Tensor) -> dict[str, Tensor]:
+    def fixed_banks(self) -> dict[str, Area]:
+        """Areas whose filtering stage is a fixed bank on the stimulus alone."""
+        return {name: area for name, area in self.areas.items()
+                if isinstance(area.conv, GaborBank) and not area.conv.learn
+                and not area.conv.colour.requires_grad}
+
+    def forward(self, stimulus: Tensor, banks: dict[str, Tensor] | None = None,
+                ) -> dict[str, Tensor]:
         """Return every area's feature tensor, keyed by area name.
 
         Parameters
         ----------
         stimulus : Tensor of shape (B, in_channels, height, width)
+        banks : dict of str to Tensor, optional
+            Precomputed outputs of fixed filter banks (:meth:`fixed_banks`), by area.
         """
         feats: dict[str, Tensor] = {STIMULUS: stimulus}
+        banks = banks or {}
         for name, area in self.areas.items():
-            feats[name] = area([feats[s] for s in area.cfg.sources])
+            feats[name] = area([feats[s] for s in area.cfg.sources], banks.get(name))
         del feats[STIMULUS]
         return feats
+
+    @torch.no_grad()
+    def calibrate(self, stimulus: Tensor, batch: int = 64) -> None:
+        """Scale each channel of every Gabor-bank area to unit mean energy over ``stimulus``
+        (B, C, H, W), the standardised training stimuli. Learned areas keep gain 1."""
+        for area in self.areas.values():
+            if isinstance(area.conv, nn.Conv2d):
+                continue
+            total, count = None, 0
+            for i in range(0, stimulus.shape[0], batch):
+                x = area.conv(stimulus[i:i + batch])
+                part = x.abs().sum((0, 2, 3))
+                total = part if total is None else total + part
+                count += x.shape[0] * x.shape[2] * x.shape[3]
+            mean = total / max(count, 1)
+            area.gain.copy_(torch.where(mean > 0, 1.0 / mean.clamp_min(1e-12), 1.0))

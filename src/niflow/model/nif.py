@@ -7,7 +7,10 @@ from torch import Tensor, nn
 
 from niflow.config import STIMULUS, RunConfig
 from niflow.model.areas import AreaGraph, Geometry
+from niflow.model.gaussian import GaussianReadout, fit_channel_weights, search_prfs_features
 from niflow.model.readout import LowRankReadout
+
+INIT_FIT_ROWS = 1024  # training rows the Gaussian readouts' initial regression looks at
 
 
 class NIFModel(nn.Module):
@@ -41,15 +44,17 @@ class NIFModel(nn.Module):
         self.config = config
         self.image_shape = tuple(int(s) for s in image_shape)
         self.graph = AreaGraph(config.areas, self.image_shape[0], self.image_shape[1:])
-        self.readouts = nn.ModuleDict({
-            area: LowRankReadout(n, self.graph.geometries[area].channels,
-                                 self.graph.geometries[area].grid, config.readout.rank,
-                                 config.readout.init_spatial_std,
-                                 int(config.readout.map_chunk_mb * 2**20))
-            for area, n in n_voxels.items()
-        })
+        self.readouts = nn.ModuleDict({area: self._readout(area, n)
+                                       for area, n in n_voxels.items()})
         self.register_buffer("pixel_mean", torch.zeros(()))
         self.register_buffer("pixel_std", torch.ones(()))
+
+    def _readout(self, area: str, n: int) -> nn.Module:
+        ro, geo = self.config.readout, self.graph.geometries[area]
+        if ro.kind == "gaussian":
+            return GaussianReadout(n, geo.channels, geo.grid)
+        return LowRankReadout(n, geo.channels, geo.grid, ro.rank, ro.init_spatial_std,
+                              int(ro.map_chunk_mb * 2**20))
 
     @property
     def areas_with_voxels(self) -> list[str]:
@@ -66,10 +71,30 @@ class NIFModel(nn.Module):
         """The stimulus as the first area sees it: (stimulus − pixel_mean) / pixel_std."""
         return (stimulus - self.pixel_mean) / self.pixel_std
 
-    def features(self, stimulus: Tensor, include_stimulus: bool = False) -> dict[str, Tensor]:
+    def bank_bytes(self, n: int) -> int:
+        """Bytes of the fixed filter banks' outputs for ``n`` stimuli (float32)."""
+        return sum(n * area.conv.out_channels * area.in_grid[0] * area.in_grid[1] * 4
+                   for area in self.graph.fixed_banks().values())
+
+    @torch.no_grad()
+    def fixed_banks(self, stimulus: Tensor, batch: int = 32) -> dict[str, Tensor]:
+        """Outputs {area: (n, F, H, W)} of the fixed filter banks (they depend on the
+        stimulus alone) for ``stimulus`` (n, C, H, W) as read; pass them back to
+        :meth:`forward` as ``banks`` to skip recomputing them."""
+        banks = self.graph.fixed_banks()
+        out: dict[str, list[Tensor]] = {a: [] for a in banks}
+        for i in range(0, stimulus.shape[0], batch):
+            x = self.standardize(stimulus[i:i + batch])
+            for a, area in banks.items():
+                out[a].append(area.conv(x))
+        return {a: torch.cat(p) for a, p in out.items() if p}
+
+    def features(self, stimulus: Tensor, include_stimulus: bool = False,
+                 banks: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
         """Feature tensors of every area, each (B, C_area, H_area, W_area).
 
-        With ``include_stimulus`` the standardised stimulus is added under ``"stimulus"``.
+        With ``include_stimulus`` the standardised stimulus is added under ``"stimulus"``;
+        ``banks``: precomputed :meth:`fixed_banks` outputs of these stimuli.
         """
         expected = self.image_shape
         if stimulus.dim() != 4 or tuple(stimulus.shape[1:]) != expected:
@@ -77,23 +102,26 @@ class NIFModel(nn.Module):
                 f"model expects stimuli of shape (B, {expected[0]}, {expected[1]}, "
                 f"{expected[2]}), got {tuple(stimulus.shape)}")
         x = self.standardize(stimulus)
-        feats = self.graph(x)
+        feats = self.graph(x, banks)
         if include_stimulus:
             feats[STIMULUS] = x
         return feats
 
-    def forward(self, stimulus: Tensor) -> dict[str, Tensor]:
+    def forward(self, stimulus: Tensor, banks: dict[str, Tensor] | None = None,
+                ) -> dict[str, Tensor]:
         """Predicted responses per area.
 
         Parameters
         ----------
         stimulus : Tensor of shape (B, channels, height, width)
+        banks : dict of str to Tensor, optional
+            :meth:`fixed_banks` of ``stimulus``, if already computed.
 
         Returns
         -------
         dict of str to Tensor of shape (B, n_voxels[area])
         """
-        feats = self.features(stimulus)
+        feats = self.features(stimulus, banks=banks)
         return {area: readout(feats[area]) for area, readout in self.readouts.items()}
 
     @torch.no_grad()
@@ -125,11 +153,45 @@ class NIFModel(nn.Module):
         return out
 
     def initialize_readouts(self, stim: Tensor, responses: dict[str, Tensor]) -> None:
-        """Start every readout's spatial maps at its voxels' :meth:`contrast_prior`."""
-        prior = self.contrast_prior(stim, responses)
-        for area, readout in self.readouts.items():
-            if area in prior:
-                readout.initialize(spatial_prior=prior[area] ** 2)
+        """Start every readout from the training data ``stim`` (n, C, H, W) and z-scored
+        ``responses`` {area: (n, V)}.
+
+        Gabor-bank areas first get their channel gains (:meth:`AreaGraph.calibrate`).
+        Low-rank maps start at the voxels' :meth:`contrast_prior`. A Gaussian readout starts
+        at the best of a grid search over centres and sizes by ridge regression on the
+        area's pooled channels (:func:`search_prfs_features`), with those channel weights: a
+        fitted linear pRF model that training then refines, instead of a random start that
+        noisy data cannot correct.
+        """
+        was_training = self.training
+        self.eval()
+        x = self.standardize(stim)
+        self.graph.calibrate(x)
+        lowrank = [a for a, r in self.readouts.items() if isinstance(r, LowRankReadout)]
+        if lowrank:
+            prior = self.contrast_prior(stim, {a: responses[a] for a in lowrank})
+            for area in lowrank:
+                self.readouts[area].initialize(spatial_prior=prior[area] ** 2)
+        gaussian = [a for a, r in self.readouts.items() if isinstance(r, GaussianReadout)]
+        if gaussian:
+            self._initialize_gaussian(x, {a: responses[a] for a in gaussian})
+        self.train(was_training)
+
+    @torch.no_grad()
+    def _initialize_gaussian(self, x: Tensor, responses: dict[str, Tensor]) -> None:
+        feats = {a: [] for a in responses}
+        for i in range(0, min(x.shape[0], INIT_FIT_ROWS), 32):
+            out = self.graph(x[i:min(i + 32, INIT_FIT_ROWS)])
+            for a in feats:
+                feats[a].append(out[a])
+        for area, resp in responses.items():
+            readout = self.readouts[area]
+            f = torch.cat(feats[area])
+            y = resp[:f.shape[0]].to(f.dtype)
+            centre, sigma, _ = search_prfs_features(f, y)
+            readout.initialize(centre=centre, sigma=sigma)
+            weight, bias = fit_channel_weights(readout.pooled(f), y)
+            readout.initialize(centre=centre, sigma=sigma, weight=weight, bias=bias)
 
     def regularizer(self) -> Tensor:
         terms = [r.regularizer(self.config.readout.l1_channels) for r in self.readouts.values()]
@@ -139,11 +201,16 @@ class NIFModel(nn.Module):
         """Adam parameter groups: core, readout spatial logits, other readout parameters."""
         spatial, other = [], []
         for r in self.readouts.values():
-            spatial += [r.uy, r.ux]
-            other += [r.amp, r.weight, r.bias]
+            if isinstance(r, GaussianReadout):
+                spatial += [r.centre, r.log_sigma]
+                other += [r.weight, r.bias]
+            else:
+                spatial += [r.uy, r.ux]
+                other += [r.amp, r.weight, r.bias]
         ro = self.config.readout
         return [
-            {"params": list(self.graph.parameters()), "lr": lr, "name": "core"},
+            {"params": [p for p in self.graph.parameters() if p.requires_grad], "lr": lr,
+             "name": "core"},
             {"params": spatial, "lr": lr * ro.spatial_lr_scale, "name": "readout_spatial"},
             {"params": other, "lr": lr * ro.lr_scale, "name": "readout"},
         ]

@@ -1,0 +1,139 @@
+"""A multi-scale quadrature Gabor bank: a first area with priors for small data sets.
+
+With 100–300 images there is too little data to learn V1's filters from scratch (the learned
+kernels of a small data set look like noise). The bank gives each channel the local energy
+``√(even² + odd²)`` of one quadrature Gabor pair at ``n_orientations`` orientations and
+``n_scales`` log-spaced wavelengths; the normalisation, mixing and readout that follow are
+learned. Convolution goes through the FFT because the largest kernels (wavelength ~16 px,
+envelope σ = wavelength / 2) are 49 px wide.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+SIGMA_FRAC = 0.5  # envelope σ / wavelength: a bandwidth of about 1.1 octaves
+
+
+def gabor_kernel(wavelength: float, orientation_deg: float,
+                 sigma_frac: float = SIGMA_FRAC) -> np.ndarray:
+    """Complex Gabor kernel ``even + i·odd`` with stripes at ``orientation_deg``.
+
+    The envelope's standard deviation is ``sigma_frac · wavelength``, truncated at 3σ; the
+    even part has its mean removed so uniform regions give no energy; the kernel has unit
+    L2 norm. Orientation: 0° = horizontal stripes, counter-clockwise positive with y up.
+
+    Returns
+    -------
+    ndarray of shape (2r+1, 2r+1), complex128
+    """
+    sig = sigma_frac * wavelength
+    r = max(1, int(math.ceil(3 * sig)))
+    yy, xx = np.mgrid[-r:r + 1, -r:r + 1].astype(np.float64)
+    t = math.radians(orientation_deg)
+    u = xx * math.sin(t) + yy * math.cos(t)  # across the stripes (rows grow downward)
+    env = np.exp(-(xx ** 2 + yy ** 2) / (2 * sig ** 2))
+    even = env * np.cos(2 * np.pi * u / wavelength)
+    even -= env * (even.sum() / env.sum())
+    k = even + 1j * env * np.sin(2 * np.pi * u / wavelength)
+    return k / np.sqrt((np.abs(k) ** 2).sum())
+
+
+def bank_wavelengths(width: int, n_scales: int, lo: float = 4.0,
+                     hi: float | None = None) -> np.ndarray:
+    """``n_scales`` wavelengths (px) log-spaced from ``lo`` to ``hi`` (default width / 3.5)."""
+    hi = max(lo, width / 3.5) if hi is None else hi
+    return np.geomspace(lo, hi, n_scales) if n_scales > 1 else np.array([lo])
+
+
+class GaborBank(nn.Module):
+    """Local energies of a quadrature Gabor bank on a one- or multi-channel image.
+
+    Parameters
+    ----------
+    in_channels : int
+        Image channels; colour images are filtered per channel and summed with learned
+        weights (initialised to the channel mean, i.e. luminance).
+    image_size : tuple of int
+        ``(H, W)`` of the input.
+    n_orientations, n_scales : int
+    wavelengths : array of shape (n_scales,)
+    learn : bool
+        ``False``: the kernels are fixed (buffers); ``True``: they start as Gabor pairs
+        and are learned.
+
+    Output channels are orientation-major: ``channel = o · n_scales + k``.
+    """
+
+    def __init__(self, in_channels: int, image_size: tuple[int, int], n_orientations: int,
+                 wavelengths: np.ndarray, learn: bool = False) -> None:
+        super().__init__()
+        kernels = [gabor_kernel(float(lam), 180.0 * o / n_orientations)
+                   for o in range(n_orientations) for lam in wavelengths]
+        r = max(k.shape[0] // 2 for k in kernels)
+        size = 2 * r + 1
+        stack = np.zeros((len(kernels), 2, size, size))
+        for i, k in enumerate(kernels):
+            kr = k.shape[0] // 2
+            stack[i, 0, r - kr:r + kr + 1, r - kr:r + kr + 1] = k.real
+            stack[i, 1, r - kr:r + kr + 1, r - kr:r + kr + 1] = k.imag
+        weight = torch.as_tensor(stack, dtype=torch.float32)
+        if learn:
+            self.kernels = nn.Parameter(weight)
+        else:
+            self.register_buffer("kernels", weight)
+        self.radius = r
+        self.image_size = (int(image_size[0]), int(image_size[1]))
+        # circular convolution with the kernel centred on index 0 wraps only into the
+        # padding when the transform is at least r longer than the image
+        self.fft_size = tuple(_fast_len(n + r) for n in self.image_size)
+        self.learn = learn
+        if not learn:  # fixed kernels are transformed once (not saved: rebuilt from them)
+            spec = self._transform(weight)
+            # as two real buffers: Module.to(float dtype) would drop a complex one's imaginary
+            # part
+            self.register_buffer("spectrum_re", spec.real.contiguous(), persistent=False)
+            self.register_buffer("spectrum_im", spec.imag.contiguous(), persistent=False)
+        self.colour = nn.Parameter(torch.full((in_channels,), 1.0 / in_channels),
+                                   requires_grad=in_channels > 1)
+        self.out_channels = len(kernels)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Energies (B, n_orientations · n_scales, H, W) of images (B, C, H, W)."""
+        img = torch.einsum("bchw,c->bhw", x, self.colour.to(x.dtype))
+        fy, fx = self.fft_size
+        h, w = self.image_size
+        spec = torch.fft.rfft2(img.float(), s=(fy, fx))  # (B, fy, fx//2+1)
+        kern = (self._transform(self.kernels) if self.learn
+                else torch.complex(self.spectrum_re.float(), self.spectrum_im.float()))
+        out = torch.fft.irfft2(spec[:, None, None] * kern[None], s=(fy, fx))
+        out = out[..., :h, :w]
+        energy = torch.sqrt(out[:, :, 0] ** 2 + out[:, :, 1] ** 2 + 1e-8)
+        return energy.to(x.dtype)
+
+    def _transform(self, kernels: Tensor) -> Tensor:
+        """FFT (F, 2, fy, fx//2+1) of the kernels, centred on index (0, 0)."""
+        fy, fx = self.fft_size
+        r = self.radius
+        padded = torch.nn.functional.pad(kernels.float(),
+                                         (0, fx - kernels.shape[-1], 0, fy - kernels.shape[-2]))
+        return torch.fft.rfft2(torch.roll(padded, (-r, -r), dims=(-2, -1)))
+
+
+def _fast_len(n: int) -> int:
+    """Smallest 2^a·3^b·5^c ≥ n: FFT sizes that are quick to transform."""
+    best = 1 << max(n - 1, 1).bit_length()
+    for p5 in (1, 5, 25, 125):
+        for p3 in (1, 3, 9, 27, 81):
+            base = p5 * p3
+            if base > 2 * n:
+                continue
+            v = base
+            while v < n:
+                v *= 2
+            best = min(best, v)
+    return best

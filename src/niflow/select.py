@@ -1,0 +1,148 @@
+"""Automatic model selection and ensembling on the training rows only.
+
+``config.select`` names candidates from :data:`niflow.config.FAMILY` (a core and a readout
+each). Every candidate is trained on the training rows and scored on the validation rows
+(the median r over all voxels, as early stopping uses); the best is kept. Then
+``members - 1`` more models of the chosen kind are trained, each with a validation part of
+its own (seed ``train.seed + i``, so between them every training row is also fitted) and
+its own initial weights; the run predicts their average. The test rows are never seen.
+
+Training stops adding candidates or members once ``budget_s`` seconds have been spent; the
+first candidate and member are always trained. What was trained, skipped and scored is
+returned as a :class:`Selection` (written to the run folder as ``selection.json``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from niflow.config import RunConfig, candidate
+from niflow.data.dataset import NIFData, make_split
+from niflow.model import NIFModel
+from niflow.train import History
+
+Build = Callable[[RunConfig, NIFData], NIFModel]
+Fit = Callable[[NIFModel, NIFData, RunConfig], History]
+
+
+@dataclass
+class Selection:
+    """What automatic selection tried and chose.
+
+    ``scores``: per candidate, the validation median r (all voxels and per area), the best
+    epoch and the training seconds; ``chosen``: the kept candidate (None: the configuration
+    as given); ``members``: per ensemble member, its seed, validation rows and score;
+    ``skipped``: candidates or members left out by the budget.
+    """
+
+    chosen: str | None = None
+    scores: dict[str, dict] = field(default_factory=dict)
+    members: list[dict] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    budget_s: float = 0.0
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def is_active(cfg: RunConfig) -> bool:
+    """Whether ``cfg`` asks for selection or an ensemble."""
+    return bool(cfg.select.candidates) or cfg.select.members > 1
+
+
+def _record(hist: History, seconds: float) -> dict:
+    last = next((e for e in hist.epochs if e["epoch"] == hist.best_epoch), {})
+    return {"val_median_r": float(hist.best_score) if np.isfinite(hist.best_score) else None,
+            "val_median_r_per_area": last.get("val_median_r_per_area"),
+            "best_epoch": hist.best_epoch, "epochs_run": len(hist.epochs),
+            "seconds": round(seconds, 3)}
+
+
+def member_data(data: NIFData, cfg: RunConfig, index: int) -> NIFData:
+    """``data`` with member ``index``'s validation part drawn from all training rows."""
+    if index == 0:
+        return data
+    rows = np.concatenate([data.split.train, data.split.val])
+    split = make_split(data.stim.shape[0], data.split.test, cfg.train.val_fraction,
+                       cfg.train.seed + index, train_rows=rows)
+    return dataclasses.replace(data, split=split)
+
+
+def member_config(cfg: RunConfig, index: int) -> RunConfig:
+    """The configuration of ensemble member ``index``: its own seed."""
+    out = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train,
+                                                             seed=cfg.train.seed + index))
+    return out
+
+
+def select_and_train(cfg: RunConfig, data: NIFData, build: Build, fit: Fit,
+                     ) -> tuple[RunConfig, list[NIFModel], list[History], Selection]:
+    """Choose a candidate on the validation rows and train the ensemble of its kind.
+
+    Parameters
+    ----------
+    cfg : RunConfig
+        With ``select`` settings; candidates replace its areas and readout.
+    data : NIFData
+        Training, validation and test rows; only the first two are used.
+    build : callable
+        ``build(config, data)`` → the seeded, initialised model for ``data.split.train``.
+    fit : callable
+        ``fit(model, data, config)`` → :class:`~niflow.train.History` (trains in place).
+
+    Returns
+    -------
+    chosen : RunConfig
+        The kept candidate's configuration (selection switched off).
+    models : list of NIFModel
+        The ensemble; ``models[0]`` is the one trained on ``data``'s own split.
+    histories : list of History
+    selection : Selection
+    """
+    sel = cfg.select
+    start = time.perf_counter()
+    record = Selection(budget_s=float(sel.budget_s))
+
+    def over_budget() -> bool:
+        return sel.budget_s > 0 and time.perf_counter() - start > sel.budget_s
+
+    best: tuple[float, str | None, RunConfig, NIFModel, History] | None = None
+    for name in sel.candidates or [None]:
+        if best is not None and over_budget():
+            record.skipped.append(f"candidate {name}")
+            continue
+        ccfg = candidate(cfg, name) if name is not None else dataclasses.replace(
+            cfg, select=type(cfg.select)())
+        t0 = time.perf_counter()
+        model = build(ccfg, data)
+        hist = fit(model, data, ccfg)
+        if name is not None:
+            record.scores[name] = _record(hist, time.perf_counter() - t0)
+        score = hist.best_score if np.isfinite(hist.best_score) else -np.inf
+        if best is None or score > best[0]:
+            best = (score, name, ccfg, model, hist)
+    assert best is not None
+    _, record.chosen, chosen, first, first_hist = best
+    models, hists = [first], [first_hist]
+    record.members.append({"seed": chosen.train.seed, "val_rows": int(data.split.val.size),
+                           **_record(first_hist, 0.0)})
+    for i in range(1, sel.members):
+        if over_budget():
+            record.skipped.append(f"member {i}")
+            continue
+        t0 = time.perf_counter()
+        mcfg, mdata = member_config(chosen, i), member_data(data, chosen, i)
+        model = build(mcfg, mdata)
+        hist = fit(model, mdata, mcfg)
+        models.append(model)
+        hists.append(hist)
+        record.members.append({"seed": mcfg.train.seed, "val_rows": int(mdata.split.val.size),
+                               **_record(hist, time.perf_counter() - t0)})
+    record.seconds = round(time.perf_counter() - start, 3)
+    return chosen, models, hists, record
