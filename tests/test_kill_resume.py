@@ -35,9 +35,14 @@ DEADLINE = 60.0  # seconds for any one wait
 
 
 def _train_args(d: Path, out: str, resume: bool) -> list:
+    # one model (no selection): kills land inside its epochs, whose checkpoints resume; a
+    # selection run repeats its (deterministic) selection on --resume
+    single = d / "single.json"
+    if not single.exists():
+        single.write_text('{"select": {"candidates": [], "members": 1}}')
     return ["train", "--stim", d / "data" / "stim.mat", "--bold", d / "data" / "bold.mat",
             "--out", d / out, "--test-rows", "40:48", "--epochs", str(EPOCHS), "--quiet",
-            *(["--resume"] if resume else [])]
+            "--config", single, *(["--resume"] if resume else [])]
 
 
 def _log_epochs(run: Path) -> int:
@@ -181,6 +186,7 @@ def test_log_ahead_of_checkpoint_is_repaired_on_resume(small_sim, tmp_path, monk
     """A kill between a log line and its checkpoint (the order older runs used): resume
     rewrites the log from the checkpoint, so no epoch appears twice."""
     cfg = cfgmod.preset("default")
+    cfg.select = cfgmod.SelectConfig()  # one model: its checkpoints are what is tested
     cfg.train.epochs, cfg.train.patience = 4, 10
     n = small_sim.stim.shape[0]
     rows = f"{n - 6}:{n}"

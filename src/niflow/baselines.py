@@ -13,7 +13,6 @@ The Gabor-energy bank is fixed (not learned): quadrature pairs (even + odd Gabor
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import numpy as np
@@ -55,27 +54,16 @@ def ridge_predict(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray,
 
 def gabor_kernel(wavelength: float, orientation_deg: float,
                  sigma_frac: float = 0.56) -> np.ndarray:
-    """Complex Gabor kernel ``even + i·odd`` with stripes at ``orientation_deg``.
-
-    The envelope's standard deviation is ``sigma_frac · wavelength`` (0.56: about one octave
-    of bandwidth), truncated at 3σ; the even part has its mean removed so uniform regions
-    give no energy; the kernel has unit L2 norm. Orientation: 0° = horizontal stripes,
-    counter-clockwise positive with y up (as :func:`niflow.interpret.grating`).
+    """Complex Gabor kernel ``even + i·odd`` (:func:`niflow.model.filters.gabor_kernel`),
+    here with an envelope σ of 0.56 wavelengths by default (about one octave of bandwidth).
 
     Returns
     -------
     ndarray of shape (2r+1, 2r+1), complex128
     """
-    sig = sigma_frac * wavelength
-    r = max(1, int(math.ceil(3 * sig)))
-    yy, xx = np.mgrid[-r:r + 1, -r:r + 1].astype(np.float64)
-    t = math.radians(orientation_deg)
-    u = xx * math.sin(t) + yy * math.cos(t)  # across the stripes (rows grow downward)
-    env = np.exp(-(xx ** 2 + yy ** 2) / (2 * sig ** 2))
-    even = env * np.cos(2 * np.pi * u / wavelength)
-    even -= env * (even.sum() / env.sum())
-    k = even + 1j * env * np.sin(2 * np.pi * u / wavelength)
-    return k / np.sqrt((np.abs(k) ** 2).sum())
+    from niflow.model.filters import gabor_kernel as kernel
+
+    return kernel(wavelength, orientation_deg, sigma_frac)
 
 
 def default_wavelengths(width: int) -> tuple[float, ...]:

@@ -477,6 +477,14 @@ def cmd_train(args) -> int:
     if not runtime.is_main:
         return 0  # rank 0 writes and reports
     metrics = json.loads((args.out / "metrics.json").read_text())
+    selection = args.out / "selection.json"
+    if selection.exists():
+        sel = json.loads(selection.read_text())
+        scores = ", ".join(f"{k} {v['val_median_r']:.3f}" for k, v in sel["scores"].items()
+                           if v["val_median_r"] is not None)
+        print(f"selected {sel['chosen'] or 'the configured model'} by validation median r"
+              f"{' (' + scores + ')' if scores else ''}; ensemble of {len(sel['members'])} "
+              f"model(s); {sel['seconds']:.0f} s")
     print(f"trained {len(hist.epochs)} epochs (best {hist.best_epoch}); held-out rows: "
           f"{data.split.test.size}")
     _print_area_table(metrics["areas"])

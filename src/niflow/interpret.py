@@ -246,9 +246,17 @@ def readout_prf(model: NIFModel, area: str) -> dict[str, np.ndarray]:
         return prf_from_maps(spatial_maps(model, area), geo.scale, geo.offset)
     with torch.no_grad():
         my, mx, sig = (t.detach().cpu().double().numpy() for t in readout.prf_grid())
-    var = geo.scale ** 2 * (sig ** 2 + 1 / 12) + (geo.scale ** 2 - 1) / 12
+        log_sigma = readout.log_sigma.detach().cpu().double().numpy()
     return {"prf_x": geo.scale * mx + geo.offset, "prf_y": geo.scale * my + geo.offset,
-            "prf_sigma": np.sqrt(var)}
+            "prf_sigma": grid_sigma_to_pixels(sig, geo.scale), "log_sigma": log_sigma}
+
+
+def grid_sigma_to_pixels(sigma: np.ndarray, scale: float) -> np.ndarray:
+    """σ (grid cells) of a cell-integrated Gaussian over cells of ``scale`` pixels → the σ
+    (pixels) of its weighting of the stimulus-resolution feature map (see
+    :func:`readout_prf`)."""
+    var = scale ** 2 * (np.asarray(sigma) ** 2 + 1 / 12) + (scale ** 2 - 1) / 12
+    return np.sqrt(var)
 
 
 def receptive_fields(model: NIFModel, area: str, visual_field_deg: float | None = None,

@@ -66,9 +66,11 @@ from niflow.data.validate import (
     check_row_indices,
 )
 from niflow.evaluate import pearson_r, r_squared, summarize
-from niflow.interpret import readout_prf, spatial_maps
+from niflow.interpret import grid_sigma_to_pixels, readout_prf, spatial_maps
 from niflow.model import GaussianReadout, NIFModel
+from niflow.model.gaussian import SIGMA_MIN
 from niflow.parallel import Runtime, agree, broadcast_object, runtime_from_environment
+from niflow.prf_sizes import log_sigma_standard_errors
 from niflow.resources import check_memory, estimate_training_memory
 from niflow.select import is_active, select_and_train
 from niflow.train import CHECKPOINT, History, fit, predict, seed_everything, write_log
@@ -91,6 +93,8 @@ class Run:
     # further ensemble members (niflow.select): same kind as ``model``, other validation
     # parts and seeds; predictions average all of them
     members: list[NIFModel] = field(default_factory=list)
+    # standard error of each Gaussian-readout voxel's log σ (niflow.prf_sizes), by area
+    size_se: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def ensemble(self) -> list[NIFModel]:
@@ -112,9 +116,25 @@ class Run:
         return {a: self.scalers[a].inverse(p) for a, p in z.items()}
 
     def receptive_fields(self, area: str) -> dict[str, np.ndarray]:
-        """Readout pRF centre and size (stimulus pixels), the median over the ensemble."""
+        """Readout pRF centre and size (stimulus pixels), the median over the ensemble.
+
+        With standard errors of the sizes (``size_se``, Gaussian readouts) ``prf_sigma`` is
+        the posterior mean under the area's eccentricity prior
+        (:func:`niflow.prf_sizes.shrink_log_sigma`) and ``prf_sigma_fit`` the fitted size.
+        """
         fits = [readout_prf(m, area) for m in self.ensemble]
-        return {k: np.median([f[k] for f in fits], axis=0) for k in fits[0]}
+        out = {k: np.median([f[k] for f in fits], axis=0) for k in fits[0]}
+        if area in self.size_se and "log_sigma" in out:
+            from niflow.prf_sizes import shrink_log_sigma
+
+            h, w = self.model.image_shape[1:]
+            ecc = np.hypot(out["prf_x"] - (w - 1) / 2, out["prf_y"] - (h - 1) / 2)
+            post, _ = shrink_log_sigma(out["log_sigma"], self.size_se[area], ecc)
+            out["prf_sigma_fit"] = out["prf_sigma"]
+            out["prf_sigma"] = grid_sigma_to_pixels(SIGMA_MIN + np.exp(post),
+                                                    self.model.geometry(area).scale)
+        out.pop("log_sigma", None)
+        return out
 
 
 def ensemble_predict(models: list[NIFModel], x: np.ndarray) -> dict[str, np.ndarray]:
@@ -375,6 +395,11 @@ def _fit_and_write(cfg: RunConfig, build: Callable[[RunConfig, NIFData], NIFMode
     run = Run(out_path, chosen, models[0], data.scalers, data.voxel_index, stim_peak,
               members=models[1:])
     evaluated = eval_data() if runtime.is_main else None
+    if evaluated is not None and evaluated.split.train.size >= 8:
+        rows = evaluated.split.train
+        run.size_se = log_sigma_standard_errors(
+            run.model, torch.as_tensor(evaluated.stim[rows]),
+            {a: torch.as_tensor(r[rows]) for a, r in evaluated.responses.items()})
     if out_path is not None and runtime.is_main:
         write_outputs(run, evaluated, hist)
         _finish_run_info(out_path, hist)
@@ -642,6 +667,7 @@ def _save_model(run: Run, path: Path) -> None:
         "n_voxels": {a: r.n_voxels for a, r in run.model.readouts.items()},
         "state_dict": run.model.state_dict(),
         "members": [m.state_dict() for m in run.members],
+        "size_se": run.size_se,
         "scalers": {a: {"mean": s.mean, "std": s.std} for a, s in run.scalers.items()},
         "voxel_index": run.voxel_index,
         "stim_peak": run.stim_peak,
@@ -668,7 +694,8 @@ def load_run(path: str | Path) -> Run:
         members.append(member.eval())
     scalers = {a: Standardizer(np.asarray(s["mean"]), np.asarray(s["std"]))
                for a, s in state["scalers"].items()}
-    return Run(path, cfg, model, scalers, state["voxel_index"], state["stim_peak"], members)
+    return Run(path, cfg, model, scalers, state["voxel_index"], state["stim_peak"], members,
+               state.get("size_se", {}))
 
 
 def evaluate_files(run: Run, stim_path: str | Path, bold_path: str | Path,

@@ -24,6 +24,8 @@ import math
 import torch
 from torch import Tensor, nn
 
+from niflow.model.readout import check_features
+
 SIGMA_MIN = 0.15  # grid cells: below this the map is one cell whatever σ is
 SIGMAS_SEARCHED = (0.35, 0.7, 1.0, 1.4, 2.0, 2.8, 4.0, 5.6)  # grid cells, initial search
 
@@ -130,20 +132,8 @@ class GaussianReadout(nn.Module):
         return torch.matmul(flat, maps.t())
 
     def forward(self, features: Tensor) -> Tensor:
-        """Predict voxel responses.
-
-        Parameters
-        ----------
-        features : Tensor of shape (B, C, H, W)
-
-        Returns
-        -------
-        Tensor of shape (B, V)
-        """
-        if features.dim() != 4 or tuple(features.shape[1:]) != (self.channels, *self.grid):
-            raise ValueError(
-                f"readout expects features of shape (B, {self.channels}, {self.grid[0]}, "
-                f"{self.grid[1]}), got {tuple(features.shape)}")
+        """Predicted responses (B, V) of features (B, C, H, W)."""
+        check_features(features, self.channels, self.grid)
         return torch.einsum("bcv,cv->bv", self.pooled(features), self.weight) + self.bias
 
     def regularizer(self, l1_channels: float = 0.0) -> Tensor:
@@ -157,51 +147,6 @@ class GaussianReadout(nn.Module):
 
 
 @torch.no_grad()
-def search_prfs(drive: Tensor, responses: Tensor,
-                sigmas: tuple[float, ...] = SIGMAS_SEARCHED) -> tuple[Tensor, Tensor, Tensor]:
-    """Grid search of each voxel's pRF: the Gaussian whose pooled drive correlates best.
-
-    Parameters
-    ----------
-    drive : Tensor of shape (n, H, W)
-        What each grid cell signals per stimulus (e.g. local contrast, or the mean of an
-        area's standardised channels).
-    responses : Tensor of shape (n, V)
-    sigmas : tuple of float
-        Sizes searched, in grid cells; every cell is a candidate centre.
-
-    Returns
-    -------
-    centre : Tensor of shape (V, 2)
-        ``(μy, μx)`` in grid cells.
-    sigma : Tensor of shape (V,)
-    corr : Tensor of shape (V,)
-        The best correlation.
-    """
-    n, h, w = drive.shape
-    z = responses - responses.mean(0)
-    z = z / z.norm(dim=0).clamp_min(1e-12)
-    best = torch.full((responses.shape[1],), -2.0, dtype=drive.dtype)
-    centre = torch.zeros(responses.shape[1], 2, dtype=drive.dtype)
-    size = torch.full((responses.shape[1],), sigmas[0], dtype=drive.dtype)
-    ys, xs = torch.arange(h, dtype=drive.dtype), torch.arange(w, dtype=drive.dtype)
-    for s in sigmas:
-        gy = _cell_mass(ys, torch.full((h,), s, dtype=drive.dtype), h)  # (H centres, H)
-        gx = _cell_mass(xs, torch.full((w,), s, dtype=drive.dtype), w)
-        pooled = torch.einsum("nyx,iy,jx->nij", drive, gy, gx).reshape(n, h * w)
-        pooled = pooled - pooled.mean(0)
-        pooled = pooled / pooled.norm(dim=0).clamp_min(1e-12)
-        corr = z.t() @ pooled  # (V, H·W)
-        value, where = corr.max(1)
-        better = value > best
-        best = torch.where(better, value, best)
-        size = torch.where(better, torch.full_like(size, s), size)
-        centre[better, 0] = (where[better] // w).to(drive.dtype)
-        centre[better, 1] = (where[better] % w).to(drive.dtype)
-    return centre, size, best
-
-
-@torch.no_grad()
 def search_prfs_features(features: Tensor, responses: Tensor,
                          sigmas: tuple[float, ...] = SIGMAS_SEARCHED, ridge: float = 1.0,
                          ) -> tuple[Tensor, Tensor, Tensor]:
@@ -210,7 +155,7 @@ def search_prfs_features(features: Tensor, responses: Tensor,
     For every candidate (each grid cell as centre, each size in ``sigmas``) the channels are
     pooled by the candidate's Gaussian and every voxel's responses are regressed on them
     (ridge, as :func:`fit_channel_weights`); the candidate that explains most of the voxel's
-    variance wins. Unlike a search on one summary drive (:func:`search_prfs`), this finds
+    variance wins. Unlike a search on one summary drive (such as local contrast), this finds
     voxels that are driven by a few channels only, or by a difference of channels (e.g.
     end-stopped or junction-selective voxels, whose drive is not local contrast).
 

@@ -179,19 +179,54 @@ class NIFModel(nn.Module):
 
     @torch.no_grad()
     def _initialize_gaussian(self, x: Tensor, responses: dict[str, Tensor]) -> None:
-        feats = {a: [] for a in responses}
-        for i in range(0, min(x.shape[0], INIT_FIT_ROWS), 32):
-            out = self.graph(x[i:min(i + 32, INIT_FIT_ROWS)])
-            for a in feats:
-                feats[a].append(out[a])
+        n = min(x.shape[0], INIT_FIT_ROWS)
+        parts: dict[str, list[Tensor]] = {a: [] for a in self.graph.areas}
+        for i in range(0, n, 32):
+            for a, f in self.graph(x[i:min(i + 32, n)]).items():
+                parts[a].append(f)
+        feats = {a: torch.cat(p) for a, p in parts.items()}
         for area, resp in responses.items():
             readout = self.readouts[area]
-            f = torch.cat(feats[area])
-            y = resp[:f.shape[0]].to(f.dtype)
-            centre, sigma, _ = search_prfs_features(f, y)
+            f, y = feats[area], resp[:n].to(feats[area].dtype)
+            centre, sigma = self._searched_prfs(area, feats, y)
             readout.initialize(centre=centre, sigma=sigma)
             weight, bias = fit_channel_weights(readout.pooled(f), y)
             readout.initialize(centre=centre, sigma=sigma, weight=weight, bias=bias)
+
+    def _searched_prfs(self, area: str, feats: dict[str, Tensor], y: Tensor,
+                       ) -> tuple[Tensor, Tensor]:
+        """Best pRF per voxel on the area's own grid, searched on its own features and on
+        those of the areas feeding it (a downstream area's random initial channels locate
+        its voxels worse than its sources' features do), converted through the geometry."""
+        own = self.graph.geometries[area]
+        best_c, best_s, best_e = None, None, None
+        for name in [area, *self._upstream(area)]:
+            geo = self.graph.geometries[name]
+            c, s, e = search_prfs_features(feats[name], y)
+            c = ((geo.scale * c + geo.offset) - own.offset) / own.scale
+            s = s * geo.scale / own.scale
+            if best_e is None:
+                best_c, best_s, best_e = c, s, e
+                continue
+            better = e > best_e
+            best_c = torch.where(better[:, None], c, best_c)
+            best_s = torch.where(better, s, best_s)
+            best_e = torch.maximum(e, best_e)
+        h, w = own.grid
+        best_c[:, 0].clamp_(-0.5, h - 0.5)
+        best_c[:, 1].clamp_(-0.5, w - 0.5)
+        return best_c, best_s.clamp_min(0.2)
+
+    def _upstream(self, area: str) -> list[str]:
+        """Areas that feed ``area``, directly or not (the stimulus excluded)."""
+        seen: list[str] = []
+        stack = [s for s in self.graph.areas[area].cfg.sources if s != STIMULUS]
+        while stack:
+            name = stack.pop()
+            if name not in seen:
+                seen.append(name)
+                stack += [s for s in self.graph.areas[name].cfg.sources if s != STIMULUS]
+        return seen
 
     def regularizer(self) -> Tensor:
         terms = [r.regularizer(self.config.readout.l1_channels) for r in self.readouts.values()]

@@ -21,6 +21,13 @@ from torch.nn import functional as F
 from torch.utils.checkpoint import checkpoint
 
 
+def check_features(features: Tensor, channels: int, grid: tuple[int, int]) -> None:
+    """Raise ``ValueError`` (with the shapes) unless ``features`` is (B, channels, *grid)."""
+    if features.dim() != 4 or tuple(features.shape[1:]) != (channels, *grid):
+        raise ValueError(f"readout expects features of shape (B, {channels}, {grid[0]}, "
+                         f"{grid[1]}), got {tuple(features.shape)}")
+
+
 class LowRankReadout(nn.Module):
     """Observation model for the voxels of one area.
 
@@ -148,10 +155,7 @@ class LowRankReadout(nn.Module):
         -------
         Tensor of shape (B, V)
         """
-        if features.dim() != 4 or tuple(features.shape[1:]) != (self.channels, *self.grid):
-            raise ValueError(
-                f"readout expects features of shape (B, {self.channels}, {self.grid[0]}, "
-                f"{self.grid[1]}), got {tuple(features.shape)}")
+        check_features(features, self.channels, self.grid)
         b = features.shape[0]
         flat = features.reshape(b, self.channels, self.grid[0] * self.grid[1])
         chunk = self.voxels_per_chunk(features.element_size())
