@@ -51,9 +51,8 @@ def test_train_on_real_brains_stimuli_with_simulated_responses(brains_stim_path,
     np.testing.assert_array_equal(pred["test_rows"], np.arange(288, 360))
 
     params = scipy.io.loadmat(run / "modelparams.mat")
-    assert params["Ux_V1_ks"].shape == (120, 28, 2)
-    assert params["Uy_V2_ks"].shape == (90, 14, 2)
-    assert params["Am_V1_ks"].shape == (120, 2)
+    assert params["prf_centre_V1"].shape == (120, 2)  # the default's Gaussian readouts
+    assert params["prf_sigma_V2"].size == 90
     assert params["Uc_V2"].shape[1] == 90
     assert params["convW_V1"].ndim == 4
     for fig in ("rf_V1.png", "rf_V2.png", "kernels_V1.png", "training.png"):

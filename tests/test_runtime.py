@@ -68,7 +68,7 @@ def test_failed_compilation_falls_back_to_eager(sim, monkeypatch):
                 super().__init__()
                 self.module = module
 
-            def forward(self, *args):
+            def forward(self, *args, **kwargs):
                 raise RuntimeError("inductor: no working C++ compiler")
 
         monkeypatch.setattr(torch, "compile", lambda m, **kw: Broken(m))

@@ -62,6 +62,9 @@ class AreaConfig:
         pixels; ``None``: width / 3.5) whose local energy ``√(even² + odd²)`` is each
         channel (so ``channels`` and ``kernel`` are not used); ``"gabor_init"``: the same
         bank, learned from there. Only for an area fed by the stimulus alone.
+    dilation : int
+        Spacing of a learned kernel's taps (1 = dense): a 3×3 kernel with dilation 2 compares
+        positions 2 cells apart, e.g. an energy and the energy beyond a line's end.
     """
 
     name: str
@@ -76,6 +79,7 @@ class AreaConfig:
     pool: int = 2
     pool_type: str = "avg"
     filters: str = "learned"
+    dilation: int = 1
     orientations: int = 8
     scales: int = 4
     wavelength_min: float = 4.0
@@ -92,7 +96,7 @@ class AreaConfig:
 
     @property
     def conv_padding(self) -> int:
-        return self.kernel // 2 if self.padding is None else self.padding
+        return self.dilation * (self.kernel // 2) if self.padding is None else self.padding
 
 
 @dataclass
@@ -216,11 +220,14 @@ def _default_areas() -> list[AreaConfig]:
 
 def _gabor_areas() -> list[AreaConfig]:
     # a fixed multi-scale quadrature bank (8 orientations × 4 wavelengths) with learned
-    # normalisation: V1's filters need not be learned from a few hundred images
+    # normalisation: V1's filters need not be learned from a few hundred images; V2's 3×3
+    # taps 2 cells (4 px) apart reach the energy beyond a line's end (end-stopping,
+    # junctions) at the parameter count of a dense 3×3 kernel
     return [
         AreaConfig("V1", [STIMULUS], filters="gabor", orientations=8, scales=4,
                    nonlinearity="identity", norm="divisive"),
-        AreaConfig("V2", ["V1"], channels=16, kernel=3, nonlinearity="relu", norm="batch"),
+        AreaConfig("V2", ["V1"], channels=16, kernel=3, dilation=2, nonlinearity="relu",
+                   norm="batch"),
     ]
 
 
@@ -275,11 +282,12 @@ def preset(name: str = "default") -> RunConfig:
                                   lr_scale=1.0),
             # batch 16 at lr 0.006 for 25 epochs: same held-out r as batch 8 at 0.003 for 30
             # epochs in 2/3 of the time (BENCHMARKS.md, "demo training")
-            train=TrainConfig(lr=0.006, batch_size=16, epochs=25, patience=8),
+            train=TrainConfig(lr=0.006, batch_size=16, epochs=25, patience=6),
             # chosen on the validation rows among a Gabor-bank and a learned V1, both with
-            # Gaussian pRF readouts, then an ensemble of the winner (BENCHMARKS.md, accuracy)
-            select=SelectConfig(candidates=["gabor-gaussian", "learned-gaussian"], members=3,
-                                budget_s=40.0),
+            # Gaussian pRF readouts, then an ensemble of two of the winner (BENCHMARKS.md,
+            # accuracy; four fits: under 60 s at BRAINS size on 2 cores)
+            select=SelectConfig(candidates=["gabor-gaussian", "learned-gaussian"], members=2,
+                                budget_s=0.0),
         )
     raise ConfigError(f"unknown preset {name!r}; choose one of {PRESETS}")
 
@@ -388,11 +396,12 @@ def validate(cfg: RunConfig) -> None:
             _check_type(s, str, f"{where}.sources")
             _check(s == STIMULUS or s in seen,
                    f"{where}.sources: {s!r} is not 'stimulus' or an earlier area ({sorted(seen)})")
-        for key in ("channels", "kernel", "pool", "mix_channels"):
+        for key in ("channels", "kernel", "pool", "mix_channels", "dilation"):
             _check_type(getattr(a, key), int, f"{where}.{key}")
         _check(a.channels >= 1, f"{where}.channels: must be >= 1, got {a.channels}")
         _check(a.kernel >= 1, f"{where}.kernel: must be >= 1, got {a.kernel}")
         _check(a.pool >= 1, f"{where}.pool: must be >= 1, got {a.pool}")
+        _check(a.dilation >= 1, f"{where}.dilation: must be >= 1, got {a.dilation}")
         _check(a.mix_channels >= 0, f"{where}.mix_channels: must be >= 0")
         if a.padding is not None:
             _check_type(a.padding, int, f"{where}.padding")

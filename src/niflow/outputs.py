@@ -3,7 +3,7 @@ baselines, NIfTI maps). The HTML page that gathers them is :mod:`niflow.report`.
 
 Files this module adds to a run folder (every one written atomically)::
 
-    voxels.csv          extra columns after the original seven: p_perm, q_fdr (permutation
+    voxels.csv          extra columns after the original eight: p_perm, q_fdr (permutation
                         test of r on the test rows, Benjamini-Hochberg per area), prf_ecc,
                         prf_angle, prf_n_lobes, prf_multipole, prf_x_deg, prf_y_deg,
                         prf_ecc_deg, prf_sigma_deg (NaN without data.visual_field_deg)
@@ -76,11 +76,22 @@ def _visual_field(run: Run, visual_field_deg: float | None) -> float | None:
 
 def readout_prfs(run: Run, visual_field_deg: float | None = None,
                  ) -> dict[str, dict[str, np.ndarray]]:
-    """:func:`niflow.interpret.receptive_fields` of every area with voxels."""
-    from niflow.interpret import receptive_fields
+    """:func:`niflow.interpret.receptive_fields` of every area with voxels, with the
+    centre and size the run reports (:meth:`niflow.Run.receptive_fields`: the ensemble's,
+    sizes under the eccentricity prior)."""
+    from niflow.interpret import degrees_per_pixel, receptive_fields, visual_field_coordinates
 
     vf = _visual_field(run, visual_field_deg)
-    return {a: receptive_fields(run.model, a, vf) for a in run.model.areas_with_voxels}
+    out = {}
+    size = tuple(run.model.image_shape[1:])
+    for a in run.model.areas_with_voxels:
+        rf = receptive_fields(run.model, a, vf)
+        rf.update(run.receptive_fields(a))
+        rf.update(visual_field_coordinates(rf["prf_x"], rf["prf_y"], size, vf))
+        if vf is not None:
+            rf["sigma_deg"] = rf["prf_sigma"] * degrees_per_pixel(size, vf)
+        out[a] = rf
+    return out
 
 
 def extend_run_outputs(run: Run, data: NIFData, n_permutations: int = 1000, seed: int = 0) -> None:

@@ -9,7 +9,9 @@
     checkpoint.pt     last epoch's full training state (for --resume)
     log.jsonl         one JSON record per epoch
     metrics.json      per-area held-out summary (n_voxels, median_r, mean_r, frac_r_above_0.3)
-    voxels.csv        per voxel: area, voxel, r_test, r2_test, prf_x, prf_y, prf_sigma
+    voxels.csv        per voxel: area, voxel, r_test, r2_test, prf_x, prf_y, prf_sigma,
+                      prf_sigma_fit
+    selection.json    candidates' validation scores, the chosen one, the ensemble members
     predictions.npz   test-row predictions per area (response units) and ``test_rows``
     modelparams.mat   learned parameters under basicNIF's names
     figures/*.png     receptive fields of the best voxels, V1 kernels, training curve
@@ -589,6 +591,7 @@ def write_outputs(run: Run, data: NIFData, hist: History) -> None:
         maps = spatial_maps(run.model, area)
         geo = run.model.geometry(area)
         prf = run.receptive_fields(area)
+        fitted = prf.get("prf_sigma_fit", prf["prf_sigma"])
         prfs[area] = (maps, prf)
         if test.size:
             preds[area] = run.scalers[area].inverse(pred_z[area])
@@ -599,7 +602,7 @@ def write_outputs(run: Run, data: NIFData, hist: History) -> None:
         metrics[area] = summarize(r)
         for j in range(maps.shape[0]):
             rows.append([area, int(data.voxel_index[area][j]), r[j], r2[j], prf["prf_x"][j],
-                         prf["prf_y"][j], prf["prf_sigma"][j]])
+                         prf["prf_y"][j], prf["prf_sigma"][j], fitted[j]])
         order = np.argsort(-np.nan_to_num(r, nan=-2))[:8]
         plots.plot_receptive_fields(
             maps[order], geo, data.voxel_index[area][order], r[order],
@@ -611,7 +614,7 @@ def write_outputs(run: Run, data: NIFData, hist: History) -> None:
     plots.plot_training(hist.epochs, out / "figures" / "training.png")
     save_npz(out / "predictions.npz", {**preds, "test_rows": data.input_rows(test)})
     _write_csv(out / "voxels.csv", ["area", "voxel", "r_test", "r2_test", "prf_x", "prf_y",
-                                    "prf_sigma"], rows)
+                                    "prf_sigma", "prf_sigma_fit"], rows)
     summary = {"areas": metrics, "n_test_rows": int(test.size),
                "training": {"best_epoch": hist.best_epoch, "epochs_run": len(hist.epochs),
                             "stopped_early": hist.stopped_early,

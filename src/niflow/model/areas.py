@@ -96,7 +96,8 @@ class Area(nn.Module):
         self.in_grid = target.grid
         in_channels = sum(g.channels for g in in_geometries)
         pad = cfg.conv_padding if cfg.filters == "learned" else 0
-        kernel = cfg.kernel if cfg.filters == "learned" else 1  # the bank keeps the grid
+        # the bank keeps the grid; a dilated kernel spans dilation · (kernel − 1) + 1 cells
+        kernel = cfg.dilation * (cfg.kernel - 1) + 1 if cfg.filters == "learned" else 1
         conv_grid = tuple(n + 2 * pad - kernel + 1 for n in target.grid)
         if min(conv_grid) < 1:
             raise ConfigError(
@@ -109,7 +110,8 @@ class Area(nn.Module):
                 f"area {cfg.name!r}: pooling {pool} shrinks grid {conv_grid} to zero")
         channels = cfg.conv_channels
         if cfg.filters == "learned":
-            self.conv: nn.Module = nn.Conv2d(in_channels, channels, cfg.kernel, padding=pad)
+            self.conv: nn.Module = nn.Conv2d(in_channels, channels, cfg.kernel, padding=pad,
+                                             dilation=cfg.dilation)
         else:
             lams = bank_wavelengths(target.grid[1], cfg.scales, cfg.wavelength_min,
                                     cfg.wavelength_max)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from niflow.config import STIMULUS, RunConfig
 from niflow.model.areas import AreaGraph, Geometry
@@ -201,8 +202,12 @@ class NIFModel(nn.Module):
         own = self.graph.geometries[area]
         best_c, best_s, best_e = None, None, None
         for name in [area, *self._upstream(area)]:
-            geo = self.graph.geometries[name]
-            c, s, e = search_prfs_features(feats[name], y)
+            f, geo = feats[name], self.graph.geometries[name]
+            if name != area and geo.grid != own.grid:
+                # on the area's own grid: its cells average the finer cells they cover, and
+                # the search costs what the area's own does
+                f, geo = F.adaptive_avg_pool2d(f, own.grid), own
+            c, s, e = search_prfs_features(f, y)
             c = ((geo.scale * c + geo.offset) - own.offset) / own.scale
             s = s * geo.scale / own.scale
             if best_e is None:
