@@ -43,7 +43,7 @@ def main() -> None:
         test = parse_rows(f"{n - n // 5}:{n}", n)
         res = {}
         for precision in ("float32", "bfloat16"):
-            cfg = cfgmod.preset("default")
+            cfg = cfgmod.candidate(cfgmod.preset("default"), "learned-lowrank")  # one fit
             cfg.train.precision = precision
             runtime = runtime_from_environment(args.device)
             t0 = time.perf_counter()

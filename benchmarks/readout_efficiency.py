@@ -81,7 +81,7 @@ class _Produced(TorchDispatchMode):
 def memory_child(v: int, b: int) -> dict:
     """Run in a fresh process: one training step of the default model; report bytes."""
     torch.manual_seed(0)
-    cfg = cfgmod.preset("default")
+    cfg = cfgmod.candidate(cfgmod.preset("default"), "learned-lowrank")  # one fit
     model = NIFModel(cfg, (1, 56, 56), {"V1": v, "V2": v})
     opt = torch.optim.Adam(model.parameter_groups(1e-3), lr=1e-3)
     x = torch.rand(b, 1, 56, 56)

@@ -28,7 +28,7 @@ from niflow.model import NIFModel
 
 def child(voxels: int, rank: int, size: int, batch: int, samples: int) -> dict:
     torch.manual_seed(0)
-    cfg = cfgmod.preset("default")
+    cfg = cfgmod.candidate(cfgmod.preset("default"), "learned-lowrank")  # one fit
     cfg.readout.rank = rank
     model = NIFModel(cfg, (1, size, size), {"V1": voxels, "V2": voxels})
     opt = torch.optim.Adam(model.parameter_groups(1e-3), lr=1e-3)

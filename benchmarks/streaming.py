@@ -62,7 +62,7 @@ def child(stim: str, bold: str, n: int, mode: str, workers: int) -> dict:
     from niflow.run import train_run, train_stream
 
     torch.set_num_threads(2)
-    cfg = cfgmod.preset("default")
+    cfg = cfgmod.candidate(cfgmod.preset("default"), "learned-lowrank")  # one fit
     cfg.train.epochs, cfg.train.patience = 2, 10
     train, test = rows(n)
     t0 = time.perf_counter()

@@ -100,6 +100,8 @@ def time_niflow_fit(data, preset: str, epochs: int | None = None, batch: int | N
     """Seconds of the whole ``fit`` (per-epoch validation included), its step count, and the
     median seconds of one epoch after the first (for a compiled run: without compilation)."""
     cfg = cfgmod.preset(preset)
+    if preset == "default":  # one fit of the previous default (the learned-lowrank candidate)
+        cfg = cfgmod.candidate(cfg, "learned-lowrank")
     cfg.train.epochs = epochs or cfg.train.epochs
     cfg.train.batch_size = batch or cfg.train.batch_size
     cfg.train.patience = cfg.train.epochs + 1

@@ -5,8 +5,10 @@ Small versions (300 + 300 voxels) of two regimes of the realistic-noise suite
 natural-like patches, textures and dots with sparse normalised V1 and end-stopped V2. The
 default ``niflow train`` (selection and ensemble included) must beat ridge regression on
 pixels and on a Gabor-energy bank, both with per-voxel regularisation chosen on the same
-training rows, in every area — in median r and in the share of voxels with r > 0.3 — and
-place V1 pRFs within 1.5 px of the truth.
+training rows, in every area — in median r and in the share of voxels with r > 0.3 — and,
+on the letters, place pRF centres within 1.5 px (V1) and 2.5 px (V2) of the truth with sizes
+whose ranks follow the true ones (Spearman ≥ 0.6). On natural-textures the centres are not
+yet that close (BENCHMARKS.md: V2 3.5 px), so only accuracy is asserted there.
 """
 
 from __future__ import annotations
@@ -53,7 +55,11 @@ def test_default_beats_the_best_ridge_in_every_area(scored):
         assert (r > 0.3).mean() > best_frac, (name, area, (r > 0.3).mean(), best_frac)
 
 
-def test_v1_prf_centres_are_recovered(scored):
+def test_prfs_are_recovered_on_the_letters(scored):
     name, out = scored
-    _, _, prf = out["V1"]
-    assert prf["centre_error_px"] < 1.5, (name, prf)
+    if name != "letters-noisy":
+        pytest.skip("pRF recovery is asserted on letters-noisy only (module docstring)")
+    for area, limit in (("V1", 1.5), ("V2", 2.5)):
+        _, _, prf = out[area]
+        assert prf["centre_error_px"] < limit, (area, prf)
+        assert prf["size_spearman"] >= 0.6, (area, prf)

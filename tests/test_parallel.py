@@ -179,7 +179,7 @@ def test_two_gloo_processes_train_the_single_process_model(sim_files, preset, ba
     assert proc.stdout.count("run folder:") == 1  # rank 0 alone reports
     one = torch.load(root / f"one_{preset}" / "checkpoint.pt", weights_only=False)
     two = torch.load(root / f"two_{preset}" / "checkpoint.pt", weights_only=False)
-    assert one["model"]["readouts.V1.uy"].dtype == torch.float64
+    assert one["model"]["readouts.V1.weight"].dtype == torch.float64
     assert _relative_difference(one["model"], two["model"]) < 1e-9
     assert _relative_difference(one["best_state"], two["best_state"]) < 1e-9
     assert [e["epoch"] for e in one["history"]["epochs"]] == [1, 2, 3, 4]

@@ -34,7 +34,10 @@ def probed():
 
 
 # median centre distance bounds in px: the issue's 2 px for V1; V2's pRFs are twice as large
-# (true σ 3-7 px here) and learnt from as few images, so its centres are held to 3 px
+# (true σ 3-7 px here) and learnt from as few images, so its centres are held to 3 px. The
+# same bounds hold between the in-silico (whole-model) and the readout centre: V2's readout
+# sits on a 4 px grid and reads features whose kernel reaches 4 px (dilated taps) to either
+# side, so the whole model's centre may lie off the readout's
 TO_TRUTH = {"V1": 2.0, "V2": 3.0}
 
 
@@ -46,8 +49,10 @@ def test_in_silico_prf_centres_match_the_truth_and_the_readout(probed):
         p, t, q = res[area], sim.truth[area], readout[area]
         to_truth = np.hypot(p["prf_x"] - t["prf_x"], p["prf_y"] - t["prf_y"])[good]
         to_readout = np.hypot(p["prf_x"] - q["prf_x"], p["prf_y"] - q["prf_y"])[good]
+        readout_to_truth = np.hypot(q["prf_x"] - t["prf_x"], q["prf_y"] - t["prf_y"])[good]
         assert np.median(to_truth) < TO_TRUTH[area], (area, np.median(to_truth))
-        assert np.median(to_readout) < 2.0, (area, np.median(to_readout))
+        assert np.median(readout_to_truth) < TO_TRUTH[area], (area, np.median(readout_to_truth))
+        assert np.median(to_readout) < TO_TRUTH[area], (area, np.median(to_readout))
         # eccentricity is defined as in the simulator: distance from the image centre
         for d in (p, q, t):
             np.testing.assert_allclose(d["eccentricity"],

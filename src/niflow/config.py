@@ -264,7 +264,7 @@ def preset(name: str = "default") -> RunConfig:
     ``"basicnif"`` reproduces the reference script (two 3×3 sigmoid areas with 6 channels,
     rank 2, Adam 0.01, batch 3, 15 epochs); ``"default"`` chooses on the validation rows
     between a fixed Gabor-bank V1 and a learned V1 (both with Gaussian pRF readouts) and
-    averages an ensemble of three models of the winner (:mod:`niflow.select`).
+    averages an ensemble of two models of the winner (:mod:`niflow.select`).
     """
     if name == "basicnif":
         return RunConfig(
@@ -285,7 +285,7 @@ def preset(name: str = "default") -> RunConfig:
             train=TrainConfig(lr=0.006, batch_size=16, epochs=25, patience=6),
             # chosen on the validation rows among a Gabor-bank and a learned V1, both with
             # Gaussian pRF readouts, then an ensemble of two of the winner (BENCHMARKS.md,
-            # accuracy; four fits: under 60 s at BRAINS size on 2 cores)
+            # accuracy; three fits: under 60 s at BRAINS size on 2 cores)
             select=SelectConfig(candidates=["gabor-gaussian", "learned-gaussian"], members=2,
                                 budget_s=0.0),
         )

@@ -198,7 +198,9 @@ def group_codes(groups: Sequence | np.ndarray, n_samples: int) -> np.ndarray:
 
 
 def fold_centred_r(pred: np.ndarray, true: np.ndarray, folds: np.ndarray) -> np.ndarray:
-    """Pearson r over all rows after centring predictions and responses within each fold.
+    """Pearson r over all rows after centring predictions and responses within each fold
+    (:func:`niflow.data.simulate.scoring.fold_centred_r`), NaN for voxels with a missing
+    prediction.
 
     Parameters
     ----------
@@ -211,15 +213,12 @@ def fold_centred_r(pred: np.ndarray, true: np.ndarray, folds: np.ndarray) -> np.
         NaN where a prediction is missing (not finite) in any row; 0 where nothing varies
         within the folds.
     """
+    from niflow.data.simulate.scoring import fold_centred_r as centred
+
     p = np.array(pred, dtype=np.float64)
-    t = np.array(true, dtype=np.float64)
-    for f in np.unique(folds):
-        rows = folds == f
-        p[rows] -= p[rows].mean(0)
-        t[rows] -= t[rows].mean(0)
     missing = ~np.isfinite(p).all(0)
     p[:, missing] = 0.0
-    return np.where(missing, np.nan, pearson_r(p, t))
+    return np.where(missing, np.nan, centred(p, true, folds))
 
 
 def per_fold_r(pred: np.ndarray, true: np.ndarray, folds: np.ndarray, k: int) -> np.ndarray:

@@ -76,9 +76,8 @@ def member_data(data: NIFData, cfg: RunConfig, index: int) -> NIFData:
 
 def member_config(cfg: RunConfig, index: int) -> RunConfig:
     """The configuration of ensemble member ``index``: its own seed."""
-    out = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train,
-                                                             seed=cfg.train.seed + index))
-    return out
+    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train,
+                                                              seed=cfg.train.seed + index))
 
 
 def select_and_train(cfg: RunConfig, data: NIFData, build: Build, fit: Fit,
@@ -112,7 +111,7 @@ def select_and_train(cfg: RunConfig, data: NIFData, build: Build, fit: Fit,
     def over_budget() -> bool:
         return sel.budget_s > 0 and time.perf_counter() - start > sel.budget_s
 
-    best: tuple[float, str | None, RunConfig, NIFModel, History] | None = None
+    best: tuple[float, str | None, RunConfig, NIFModel, History, float] | None = None
     for name in sel.candidates or [None]:
         if best is not None and over_budget():
             record.skipped.append(f"candidate {name}")
@@ -122,16 +121,17 @@ def select_and_train(cfg: RunConfig, data: NIFData, build: Build, fit: Fit,
         t0 = time.perf_counter()
         model = build(ccfg, data)
         hist = fit(model, data, ccfg)
+        seconds = time.perf_counter() - t0
         if name is not None:
-            record.scores[name] = _record(hist, time.perf_counter() - t0)
+            record.scores[name] = _record(hist, seconds)
         score = hist.best_score if np.isfinite(hist.best_score) else -np.inf
         if best is None or score > best[0]:
-            best = (score, name, ccfg, model, hist)
+            best = (score, name, ccfg, model, hist, seconds)
     assert best is not None
-    _, record.chosen, chosen, first, first_hist = best
+    _, record.chosen, chosen, first, first_hist, first_seconds = best
     models, hists = [first], [first_hist]
     record.members.append({"seed": chosen.train.seed, "val_rows": int(data.split.val.size),
-                           **_record(first_hist, 0.0)})
+                           **_record(first_hist, first_seconds)})
     for i in range(1, sel.members):
         if over_budget():
             record.skipped.append(f"member {i}")
