@@ -198,21 +198,9 @@ def group_codes(groups: Sequence | np.ndarray, n_samples: int) -> np.ndarray:
 
 
 def fold_centred_r(pred: np.ndarray, true: np.ndarray, folds: np.ndarray) -> np.ndarray:
-    """Pearson r over all rows after centring predictions and responses within each fold
-    (:func:`niflow.data.simulate.scoring.fold_centred_r`), NaN for voxels with a missing
-    prediction.
-
-    Parameters
-    ----------
-    pred, true : ndarray of shape (n_samples, n_voxels)
-    folds : ndarray of shape (n_samples,), int
-
-    Returns
-    -------
-    ndarray of shape (n_voxels,)
-        NaN where a prediction is missing (not finite) in any row; 0 where nothing varies
-        within the folds.
-    """
+    """:func:`niflow.data.simulate.scoring.fold_centred_r` of ``pred`` and ``true``
+    (n_samples, n_voxels) with ``folds`` (n_samples,): shape (n_voxels,), NaN where a
+    prediction is missing (not finite) in any row, 0 where nothing varies within the folds."""
     from niflow.data.simulate.scoring import fold_centred_r as centred
 
     p = np.array(pred, dtype=np.float64)

@@ -98,6 +98,14 @@ def _texture_image(rng: np.random.Generator, size: int, xx: Image, yy: Image) ->
     return img
 
 
+def _draw(image, n: int, size: int, seed: int, stream: int) -> NDArray[np.uint8]:
+    """``n`` images of one family: ``image(rng, size, xx, yy)`` on the family's own stream."""
+    rng = np.random.default_rng([seed, _STIM_STREAM, stream])
+    xx, yy = _grid(size)
+    return np.stack([_to_uint8(image(rng, size, xx, yy)) for _ in range(n)]
+                    ) if n else np.zeros((0, size, size), np.uint8)
+
+
 def make_textures(n: int, size: int = 56, seed: int = 0) -> NDArray[np.uint8]:
     """Oriented band-pass noise textures (4-16 px periods) in 1-3 soft apertures.
 
@@ -105,10 +113,7 @@ def make_textures(n: int, size: int = 56, seed: int = 0) -> NDArray[np.uint8]:
     -------
     ndarray of shape (n, size, size), uint8
     """
-    rng = np.random.default_rng([seed, _STIM_STREAM, 0])
-    xx, yy = _grid(size)
-    return np.stack([_to_uint8(_texture_image(rng, size, xx, yy)) for _ in range(n)]
-                    ) if n else np.zeros((0, size, size), np.uint8)
+    return _draw(_texture_image, n, size, seed, 0)
 
 
 def _shape_distance(rng: np.random.Generator, size: int, xx: Image, yy: Image) -> Image:
@@ -144,10 +149,7 @@ def make_natural(n: int, size: int = 56, seed: int = 0) -> NDArray[np.uint8]:
     -------
     ndarray of shape (n, size, size), uint8
     """
-    rng = np.random.default_rng([seed, _STIM_STREAM, 1])
-    xx, yy = _grid(size)
-    return np.stack([_to_uint8(_natural_image(rng, size, xx, yy)) for _ in range(n)]
-                    ) if n else np.zeros((0, size, size), np.uint8)
+    return _draw(_natural_image, n, size, seed, 1)
 
 
 def _bars_image(rng: np.random.Generator, size: int, xx: Image, yy: Image) -> Image:
@@ -176,10 +178,7 @@ def make_bars(n: int, size: int = 56, seed: int = 0) -> NDArray[np.uint8]:
     -------
     ndarray of shape (n, size, size), uint8
     """
-    rng = np.random.default_rng([seed, _STIM_STREAM, 2])
-    xx, yy = _grid(size)
-    return np.stack([_to_uint8(_bars_image(rng, size, xx, yy)) for _ in range(n)]
-                    ) if n else np.zeros((0, size, size), np.uint8)
+    return _draw(_bars_image, n, size, seed, 2)
 
 
 def _dots_image(rng: np.random.Generator, size: int, xx: Image, yy: Image) -> Image:
@@ -205,10 +204,7 @@ def make_dots(n: int, size: int = 56, seed: int = 0) -> NDArray[np.uint8]:
     -------
     ndarray of shape (n, size, size), uint8
     """
-    rng = np.random.default_rng([seed, _STIM_STREAM, 3])
-    xx, yy = _grid(size)
-    return np.stack([_to_uint8(_dots_image(rng, size, xx, yy)) for _ in range(n)]
-                    ) if n else np.zeros((0, size, size), np.uint8)
+    return _draw(_dots_image, n, size, seed, 3)
 
 
 def _letters(n: int, size: int = 56, seed: int = 0) -> NDArray[np.uint8]:
