@@ -267,15 +267,25 @@ def receptive_fields(model: NIFModel, area: str, visual_field_deg: float | None 
     ndarray of shape (n_voxels,).
     """
     geo = model.geometry(area)
-    out = prf_parameters(spatial_maps(model, area), geo.scale, geo.offset,
-                         tuple(model.image_shape[1:]), visual_field_deg)
+    size = tuple(model.image_shape[1:])
+    out = prf_parameters(spatial_maps(model, area), geo.scale, geo.offset, size,
+                         visual_field_deg)
     if hasattr(model.readouts[area], "prf_grid"):
-        out.update(readout_prf(model, area))
-        out.update(visual_field_coordinates(out["prf_x"], out["prf_y"],
-                                            tuple(model.image_shape[1:]), visual_field_deg))
-        if visual_field_deg is not None:
-            out["sigma_deg"] = out["prf_sigma"] * degrees_per_pixel(
-                tuple(model.image_shape[1:]), visual_field_deg)
+        out = with_prf(out, readout_prf(model, area), size, visual_field_deg)
+    return out
+
+
+def with_prf(params: dict[str, np.ndarray], prf: dict[str, np.ndarray],
+             image_size: tuple[int, int], visual_field_deg: float | None = None,
+             ) -> dict[str, np.ndarray]:
+    """:func:`prf_parameters` ``params`` with the centre and size of ``prf`` (its ``prf_*``
+    entries, e.g. a Gaussian readout's or a run's) and the coordinates that follow from them
+    recomputed (eccentricity, polar angle and, with ``visual_field_deg``, degrees)."""
+    out = {**params, **{k: v for k, v in prf.items() if k.startswith("prf_")}}
+    out.update(visual_field_coordinates(out["prf_x"], out["prf_y"], image_size,
+                                        visual_field_deg))
+    if visual_field_deg is not None:
+        out["sigma_deg"] = out["prf_sigma"] * degrees_per_pixel(image_size, visual_field_deg)
     return out
 
 

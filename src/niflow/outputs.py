@@ -79,19 +79,12 @@ def readout_prfs(run: Run, visual_field_deg: float | None = None,
     """:func:`niflow.interpret.receptive_fields` of every area with voxels, with the
     centre and size the run reports (:meth:`niflow.Run.receptive_fields`: the ensemble's,
     sizes under the eccentricity prior)."""
-    from niflow.interpret import degrees_per_pixel, receptive_fields, visual_field_coordinates
+    from niflow.interpret import receptive_fields, with_prf
 
     vf = _visual_field(run, visual_field_deg)
-    out = {}
     size = tuple(run.model.image_shape[1:])
-    for a in run.model.areas_with_voxels:
-        rf = receptive_fields(run.model, a, vf)
-        rf.update(run.receptive_fields(a))
-        rf.update(visual_field_coordinates(rf["prf_x"], rf["prf_y"], size, vf))
-        if vf is not None:
-            rf["sigma_deg"] = rf["prf_sigma"] * degrees_per_pixel(size, vf)
-        out[a] = rf
-    return out
+    return {a: with_prf(receptive_fields(run.model, a, vf), run.receptive_fields(a), size, vf)
+            for a in run.model.areas_with_voxels}
 
 
 def extend_run_outputs(run: Run, data: NIFData, n_permutations: int = 1000, seed: int = 0) -> None:

@@ -33,31 +33,17 @@ __all__ = ["log_sigma_standard_errors", "shrink_log_sigma"]
 @torch.no_grad()
 def _spatial_tangents(readout: GaussianReadout) -> list[Tensor]:
     """d map / d(μy, μx, log σ) for every voxel at once: three tensors of shape (V, H·W)."""
-    params = (readout.centre, readout.log_sigma)
-
-    def maps(centre: Tensor, log_sigma: Tensor) -> Tensor:
-        return _maps(readout, centre, log_sigma)
-
+    centre, log_sigma = readout.centre.detach(), readout.log_sigma.detach()
     out = []
     for tangent in (0, 1, None):
-        tc = torch.zeros_like(params[0])
-        ts = torch.zeros_like(params[1])
-        if tangent is not None:
-            tc[:, tangent] = 1.0
-        else:
+        tc, ts = torch.zeros_like(centre), torch.zeros_like(log_sigma)
+        if tangent is None:
             ts.fill_(1.0)
-        _, dm = torch.func.jvp(maps, (params[0].detach(), params[1].detach()), (tc, ts))
+        else:
+            tc[:, tangent] = 1.0
+        _, dm = torch.func.jvp(readout.maps, (centre, log_sigma), (tc, ts))
         out.append(dm.reshape(readout.n_voxels, -1))
     return out
-
-
-def _maps(readout: GaussianReadout, centre: Tensor, log_sigma: Tensor) -> Tensor:
-    from niflow.model.gaussian import SIGMA_MIN, _cell_mass
-
-    s = SIGMA_MIN + torch.exp(log_sigma)
-    gy = _cell_mass(centre[:, 0], s, readout.grid[0])
-    gx = _cell_mass(centre[:, 1], s, readout.grid[1])
-    return gy[:, :, None] * gx[:, None, :]
 
 
 @torch.no_grad()

@@ -68,7 +68,12 @@ from niflow.data.validate import (
     check_row_indices,
 )
 from niflow.evaluate import pearson_r, r_squared, summarize
-from niflow.interpret import grid_sigma_to_pixels, readout_prf, spatial_maps
+from niflow.interpret import (
+    grid_sigma_to_pixels,
+    readout_prf,
+    spatial_maps,
+    visual_field_coordinates,
+)
 from niflow.model import GaussianReadout, NIFModel
 from niflow.model.gaussian import SIGMA_MIN
 from niflow.parallel import Runtime, agree, broadcast_object, runtime_from_environment
@@ -129,8 +134,8 @@ class Run:
         if area in self.size_se and "log_sigma" in out:
             from niflow.prf_sizes import shrink_log_sigma
 
-            h, w = self.model.image_shape[1:]
-            ecc = np.hypot(out["prf_x"] - (w - 1) / 2, out["prf_y"] - (h - 1) / 2)
+            ecc = visual_field_coordinates(out["prf_x"], out["prf_y"],
+                                           tuple(self.model.image_shape[1:]))["eccentricity"]
             post, _ = shrink_log_sigma(out["log_sigma"], self.size_se[area], ecc)
             out["prf_sigma_fit"] = out["prf_sigma"]
             out["prf_sigma"] = grid_sigma_to_pixels(SIGMA_MIN + np.exp(post),

@@ -14,6 +14,7 @@ import math
 
 import numpy as np
 import torch
+from scipy.fft import next_fast_len
 from torch import Tensor, nn
 
 SIGMA_FRAC = 0.5  # envelope σ / wavelength: a bandwidth of about 1.1 octaves
@@ -90,7 +91,7 @@ class GaborBank(nn.Module):
         self.image_size = (int(image_size[0]), int(image_size[1]))
         # circular convolution with the kernel centred on index 0 wraps only into the
         # padding when the transform is at least r longer than the image
-        self.fft_size = tuple(_fast_len(n + r) for n in self.image_size)
+        self.fft_size = tuple(next_fast_len(n + r, real=True) for n in self.image_size)
         self.learn = learn
         if not learn:  # fixed kernels are transformed once (not saved: rebuilt from them)
             spec = self._transform(weight)
@@ -122,18 +123,3 @@ class GaborBank(nn.Module):
         padded = torch.nn.functional.pad(kernels.float(),
                                          (0, fx - kernels.shape[-1], 0, fy - kernels.shape[-2]))
         return torch.fft.rfft2(torch.roll(padded, (-r, -r), dims=(-2, -1)))
-
-
-def _fast_len(n: int) -> int:
-    """Smallest 2^a·3^b·5^c ≥ n: FFT sizes that are quick to transform."""
-    best = 1 << max(n - 1, 1).bit_length()
-    for p5 in (1, 5, 25, 125):
-        for p3 in (1, 3, 9, 27, 81):
-            base = p5 * p3
-            if base > 2 * n:
-                continue
-            v = base
-            while v < n:
-                v *= 2
-            best = min(best, v)
-    return best

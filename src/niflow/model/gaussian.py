@@ -109,16 +109,17 @@ class GaussianReadout(nn.Module):
         """pRF sizes (V,) in grid cells."""
         return SIGMA_MIN + torch.exp(self.log_sigma)
 
-    def profiles(self) -> tuple[Tensor, Tensor]:
-        """Row and column profiles ``(V, H)`` and ``(V, W)`` of every voxel's Gaussian."""
-        s = self.sigma()
-        return (_cell_mass(self.centre[:, 0], s, self.grid[0]),
-                _cell_mass(self.centre[:, 1], s, self.grid[1]))
+    def maps(self, centre: Tensor, log_sigma: Tensor) -> Tensor:
+        """Dense maps (V, H, W) of Gaussians with these centres (V, 2) and log sizes (V,)
+        (the parameters' form): a function of them alone, for ``torch.func`` transforms."""
+        s = SIGMA_MIN + torch.exp(log_sigma)
+        gy = _cell_mass(centre[:, 0], s, self.grid[0])
+        gx = _cell_mass(centre[:, 1], s, self.grid[1])
+        return gy[:, :, None] * gx[:, None, :]
 
     def spatial_map(self) -> Tensor:
         """Dense maps (V, H, W); each sums to the share of its Gaussian on the grid."""
-        gy, gx = self.profiles()
-        return gy[:, :, None] * gx[:, None, :]
+        return self.maps(self.centre, self.log_sigma)
 
     def prf_grid(self) -> tuple[Tensor, Tensor, Tensor]:
         """``(μy, μx, σ)`` of every voxel in grid cells, each of shape (V,)."""
