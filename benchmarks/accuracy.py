@@ -34,7 +34,6 @@ from pathlib import Path
 import numpy as np
 
 from niflow import config as cfgmod
-from niflow.baselines import gabor_energy_maps, gabor_features, pixel_features, ridge_predict
 from niflow.data.dataset import scale_stimuli
 from niflow.data.simulate import Regime, make_regime, regimes
 from niflow.data.simulate.scoring import (
@@ -46,6 +45,12 @@ from niflow.data.simulate.scoring import (
     noise_ceiling,
     pearson_columns,
     prf_metrics,
+)
+from niflow.evaluate.baselines import (
+    gabor_energy_maps,
+    gabor_features,
+    pixel_features,
+    ridge_predict,
 )
 
 MODELS = ("niflow", "gabor", "pixels")
@@ -103,7 +108,7 @@ def pearson_map(e: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 def split_scores(sim, test: np.ndarray, seed: int) -> dict:
     """Per area: r of every model on the held-out rows, niflow's and the reference pRFs."""
-    from niflow.run import train_run
+    from niflow.runs.pipeline import train_run
 
     n = len(sim.stim)
     train = np.setdiff1d(np.arange(n), test)
@@ -135,7 +140,7 @@ def cv_scores(sim, k: int, seed: int) -> dict:
     cfg = cfgmod.preset("default")
     cfg.train.seed = seed
     try:
-        from niflow.crossval import cross_validate
+        from niflow.runs.crossval import cross_validate
     except ImportError:
         res = None
     else:
@@ -159,7 +164,7 @@ def cv_scores(sim, k: int, seed: int) -> dict:
 
 def _cv_fallback(sim, x: np.ndarray, cfg, k: int, seed: int) -> dict:
     """k-fold loop with train_run and ridge_predict; fold-centred r; median fold pRFs."""
-    from niflow.run import train_run
+    from niflow.runs.pipeline import train_run
 
     folds = kfold(len(x), k, seed)
     feats = baseline_features(x)

@@ -27,7 +27,7 @@ import numpy as np
 
 from niflow.data.io import save_mat
 from niflow.data.simulate import simulate
-from niflow.evaluate import pearson_r
+from niflow.evaluate.statistics import pearson_r
 
 
 def train(cmd: list[str], threads: int) -> None:

@@ -23,7 +23,7 @@ import torch
 
 from niflow import config as cfgmod
 from niflow.data.simulate import make_regime
-from niflow.run import train_run
+from niflow.runs.pipeline import train_run
 
 
 def main() -> None:

@@ -33,9 +33,9 @@ def _status(key: str) -> int:
 def measure(data: Path, preset: str, batch: int, epochs: int) -> str:
     """Train once in this process; one line: estimate, peak increase, ratio, parts."""
     from niflow import config as cfgmod
-    from niflow.data.validate import validate_inputs
-    from niflow.resources import estimate_training_memory
-    from niflow.run import train_inputs
+    from niflow.runs.inputs import validate_inputs
+    from niflow.runs.pipeline import train_inputs
+    from niflow.train.memory import estimate_training_memory
 
     cfg = cfgmod.preset(preset)
     cfg.train.batch_size, cfg.train.epochs = batch, epochs

@@ -21,9 +21,9 @@ import torch
 from niflow import config as cfgmod
 from niflow.data.dataset import parse_rows
 from niflow.data.simulate import harder_configs, simulate
-from niflow.evaluate import pearson_r
-from niflow.parallel import runtime_from_environment
-from niflow.run import train_run
+from niflow.evaluate.statistics import pearson_r
+from niflow.runs.pipeline import train_run
+from niflow.train.runtime import runtime_from_environment
 
 
 def main() -> None:

@@ -59,7 +59,7 @@ def child(stim: str, bold: str, n: int, mode: str, workers: int) -> dict:
 
     from niflow import config as cfgmod
     from niflow.data.io import load_responses, load_stimuli
-    from niflow.run import train_run, train_stream
+    from niflow.runs.pipeline import train_run, train_stream
 
     torch.set_num_threads(2)
     cfg = cfgmod.candidate(cfgmod.preset("default"), "learned-lowrank")  # one fit

@@ -27,8 +27,8 @@ from niflow import config as cfgmod
 from niflow.data.dataset import build_dataset, parse_rows
 from niflow.data.simulate import simulate
 from niflow.model import NIFModel
-from niflow.parallel import Runtime
-from niflow.train import fit
+from niflow.train.loop import fit
+from niflow.train.runtime import Runtime
 
 N_VOX = {"V1": 800, "V2": 1500}
 

@@ -17,11 +17,11 @@ import numpy as np
 import pytest
 
 from niflow import config as cfgmod
-from niflow.baselines import gabor_features, pixel_features, ridge_predict
 from niflow.data.dataset import scale_stimuli
 from niflow.data.simulate import make_regime
 from niflow.data.simulate.scoring import pearson_columns, prf_metrics
-from niflow.run import train_run
+from niflow.evaluate.baselines import gabor_features, pixel_features, ridge_predict
+from niflow.runs.pipeline import train_run
 
 pytestmark = pytest.mark.slow
 

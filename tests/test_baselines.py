@@ -8,7 +8,10 @@ import json
 import numpy as np
 import pytest
 
-from niflow.baselines import (
+from niflow.data.dataset import parse_rows, scale_stimuli
+from niflow.data.errors import DataError
+from niflow.data.simulate import simulate
+from niflow.evaluate.baselines import (
     baseline_scores,
     gabor_energy_maps,
     gabor_features,
@@ -16,12 +19,9 @@ from niflow.baselines import (
     pixel_features,
     ridge_predict,
 )
-from niflow.data.dataset import parse_rows, scale_stimuli
-from niflow.data.io import DataError
-from niflow.data.simulate import simulate
-from niflow.evaluate import pearson_r, read_table
-from niflow.interpret import grating
-from niflow.outputs import baseline_folder
+from niflow.evaluate.statistics import pearson_r, read_table
+from niflow.interpret.probes import grating
+from niflow.runs.evaluation import baseline_folder
 
 
 def naive_energy(img, kernel):

@@ -15,7 +15,7 @@ import pytest
 import scipy.io
 
 from _cli import run_many, snapshot
-from niflow.data.io import DataError
+from niflow.data.errors import DataError
 from niflow.data.simulate import simulate
 
 NOTE = "test rows: 288:360 (BRAINS layout; pass --test-rows to change)"
@@ -26,7 +26,7 @@ ONE_THREAD = "import torch; torch.set_num_threads(1)\n"
 # files, for train_inputs) and stop, so that no model is trained.
 STOP_TRAINING = ONE_THREAD + """
 import sys
-import niflow.run
+import niflow.runs.pipeline
 
 def _report(rows, on_start):
     on_start()
@@ -41,8 +41,8 @@ def train_stream(stim, bold, out, cfg, test_rows, *, on_start=None, **kwargs):
     from niflow.data.validate import check_row_indices
     _report(check_row_indices(test_rows, 360), on_start)
 
-niflow.run.train_inputs = train_inputs
-niflow.run.train_stream = train_stream
+niflow.runs.pipeline.train_inputs = train_inputs
+niflow.runs.pipeline.train_stream = train_stream
 """
 
 
@@ -212,7 +212,7 @@ def test_explicit_test_rows_are_used_silently(cli):
 def test_auto_test_rows_in_the_python_checks():
     from niflow import preset
     from niflow.data.dataset import auto_test_rows
-    from niflow.data.validate import check_arrays
+    from niflow.runs.inputs import check_arrays
 
     assert auto_test_rows(360) == "288:360"
     with pytest.raises(DataError, match=r"x\.mat: 100 samples.*--test-rows 80:100.*niflow cv"):

@@ -11,21 +11,22 @@ import pytest
 import torch
 
 from _configs import default_config
-from niflow.baselines import features, ridge_predict
-from niflow.crossval import (
+from niflow.data.dataset import DroppedVoxelsWarning, scale_stimuli
+from niflow.data.errors import DataError
+from niflow.data.simulate import simulate
+from niflow.evaluate.baselines import features, ridge_predict
+from niflow.evaluate.folds import (
     MIN_FOLD_ROWS,
-    cross_validate,
     fold_centred_r,
     group_codes,
     make_folds,
     per_fold_r,
 )
-from niflow.data.dataset import DroppedVoxelsWarning, scale_stimuli
-from niflow.data.io import DataError
-from niflow.data.simulate import simulate
-from niflow.evaluate import read_table
-from niflow.interpret import receptive_fields
-from niflow.run import RunError, train_run
+from niflow.evaluate.statistics import read_table
+from niflow.interpret.receptive_fields import receptive_fields
+from niflow.runs.crossval import cross_validate
+from niflow.runs.pipeline import train_run
+from niflow.runs.run import RunError
 
 # --------------------------------------------------------------------------- folds
 
@@ -306,7 +307,7 @@ def test_cv_folder(cv):
 
 def test_cv_refuses_a_non_empty_folder_before_training(cv, monkeypatch):
     before = {p.name: p.read_bytes() for p in cv["out"].iterdir()}
-    import niflow.crossval as cvmod
+    import niflow.runs.crossval as cvmod
 
     def no_training(*args, **kwargs):
         raise AssertionError("trained although the folder is refused")

@@ -13,7 +13,7 @@ from niflow.data.dataset import (
     parse_rows,
     voxel_usability,
 )
-from niflow.data.io import DataError
+from niflow.data.errors import DataError
 
 # --------------------------------------------------------------------------- parse_rows
 

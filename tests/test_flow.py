@@ -13,10 +13,10 @@ from _threads import one_thread
 from niflow import config as cfgmod
 from niflow.data.dataset import parse_rows
 from niflow.data.simulate import simulate
-from niflow.evaluate import pearson_r
-from niflow.interpret import connection_weights, information_flow
-from niflow.run import train_run
-from niflow.train import predict
+from niflow.evaluate.statistics import pearson_r
+from niflow.interpret.flow import connection_weights, information_flow
+from niflow.model.fitted import predict
+from niflow.runs.pipeline import train_run
 
 
 def blind_source_config() -> cfgmod.RunConfig:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from niflow.interpret import count_lobes, prf_from_maps
+from niflow.interpret.receptive_fields import count_lobes, prf_from_maps
 
 
 def gaussian_maps(centres, sigmas, grid=(28, 28), floor=0.0):

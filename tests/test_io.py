@@ -16,15 +16,9 @@ import scipy.io
 from scipy.io.matlab import matfile_version
 
 from niflow.config import preset
-from niflow.data.io import (
-    DataError,
-    load_arrays,
-    load_responses,
-    load_stimuli,
-    save_mat,
-    save_npz,
-)
-from niflow.data.validate import check_arrays
+from niflow.data.errors import DataError
+from niflow.data.io import load_arrays, load_responses, load_stimuli, save_mat, save_npz
+from niflow.runs.inputs import check_arrays
 
 # distinct sizes on every axis, so that a transposed array can never pass for the original
 N, H, W = 7, 5, 6

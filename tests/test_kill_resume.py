@@ -26,9 +26,9 @@ import torch
 
 from _cli import finish, start
 from niflow import config as cfgmod
-from niflow import train as trainmod
 from niflow.data.simulate import simulate
-from niflow.run import train_run
+from niflow.runs.pipeline import train_run
+from niflow.train import loop as trainmod
 
 EPOCHS = 12
 DEADLINE = 60.0  # seconds for any one wait

@@ -31,8 +31,9 @@ from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
 from niflow.config import ConfigError, preset
-from niflow.data.io import DataError, load_arrays, load_responses, load_stimuli
-from niflow.data.validate import check_arrays, validate_inputs
+from niflow.data.errors import DataError
+from niflow.data.io import load_arrays, load_responses, load_stimuli
+from niflow.runs.inputs import check_arrays, validate_inputs
 
 SETTINGS = {"derandomize": True, "deadline": None, "database": None,
             "suppress_health_check": [HealthCheck.too_slow, HealthCheck.data_too_large,

@@ -14,21 +14,22 @@ import numpy as np
 import pytest
 import torch
 
+from niflow import _system
 from niflow import config as cfgmod
-from niflow import resources
-from niflow.data.io import DataError, load_arrays
+from niflow._system import available_memory, format_bytes
+from niflow.data.errors import DataError
+from niflow.data.io import load_arrays
 from niflow.data.simulate import simulate
 from niflow.model import NIFModel
-from niflow.resources import (
+from niflow.runs.pipeline import train_run
+from niflow.train import memory as resources
+from niflow.train.memory import (
     MemoryEstimate,
     ResourceError,
     activation_bytes,
-    available_memory,
     check_memory,
     estimate_training_memory,
-    format_bytes,
 )
-from niflow.run import train_run
 
 SHAPE = (1, 40, 40)
 VOXELS = {"V1": 25, "V2": 15}
@@ -164,10 +165,10 @@ def test_meminfo_parsing(tmp_path):
     path = tmp_path / "meminfo"
     path.write_text("MemTotal:       16000000 kB\nMemFree:          500000 kB\n"
                     "MemAvailable:    8000000 kB\nBuffers:           1000 kB\n")
-    assert resources._meminfo_available(path) == 8000000 * 1024
+    assert _system._meminfo_available(path) == 8000000 * 1024
     path.write_text("MemTotal: 1 kB\n")  # a kernel older than 3.14
-    assert resources._meminfo_available(path) is None
-    assert resources._meminfo_available(tmp_path / "missing") is None
+    assert _system._meminfo_available(path) is None
+    assert _system._meminfo_available(tmp_path / "missing") is None
 
 
 def _write(path: Path, text: str) -> None:
@@ -185,7 +186,7 @@ def test_cgroup_v2_limit(tmp_path):
     _write(root / "batch" / "memory.current", "999999999999\n")
     own = tmp_path / "self_cgroup"
     own.write_text("0::/batch/job42\n")
-    assert resources._cgroup_headroom(root, own) == 2**30 - 2**28 + 2**26
+    assert _system._cgroup_headroom(root, own) == 2**30 - 2**28 + 2**26
 
 
 def test_cgroup_v1_limit_of_a_parent(tmp_path):
@@ -197,15 +198,15 @@ def test_cgroup_v1_limit_of_a_parent(tmp_path):
     _write(mem / "slurm" / "job" / "memory.usage_in_bytes", str(2**29))
     own = tmp_path / "self_cgroup"
     own.write_text("5:cpu,cpuacct:/slurm/job\n4:memory:/slurm/job\n")
-    assert resources._cgroup_headroom(root, own) == 2**30
+    assert _system._cgroup_headroom(root, own) == 2**30
 
 
 def test_no_cgroup_limit(tmp_path):
     own = tmp_path / "self_cgroup"
     own.write_text("0::/\n")
     _write(tmp_path / "cgroup" / "memory.max", "max\n")
-    assert resources._cgroup_headroom(tmp_path / "cgroup", own) is None
-    assert resources._cgroup_headroom(tmp_path / "cgroup", tmp_path / "missing") is None
+    assert _system._cgroup_headroom(tmp_path / "cgroup", own) is None
+    assert _system._cgroup_headroom(tmp_path / "cgroup", tmp_path / "missing") is None
 
 
 @pytest.mark.skipif(not Path("/proc/meminfo").exists(), reason="needs Linux /proc")
@@ -244,8 +245,8 @@ def test_loader_refuses_a_variable_larger_than_memory(tmp_path, monkeypatch):
     path = tmp_path / "big.h5"
     with h5py.File(path, "w") as fh:
         fh.create_dataset("V1", data=np.zeros((64, 64)))  # 32 KiB
-    monkeypatch.setattr(resources, "available_memory", lambda device="cpu": 4096)
+    monkeypatch.setattr(_system, "available_memory", lambda device="cpu": 4096)
     with pytest.raises(DataError, match="'V1' claims 32.0 KiB"):
         load_arrays(path)
-    monkeypatch.setattr(resources, "available_memory", lambda device="cpu": 2**20)
+    monkeypatch.setattr(_system, "available_memory", lambda device="cpu": 2**20)
     assert load_arrays(path)["V1"].shape == (64, 64)

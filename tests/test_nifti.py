@@ -9,14 +9,10 @@ import numpy as np
 import pytest
 import scipy.io
 
-from niflow.cli import main
-from niflow.data.io import (
-    DataError,
-    load_nifti_responses,
-    nifti_from_voxels,
-    voxel_maps_to_nifti,
-)
-from niflow.outputs import export_nifti
+from niflow.cli.main import main
+from niflow.data.errors import DataError
+from niflow.data.nifti import load_nifti_responses, nifti_from_voxels, voxel_maps_to_nifti
+from niflow.runs.nifti import export_nifti
 
 SHAPE = (6, 5, 4)
 AFFINE = np.array([[2.0, 0, 0, -10], [0, 2.0, 0, -20], [0, 0, 2.5, 5], [0, 0, 0, 1]])

@@ -24,9 +24,10 @@ import torch.multiprocessing as mp
 from niflow.config import ConfigError
 from niflow.data.io import save_mat
 from niflow.data.simulate import simulate
-from niflow.evaluate import pearson_r
-from niflow.parallel import BatchNorm2d, resolve_device, shard
-from niflow.train import batch_loss
+from niflow.evaluate.statistics import pearson_r
+from niflow.model.norm import BatchNorm2d
+from niflow.train.loop import batch_loss
+from niflow.train.runtime import resolve_device, shard
 
 
 def _free_port() -> int:

@@ -8,20 +8,22 @@ import math
 import numpy as np
 import pytest
 
-from niflow.baselines import gabor_energy_maps
 from niflow.data.simulate import SimConfig, simulate_responses
-from niflow.interpret import (
+from niflow.evaluate.baselines import gabor_energy_maps
+from niflow.interpret.probes import (
     ProbeSettings,
     analyse_probe,
     bar_apertures,
-    compare_sizes,
-    count_lobes,
     fit_gaussian_prf,
     grating,
     orientation_tuning,
-    prf_parameters,
     probe_stimuli,
     spatial_frequency_tuning,
+)
+from niflow.interpret.receptive_fields import (
+    compare_sizes,
+    count_lobes,
+    prf_parameters,
     visual_field_coordinates,
 )
 
@@ -219,7 +221,7 @@ def test_probe_analysis_recovers_the_simulated_cortex(simulator_probe):
 
 
 def test_fits_in_batches_of_voxels_equal_one_pass(monkeypatch):
-    import niflow.interpret as interp
+    import niflow.interpret.probes as interp
 
     rng = np.random.default_rng(5)
     ap, _, _ = bar_apertures((24, 24), 2, 3.0, 3.0)

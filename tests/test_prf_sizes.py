@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from niflow import config as cfgmod
+from niflow.interpret.sizes import log_sigma_standard_errors, shrink_log_sigma
 from niflow.model import NIFModel
-from niflow.prf_sizes import log_sigma_standard_errors, shrink_log_sigma
 
 
 def _model():

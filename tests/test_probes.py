@@ -9,9 +9,10 @@ from _threads import one_thread
 from niflow import config as cfgmod
 from niflow.data.dataset import parse_rows
 from niflow.data.simulate import simulate
-from niflow.evaluate import pearson_r
-from niflow.interpret import ProbeSettings, compare_sizes, probe, receptive_fields
-from niflow.run import train_run
+from niflow.evaluate.statistics import pearson_r
+from niflow.interpret.probes import ProbeSettings, probe
+from niflow.interpret.receptive_fields import compare_sizes, receptive_fields
+from niflow.runs.pipeline import train_run
 
 WELL = 0.5  # held-out r of a well-predicted voxel
 

@@ -8,6 +8,7 @@ import time
 import numpy as np
 import pytest
 
+from niflow.cli.demo import noise_ceiling_of_mean
 from niflow.data.simulate import (
     STIMULUS_FAMILIES,
     SimConfig,
@@ -19,7 +20,6 @@ from niflow.data.simulate import (
 )
 from niflow.data.simulate.features import V1Energy, as_unit_float
 from niflow.data.simulate.regimes import regime_stimuli
-from niflow.demo import noise_ceiling_of_mean
 
 SIZE = 56
 REGIMES = regimes()

@@ -14,9 +14,9 @@ import pytest
 import scipy.io
 import torch
 
-from niflow.cli import main
+from niflow.cli.main import main
 from niflow.data.simulate import load_truth
-from niflow.evaluate import fdr_bh, noise_ceiling, read_table
+from niflow.evaluate.statistics import fdr_bh, noise_ceiling, read_table
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")

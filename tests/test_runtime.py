@@ -13,9 +13,9 @@ from _configs import default_config
 from _threads import one_thread
 from niflow.data.dataset import parse_rows
 from niflow.data.simulate import simulate
-from niflow.evaluate import pearson_r
-from niflow.parallel import Runtime
-from niflow.run import train_run, train_stream
+from niflow.evaluate.statistics import pearson_r
+from niflow.runs.pipeline import train_run, train_stream
+from niflow.train.runtime import Runtime
 
 
 @pytest.fixture(scope="module")

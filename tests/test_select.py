@@ -10,9 +10,10 @@ import pytest
 from niflow import config as cfgmod
 from niflow.data.dataset import parse_rows
 from niflow.data.simulate import simulate
-from niflow.run import load_run, train_run
-from niflow.select import member_data
-from niflow.train import predict
+from niflow.model.fitted import predict
+from niflow.runs.pipeline import train_run
+from niflow.runs.run import load_run
+from niflow.train.select import member_data
 
 
 @pytest.fixture(scope="module")

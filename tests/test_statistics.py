@@ -8,8 +8,9 @@ import scipy.io
 from scipy import stats
 from sklearn.metrics import r2_score
 
-from niflow.data.io import DataError, load_response_repeats, stack_repeats
-from niflow.evaluate import (
+from niflow.data.errors import DataError
+from niflow.data.io import load_response_repeats, stack_repeats
+from niflow.evaluate.statistics import (
     NO_REPEATS_NOTE,
     area_summary,
     fdr_bh,

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from niflow.data.dataset import DroppedVoxelsWarning, build_dataset
-from niflow.data.io import DataError, save_mat
+from niflow.data.errors import DataError
+from niflow.data.io import save_mat
 from niflow.data.stream import open_streaming
 
 

@@ -9,13 +9,14 @@ import pytest
 import torch
 
 from _configs import default_config
-from niflow import train as trainmod
+from niflow.cli.demo import prf_recovery
 from niflow.data.dataset import parse_rows
 from niflow.data.simulate import simulate
-from niflow.demo import prf_recovery
-from niflow.evaluate import pearson_r
-from niflow.interpret import receptive_fields
-from niflow.run import load_run, train_run
+from niflow.evaluate.statistics import pearson_r
+from niflow.interpret.receptive_fields import receptive_fields
+from niflow.runs.pipeline import train_run
+from niflow.runs.run import load_run
+from niflow.train import loop as trainmod
 
 
 @pytest.fixture(scope="module")

@@ -26,13 +26,13 @@ import scipy.io
 
 from _cli import finish, run_many, snapshot, start
 from niflow.config import preset
-from niflow.data.validate import check_arrays
+from niflow.runs.inputs import check_arrays
 
 N, NV1, NV2, SIZE = 40, 10, 4, 56
 TEST = "30:40"
 SMALL_MEMORY = 10 * 2**20
 PRETEND_SMALL_MEMORY = (
-    "import niflow.resources as r\n"
+    "import niflow.train.memory as r\n"
     f"r.available_memory = lambda device='cpu': {SMALL_MEMORY}\n")
 
 

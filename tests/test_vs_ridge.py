@@ -8,11 +8,11 @@ import pytest
 import scipy.io
 
 from niflow import config as cfgmod
-from niflow.baselines import pixel_features, ridge_predict
 from niflow.data.dataset import parse_rows, scale_stimuli
 from niflow.data.simulate import SimConfig, harder_configs, simulate
-from niflow.evaluate import pearson_r
-from niflow.run import train_run
+from niflow.evaluate.baselines import pixel_features, ridge_predict
+from niflow.evaluate.statistics import pearson_r
+from niflow.runs.pipeline import train_run
 
 
 def test_ridge_matches_closed_form_for_a_fixed_alpha():

@@ -10,21 +10,16 @@ The public API, for notebooks and scripts (the ``niflow`` command is a thin laye
     run.predict(sim.stim[:5])                           # dict area -> (5, n_voxels)
 """
 
-__version__ = "0.1.0"
-
-from niflow.baselines import baseline_scores, gabor_features  # noqa: E402
+from niflow._version import __version__
 from niflow.config import ConfigError, RunConfig, preset  # noqa: E402
-from niflow.crossval import CVResult, cross_validate, make_folds  # noqa: E402
-from niflow.data import (  # noqa: E402
-    DataError,
-    load_responses,
-    load_stimuli,
-    parse_rows,
-    simulate,
-)
-from niflow.data.io import load_nifti_responses, voxel_maps_to_nifti  # noqa: E402
-from niflow.evaluate import (  # noqa: E402
-    evaluate_run,
+from niflow.data.dataset import parse_rows
+from niflow.data.errors import DataError
+from niflow.data.io import load_responses, load_stimuli
+from niflow.data.nifti import load_nifti_responses, voxel_maps_to_nifti  # noqa: E402
+from niflow.data.simulate.files import simulate
+from niflow.evaluate.baselines import baseline_scores, gabor_features  # noqa: E402
+from niflow.evaluate.folds import make_folds  # noqa: E402
+from niflow.evaluate.statistics import (  # noqa: E402
     fdr_bh,
     ncsnr,
     noise_ceiling,
@@ -35,30 +30,29 @@ from niflow.evaluate import (  # noqa: E402
     split_half_reliability,
     voxel_statistics,
 )
-from niflow.interpret import (  # noqa: E402
+from niflow.interpret.flow import information_flow
+from niflow.interpret.probes import probe
+from niflow.interpret.receptive_fields import (
     compare_sizes,
-    information_flow,
     prf_parameters,
-    probe,
     receptive_fields,
     visual_field_coordinates,
 )
-from niflow.model import NIFModel  # noqa: E402
-from niflow.outputs import export_nifti, probe_run  # noqa: E402
-from niflow.parallel import Runtime, runtime_from_environment  # noqa: E402
-from niflow.report import write_report  # noqa: E402
-from niflow.run import (  # noqa: E402
-    Run,
-    RunError,
-    evaluate_files,
-    load_run,
-    train_run,
-    train_stream,
-)
-from niflow.train import fit, predict  # noqa: E402
+from niflow.model.fitted import FittedModel, predict  # noqa: E402
+from niflow.model.nif import NIFModel  # noqa: E402
+from niflow.report.html import write_report  # noqa: E402
+from niflow.runs.crossval import CVResult, cross_validate  # noqa: E402
+from niflow.runs.evaluation import evaluate_run  # noqa: E402
+from niflow.runs.nifti import export_nifti  # noqa: E402
+from niflow.runs.pipeline import evaluate_files, train_run, train_stream  # noqa: E402
+from niflow.runs.probe import probe_run  # noqa: E402
+from niflow.runs.run import Run, RunError, load_run  # noqa: E402
+from niflow.train.loop import fit  # noqa: E402
+from niflow.train.runtime import Runtime, runtime_from_environment  # noqa: E402
 
 __all__ = [
-    "ConfigError", "DataError", "NIFModel", "Run", "RunConfig", "RunError", "__version__",
+    "ConfigError", "DataError", "FittedModel", "NIFModel", "Run", "RunConfig", "RunError",
+    "__version__",
     "evaluate_files", "fit", "load_responses", "load_run", "load_stimuli", "parse_rows",
     "pearson_r", "predict", "preset", "r_squared", "receptive_fields", "simulate",
     "train_run", "train_stream", "Runtime", "runtime_from_environment",

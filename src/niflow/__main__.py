@@ -2,6 +2,6 @@
 
 import sys
 
-from niflow.cli import main
+from niflow.cli.main import main
 
 sys.exit(main())

@@ -154,7 +154,7 @@ class DataConfig:
 
 @dataclass
 class SelectConfig:
-    """Automatic model selection and ensembling (:mod:`niflow.select`).
+    """Automatic model selection and ensembling (:mod:`niflow.train.select`).
 
     ``candidates``: names from :data:`FAMILY`; each replaces the configuration's areas and
     readout, is trained on the training rows and scored on the validation rows (median r
@@ -264,7 +264,7 @@ def preset(name: str = "default") -> RunConfig:
     ``"basicnif"`` reproduces the reference script (two 3×3 sigmoid areas with 6 channels,
     rank 2, Adam 0.01, batch 3, 15 epochs); ``"default"`` chooses on the validation rows
     between a fixed Gabor-bank V1 and a learned V1 (both with Gaussian pRF readouts) and
-    averages an ensemble of two models of the winner (:mod:`niflow.select`).
+    averages an ensemble of two models of the winner (:mod:`niflow.train.select`).
     """
     if name == "basicnif":
         return RunConfig(

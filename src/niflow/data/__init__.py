@@ -9,30 +9,26 @@ from niflow.data.dataset import (
     parse_rows,
     scale_stimuli,
 )
+from niflow.data.errors import DataError
 from niflow.data.io import (
-    DataError,
     load_arrays,
-    load_mask,
-    load_nifti_responses,
     load_response_repeats,
     load_responses,
     load_stimuli,
-    nifti_from_voxels,
     save_mat,
     save_npz,
     stack_repeats,
+)
+from niflow.data.nifti import (
+    load_mask,
+    load_nifti_responses,
+    nifti_from_voxels,
     voxel_maps_to_nifti,
 )
-from niflow.data.simulate import (
-    SimConfig,
-    Simulation,
-    load_simulation,
-    load_truth,
-    make_glyphs,
-    simulate,
-    simulate_responses,
-    write_simulation,
-)
+from niflow.data.simulate.cortex import Simulation, simulate_responses
+from niflow.data.simulate.files import load_simulation, load_truth, simulate, write_simulation
+from niflow.data.simulate.glyphs import make_glyphs
+from niflow.data.simulate.settings import SimConfig
 
 __all__ = [
     "DataError", "NIFData", "SimConfig", "Simulation", "Split", "Standardizer",

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from niflow.data.io import DataError
+from niflow.data.errors import DataError
 
 
 @dataclass(frozen=True)

@@ -18,12 +18,9 @@ import numpy as np
 import scipy.io
 
 from niflow._atomic import atomic_write
+from niflow.data.errors import DataError
 
 MAT73_HEADER = b"MATLAB 7.3 MAT-file, Platform: GLNXA64, Created by: niflow. HDF5 schema 1.00 ."
-
-
-class DataError(ValueError):
-    """Input data cannot be used as given; the message says which file and variable."""
 
 
 def _reason(err: BaseException) -> str:
@@ -204,7 +201,7 @@ def _load_hdf5(path: Path, reverse_axes: bool) -> dict[str, np.ndarray]:
 
 def _check_fits_in_memory(path: Path, name: str, nbytes: int) -> None:
     # a damaged header can claim any size; refuse before allocating rather than after
-    from niflow.resources import available_memory, format_bytes
+    from niflow._system import available_memory, format_bytes
 
     free = available_memory()
     if free is not None and nbytes > free:
@@ -419,186 +416,4 @@ def stack_repeats(paths: list[str | Path]) -> dict[str, np.ndarray]:
 # area's response matrix is the v-th nonzero voxel of its mask in that order, and writing a
 # result vector back puts element ``v`` at the same voxel.
 
-AFFINE_ATOL = 1e-4
 
-
-def _nib():
-    try:
-        import nibabel
-    except ImportError:  # pragma: no cover - nibabel is a dependency
-        raise DataError("reading NIfTI needs nibabel: pip install nibabel") from None
-    return nibabel
-
-
-def _load_image(path: str | Path):
-    path = Path(path)
-    if not path.exists():
-        raise DataError(f"{path}: file not found")
-    try:
-        return _nib().load(str(path))
-    except Exception as err:  # nibabel raises ImageFileError, OSError, EOFError...
-        raise DataError(f"{path}: not a readable NIfTI image ({_reason(err)})") from None
-
-
-def _image_data(path: Path, img) -> np.ndarray:
-    try:
-        return np.asanyarray(img.dataobj)
-    except Exception as err:  # truncated or corrupt data blocks
-        raise DataError(f"{path}: cannot read the image data ({_reason(err)})") from None
-
-
-def load_mask(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """Read an ROI mask image: nonzero voxels are in the ROI.
-
-    Returns
-    -------
-    mask : ndarray of shape (X, Y, Z), bool
-    affine : ndarray of shape (4, 4)
-    """
-    path = Path(path)
-    data, affine = _load_volume(path, "a mask must be a 3-D image")
-    mask = np.asarray(data) != 0
-    if not mask.any():
-        raise DataError(f"{path}: the mask is empty (no nonzero voxel)")
-    return mask, affine
-
-
-def _load_volume(path: Path, requirement: str) -> tuple[np.ndarray, np.ndarray]:
-    """A 3-D image (a trailing axis of length 1 is dropped) and its affine (4, 4)."""
-    img = _load_image(path)
-    data = _image_data(path, img)
-    if data.ndim == 4 and data.shape[3] == 1:
-        data = data[..., 0]
-    if data.ndim != 3:
-        raise DataError(f"{path}: {requirement}, got shape {data.shape}")
-    return data, np.asarray(img.affine, dtype=np.float64)
-
-
-def _load_bold(paths: list[Path]) -> tuple[np.ndarray, np.ndarray, Path]:
-    """Responses as (X, Y, Z, n_samples) from one 4-D image or one 3-D image per sample."""
-    if len(paths) == 1:
-        img = _load_image(paths[0])
-        data = _image_data(paths[0], img)
-        if data.ndim != 4:
-            raise DataError(f"{paths[0]}: expected a 4-D image (x, y, z, samples), got shape "
-                            f"{data.shape}; give one 3-D image per sample instead")
-        return np.asarray(data, dtype=np.float32), np.asarray(img.affine, float), paths[0]
-    vols, affine = [], None
-    for p in paths:
-        data, img_affine = _load_volume(p, "expected a 3-D image (one sample)")
-        if vols and data.shape != vols[0].shape:
-            raise DataError(f"{p}: shape {data.shape} differs from {paths[0]} "
-                            f"{vols[0].shape}")
-        if affine is not None and not np.allclose(img_affine, affine, atol=AFFINE_ATOL):
-            raise DataError(f"{p}: affine differs from {paths[0]}'s; resample the images to "
-                            f"one space first")
-        affine = img_affine
-        vols.append(np.asarray(data, dtype=np.float32))
-    return np.stack(vols, axis=-1), affine, paths[0]
-
-
-def load_nifti_responses(bold: str | Path | list[str | Path],
-                         masks: dict[str, str | Path]) -> dict[str, np.ndarray]:
-    """Voxel responses per area from NIfTI images and one ROI mask per area.
-
-    Parameters
-    ----------
-    bold : path or list of paths
-        One 4-D image (x, y, z, samples) or one 3-D image per sample, in sample order.
-    masks : dict of area name to mask path
-        3-D images on the same grid (shape and affine) as ``bold``.
-
-    Returns
-    -------
-    dict of str to ndarray of shape (n_samples, n_voxels), float32
-        Columns in C order of the mask's voxel indices (see the note above).
-    """
-    paths = [Path(p) for p in ([bold] if isinstance(bold, str | Path) else bold)]
-    if not paths:
-        raise DataError("no response image given")
-    if not masks:
-        raise DataError("no ROI mask given; pass one mask image per area (e.g. V1=v1.nii.gz)")
-    data, affine, first = _load_bold(paths)
-    out = {}
-    for area, mpath in masks.items():
-        mask, m_affine = load_mask(mpath)
-        if mask.shape != data.shape[:3]:
-            raise DataError(f"{mpath}: mask of area {area!r} has shape {mask.shape} but the "
-                            f"responses {first} have {data.shape[:3]}")
-        if not np.allclose(m_affine, affine, atol=AFFINE_ATOL):
-            raise DataError(f"{mpath}: mask of area {area!r} has a different affine from "
-                            f"{first}; masks must be in the responses' space")
-        out[area] = np.ascontiguousarray(data[mask].T)  # boolean indexing is C order
-    return out
-
-
-def nifti_from_voxels(values: np.ndarray, mask_path: str | Path, out_path: str | Path,
-                      fill: float = 0.0) -> Path:
-    """Write one value per mask voxel as a 3-D image in the mask's space, atomically.
-
-    Parameters
-    ----------
-    values : ndarray of shape (n_mask_voxels,)
-        In the mask's voxel order (C order of indices); NaN stays NaN.
-    mask_path : path
-        The area's ROI mask; its affine and header are kept.
-    fill : float
-        Value outside the mask.
-    """
-    nib = _nib()
-    mask, _ = load_mask(mask_path)
-    values = np.asarray(values, dtype=np.float32).ravel()
-    if values.size != mask.sum():
-        raise DataError(f"{mask_path}: the mask has {int(mask.sum())} voxels but "
-                        f"{values.size} values were given")
-    ref = _load_image(mask_path)
-    vol = np.full(mask.shape, fill, dtype=np.float32)
-    vol[mask] = values
-    header = ref.header.copy()
-    header.set_data_dtype(np.float32)
-    img = nib.Nifti1Image(vol, ref.affine, header)
-    img.header.set_slope_inter(1.0, 0.0)  # values as given, no rescaling
-    import gzip
-
-    data = img.to_bytes()
-    if str(out_path).endswith(".gz"):
-        data = gzip.compress(data, mtime=0)
-    return atomic_write(out_path, lambda p: p.write_bytes(data))
-
-
-def voxel_maps_to_nifti(columns: dict[str, np.ndarray], areas: np.ndarray,
-                        voxels: np.ndarray, masks: dict[str, str | Path],
-                        out_dir: str | Path, fill: float = 0.0) -> list[Path]:
-    """Write per-voxel results of a run back into each area's mask space.
-
-    Parameters
-    ----------
-    columns : dict of measure name to ndarray of shape (n_rows,)
-        E.g. ``r_test``, ``prf_x`` from ``voxels.csv``.
-    areas, voxels : ndarray of shape (n_rows,)
-        Area name and input column (= index in the mask's voxel order) of every row.
-    masks : dict of area to mask path
-    out_dir : path
-        Gets ``<area>_<measure>.nii.gz``; mask voxels without a row (dropped) are NaN.
-
-    Returns
-    -------
-    list of Path
-    """
-    out = []
-    for area, mpath in masks.items():
-        mask, _ = load_mask(mpath)
-        rows = np.flatnonzero(np.asarray(areas) == area)
-        if not rows.size:
-            raise DataError(f"no results for area {area!r}; areas with results are "
-                            f"{sorted(set(np.asarray(areas).tolist()))}")
-        idx = np.asarray(voxels)[rows].astype(np.int64)
-        if idx.max() >= mask.sum():
-            raise DataError(f"{mpath}: results index voxel {int(idx.max())} but the mask of "
-                            f"area {area!r} has only {int(mask.sum())} voxels")
-        for name, col in columns.items():
-            vals = np.full(int(mask.sum()), np.nan, dtype=np.float32)
-            vals[idx] = np.asarray(col, dtype=np.float64)[rows]
-            out.append(nifti_from_voxels(vals, mpath, Path(out_dir) / f"{area}_{name}.nii.gz",
-                                         fill))
-    return out

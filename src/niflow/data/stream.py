@@ -22,8 +22,14 @@ import h5py
 import numpy as np
 import torch
 
-from niflow.data.dataset import DroppedVoxelsWarning, Split, Standardizer, _varies, make_split
-from niflow.data.io import DataError
+from niflow.data.dataset import (
+    DroppedVoxelsWarning,
+    Split,
+    Standardizer,
+    _varies,
+    make_split,
+)
+from niflow.data.errors import DataError
 
 
 @dataclass(frozen=True)
@@ -168,7 +174,7 @@ def _chunks(rows: np.ndarray, size: int) -> Iterator[np.ndarray]:
 
 @dataclass
 class StreamingData:
-    """HDF5-backed training data with the interface :func:`niflow.train.fit` uses.
+    """HDF5-backed training data with the interface :func:`niflow.train.loop.fit` uses.
 
     Attributes
     ----------

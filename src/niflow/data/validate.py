@@ -2,7 +2,7 @@
 
 The command line (``niflow train``, ``niflow evaluate``) and the Python API
 (:func:`niflow.train_run`) go through the same checks, so a problem with the data or the
-configuration is reported the same way everywhere: one :class:`~niflow.data.io.DataError` or
+configuration is reported the same way everywhere: one :class:`~niflow.data.errors.DataError` or
 :class:`~niflow.config.ConfigError` whose one-line message names the file, the variable and
 what to do, raised before a run folder exists.
 
@@ -25,77 +25,18 @@ Checked here:
 
 from __future__ import annotations
 
-import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from niflow.config import ConfigError, RunConfig
+from niflow.config import RunConfig
 from niflow.data.dataset import (
-    DroppedVoxelsWarning,
-    Split,
-    auto_test_rows,
-    dropped_voxels_message,
-    is_auto,
-    make_split,
     parse_rows,
-    voxel_usability,
 )
-from niflow.data.io import DataError, load_responses, load_stimuli
+from niflow.data.errors import DataError
 
 STIM_LAYOUT = "(n_samples, height, width) or (n_samples, channels, height, width)"
 RowSpec = str | Path | np.ndarray | list[int] | None
-
-
-@dataclass
-class Inputs:
-    """Checked inputs of a training run: what :func:`niflow.run.train_inputs` consumes.
-
-    Attributes
-    ----------
-    stim : ndarray of shape (n_samples, height, width) or (n_samples, channels, height, width)
-        As read (dtype unchanged).
-    responses : dict of str to ndarray of shape (n_samples, n_voxels)
-        Every column of the input, dropped voxels included (``voxel_index`` selects).
-    config : RunConfig
-        Validated, geometry included.
-    split : Split
-        Train, validation and test rows.
-    voxel_index : dict of str to ndarray of shape (n_kept,), int
-        Columns of each area that will be fitted.
-    warnings : list of str
-        One line per area with dropped voxels (also issued as ``DroppedVoxelsWarning``).
-    sources : dict of str to str
-        Input files (``{"stim": path, "bold": path}``), empty for arrays.
-    """
-
-    stim: np.ndarray
-    responses: dict[str, np.ndarray]
-    config: RunConfig
-    split: Split
-    voxel_index: dict[str, np.ndarray]
-    warnings: list[str] = field(default_factory=list)
-    sources: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def n_samples(self) -> int:
-        return int(self.stim.shape[0])
-
-    @property
-    def image_shape(self) -> tuple[int, int, int]:
-        """``(channels, height, width)`` of one stimulus."""
-        return image_shape(self.stim)
-
-    @property
-    def test_rows(self) -> np.ndarray:
-        return self.split.test
-
-    @property
-    def n_voxels(self) -> dict[str, int]:
-        """Voxels that will be fitted, per area."""
-        return {a: int(i.size) for a, i in self.voxel_index.items()}
 
 
 def image_shape(stim: np.ndarray) -> tuple[int, int, int]:
@@ -240,34 +181,6 @@ def check_areas(responses: dict[str, np.ndarray], cfg: RunConfig, source: str) -
             f"{cfg.area_names()}; rename the variables or add areas to the config")
 
 
-def check_config(cfg: RunConfig, shape: tuple[int, int, int], source: str = "config",
-                 ) -> RunConfig:
-    """Keys, types and values of ``cfg``, then its area graph on images of ``shape``.
-
-    Parameters
-    ----------
-    shape : tuple of int
-        ``(channels, height, width)`` of one stimulus.
-    source : str
-        Where the configuration came from (a file, ``"command line"``), for messages.
-    """
-    from niflow.model.areas import AreaGraph
-
-    try:
-        cfg.validate()
-    except ConfigError as err:
-        raise ConfigError(f"{source}: {err}") from None
-    try:
-        # on the meta device nothing is allocated and no random number is drawn: only the
-        # shapes are traced, by the same code that builds the real model
-        with torch.device("meta"):
-            AreaGraph(cfg.areas, shape[0], shape[1:])
-    except ConfigError as err:
-        raise ConfigError(f"{source}: {err} for stimuli of {shape[1]}x{shape[2]} pixels; use "
-                          f"a smaller kernel, more padding or less pooling") from None
-    return cfg
-
-
 def check_row_indices(rows: RowSpec, n_samples: int, name: str = "test rows") -> np.ndarray:
     """Row indices from a spec (see :func:`niflow.data.dataset.parse_rows`) or an array.
 
@@ -298,119 +211,6 @@ def _spec_text(rows: RowSpec) -> str:
 
 
 # --------------------------------------------------------------------------- entry points
-
-
-def check_arrays(stim: np.ndarray, responses: dict[str, np.ndarray], cfg: RunConfig,
-                 test_rows: RowSpec, *, train_rows: RowSpec = None,
-                 sources: dict[str, str] | None = None, config_source: str = "config",
-                 require_test_rows: bool = False) -> Inputs:
-    """Validate arrays for training; nothing is written.
-
-    Parameters
-    ----------
-    stim : ndarray of shape (n_samples, height, width) or (n_samples, channels, height, width)
-    responses : dict of str to ndarray of shape (n_samples, n_voxels)
-    cfg : RunConfig
-    test_rows : str, path or array of int
-        Held-out rows: a spec such as ``"288:360"`` or indices; ``"auto"`` (the command
-        line's default) is ``"288:360"`` for the 360 rows of the BRAINS layout and an error
-        for any other number (:func:`niflow.data.dataset.auto_test_rows`).
-    train_rows : str, path or array of int, optional
-        Rows to train on (default: all rows not in ``test_rows``); must not overlap them.
-    sources : dict, optional
-        ``{"stim": path, "bold": path}`` the arrays were read from (named in messages).
-    config_source : str
-        Where ``cfg`` came from, for messages.
-    require_test_rows : bool
-        Refuse an empty test set (the command line always scores held-out rows).
-
-    Returns
-    -------
-    Inputs
-
-    Raises
-    ------
-    DataError, ConfigError
-        With a one-line message naming the file, the variable and the fix.
-    """
-    sources = dict(sources or {})
-    stim_source = sources.get("stim", "stimuli")
-    bold_source = sources.get("bold", "responses")
-    try:
-        cfg.validate()
-    except ConfigError as err:
-        raise ConfigError(f"{config_source}: {err}") from None
-    stim_var = cfg.data.stim_variable
-    stim = check_stimulus_array(stim, stim_source, stim_var)
-    if not isinstance(responses, dict) or not responses:
-        raise DataError(f"{bold_source}: no response variables; expected one (n_samples, "
-                        f"n_voxels) array per area, e.g. 'V1', 'V2'")
-    responses = {a: check_response_array(r, bold_source, a) for a, r in responses.items()}
-    check_rows(stim, responses, stim_source, stim_var, bold_source)
-    check_areas(responses, cfg, bold_source)
-    for area, r in responses.items():
-        if r.shape[1] == 0:
-            raise DataError(f"{_where(bold_source, area)} has no voxels (shape {r.shape})")
-    check_config(cfg, image_shape(stim), config_source)
-
-    n = stim.shape[0]
-    if is_auto(test_rows):  # the BRAINS rows for the BRAINS layout, otherwise refused
-        test_rows = auto_test_rows(n, stim_source)
-    test = check_row_indices(test_rows, n, "test rows")
-    if require_test_rows and test.size == 0:
-        raise DataError(f"test rows {_spec_text(test_rows)} selects no rows of {stim_source} "
-                        f"({n} samples); held-out rows are required")
-    train = None if train_rows is None else check_row_indices(train_rows, n, "train rows")
-    split = make_split(n, test, cfg.train.val_fraction, cfg.train.seed, train)
-
-    fit_rows = np.concatenate([split.train, split.val])
-    index, notes = {}, []
-    for area, r in responses.items():
-        keep, nonfinite, constant = voxel_usability(r, fit_rows)
-        where = _where(bold_source, area)
-        if not keep.any():
-            raise DataError(f"{where}: none of its {keep.size} voxels is usable "
-                            f"({int(nonfinite.sum())} with NaN/Inf, {int(constant.sum())} "
-                            f"constant on the training rows); check the mask and the export")
-        if not keep.all():
-            notes.append(dropped_voxels_message(where, keep, nonfinite, constant))
-            warnings.warn(notes[-1], DroppedVoxelsWarning, stacklevel=2)
-        index[area] = np.flatnonzero(keep)
-    return Inputs(stim=stim, responses=responses, config=cfg, split=split, voxel_index=index,
-                  warnings=notes, sources={k: str(v) for k, v in sources.items()})
-
-
-def validate_inputs(stim_path: str | Path, bold_path: str | Path, cfg: RunConfig,
-                    test_rows: RowSpec, *, train_rows: RowSpec = None,
-                    config_source: str = "config") -> Inputs:
-    """Read and validate the files of a training run; nothing is written.
-
-    Parameters
-    ----------
-    stim_path : path
-        Stimulus file (``.mat`` v5/v7.3, ``.npz``, ``.h5``) with variable
-        ``cfg.data.stim_variable`` of shape (n_samples, height, width).
-    bold_path : path
-        Response file with one (n_samples, n_voxels) variable per area.
-    cfg : RunConfig
-    test_rows, train_rows : str, path or array of int
-        See :func:`check_arrays`; at least one test row is required.
-    config_source : str
-        Where ``cfg`` came from, for messages.
-
-    Returns
-    -------
-    Inputs
-    """
-    try:
-        cfg.validate()  # a broken config is reported before any file is read
-    except ConfigError as err:
-        raise ConfigError(f"{config_source}: {err}") from None
-    stim = load_stimuli(stim_path, cfg.data.stim_variable)
-    responses = load_responses(bold_path)
-    return check_arrays(stim, responses, cfg, test_rows, train_rows=train_rows,
-                        sources={"stim": str(stim_path), "bold": str(bold_path)},
-                        config_source=config_source, require_test_rows=True)
 
 
 def check_evaluation_arrays(stim: np.ndarray, responses: dict[str, np.ndarray],

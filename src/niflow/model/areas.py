@@ -16,7 +16,7 @@ from torch.nn import functional as F
 
 from niflow.config import STIMULUS, AreaConfig, ConfigError
 from niflow.model.filters import GaborBank, bank_wavelengths
-from niflow.parallel import BatchNorm2d
+from niflow.model.norm import BatchNorm2d
 
 
 @dataclass(frozen=True)

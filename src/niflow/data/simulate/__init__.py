@@ -21,17 +21,11 @@ All coordinates are in stimulus pixels: ``x`` is the column, ``y`` the row, and 
 the top-left pixel is ``(0, 0)``.
 """
 
-from niflow.data.simulate.cortex import (
-    AREAS,
-    DEFAULT_N_VOXELS,
-    SimConfig,
-    Simulation,
-    harder_configs,
-    simulate_responses,
-)
+from niflow.data.simulate.cortex import Simulation, simulate_responses
 from niflow.data.simulate.files import load_simulation, load_truth, simulate, write_simulation
 from niflow.data.simulate.glyphs import make_glyphs
 from niflow.data.simulate.regimes import Regime, make_regime, regimes
+from niflow.data.simulate.settings import AREAS, DEFAULT_N_VOXELS, SimConfig, harder_configs
 from niflow.data.simulate.stimuli import (
     STIMULUS_FAMILIES,
     make_bars,

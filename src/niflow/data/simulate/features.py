@@ -12,15 +12,12 @@ do not depend on how the stimuli are chunked.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy import fft as sfft
 from scipy import ndimage
 
-if TYPE_CHECKING:
-    from niflow.data.simulate.cortex import SimConfig
+from niflow.data.simulate.settings import SimConfig, junction_pairs
 
 __all__ = ["FeatureStages", "V1Energy", "as_unit_float", "junction_pairs"]
 
@@ -101,17 +98,6 @@ def v2_mixing(cfg: SimConfig, rng: np.random.Generator) -> NDArray[np.float64]:
         pos = rng.choice(n_o, size=n_pos, replace=False)
         mixing[j, pos] = rng.uniform(0.5, 1.0, n_pos)
     return mixing
-
-
-def junction_pairs(n_orientations: int) -> list[tuple[int, int]]:
-    """Orientation index pairs at least 45 deg apart (those that make corners and crossings)."""
-    pairs = []
-    for i in range(n_orientations):
-        for j in range(i + 1, n_orientations):
-            d = min(j - i, n_orientations - (j - i)) * 180.0 / n_orientations
-            if d >= 45.0 - 1e-9:
-                pairs.append((i, j))
-    return pairs
 
 
 def stimulus_subset(n: int) -> NDArray[np.int64]:

@@ -12,9 +12,10 @@ import scipy.io
 from numpy.typing import ArrayLike, NDArray
 
 from niflow.data.io import save_mat, save_npz
-from niflow.data.simulate.cortex import SimConfig, Simulation, simulate_responses
+from niflow.data.simulate.cortex import Simulation, simulate_responses
 from niflow.data.simulate.features import as_unit_float
 from niflow.data.simulate.glyphs import make_glyphs
+from niflow.data.simulate.settings import SimConfig
 
 __all__ = ["load_simulation", "load_truth", "simulate", "write_simulation"]
 

@@ -19,8 +19,9 @@ import numpy as np
 import scipy.io
 from numpy.typing import NDArray
 
-from niflow.data.simulate.cortex import SimConfig, Simulation, simulate_responses
+from niflow.data.simulate.cortex import Simulation, simulate_responses
 from niflow.data.simulate.glyphs import make_glyphs
+from niflow.data.simulate.settings import SimConfig
 from niflow.data.simulate.stimuli import make_stimuli
 
 __all__ = ["Regime", "brains_stim_path", "make_regime", "regime_stimuli", "regimes"]

@@ -25,7 +25,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from niflow.model import GaussianReadout, NIFModel
+from niflow.model.gaussian import GaussianReadout
+from niflow.model.nif import NIFModel
 
 __all__ = ["log_sigma_standard_errors", "shrink_log_sigma"]
 

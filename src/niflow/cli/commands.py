@@ -2,243 +2,17 @@
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import sys
 import warnings
 from pathlib import Path
 
 import numpy as np
 
-from niflow import __version__
 from niflow import config as cfgmod
 from niflow.config import ConfigError
-from niflow.data.io import DataError
-from niflow.resources import ResourceError
-from niflow.run import RunError
-
-EPILOG = "Run `niflow COMMAND --help` for the options of each command."
-
-
-def _add_simulate(sub) -> None:
-    p = sub.add_parser("simulate", help="write a simulated data set with known ground truth",
-                       description="Simulate handwritten-letter stimuli (or use given ones) "
-                       "and V1/V2 voxel responses from a ground-truth visual cortex; writes "
-                       "OUT/stim.mat, OUT/bold.mat (basicNIF layout) and OUT/truth.npz.")
-    p.add_argument("out", type=Path, help="output folder")
-    p.add_argument("--n-per-letter", type=int, default=60,
-                   help="glyphs per letter of BRAINS (default 60: 360 images, test rows "
-                   "288:360)")
-    p.add_argument("--stim", type=Path, help="use these stimuli (a file with variable "
-                   "'stim', shape (n, height, width)) instead of generated glyphs")
-    p.add_argument("--v1", type=int, default=800, help="V1 voxels (default 800)")
-    p.add_argument("--v2", type=int, default=600, help="V2 voxels (default 600)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--output-exponent", type=float, default=1.0,
-                   help="static output nonlinearity drive**e (e < 1: compressive, harder)")
-    p.add_argument("--reliability", type=float, nargs=2, metavar=("LOW", "HIGH"),
-                   default=(0.5, 0.9), help="per-voxel repeat reliability range")
-
-
-def _add_train(sub) -> None:
-    p = sub.add_parser("train", help="train a NIF model and write a run folder",
-                       description="Train on stimuli and voxel responses; write the run "
-                       "folder (config.json, model.pt, metrics.json, voxels.csv, "
-                       "predictions.npz, modelparams.mat, figures/).")
-    p.add_argument("--stim", type=Path, required=True,
-                   help="stimulus file (.mat v5/v7.3, .npz or .h5) with variable 'stim' "
-                   "(n_samples, height, width)")
-    p.add_argument("--bold", type=Path, required=True,
-                   help="response file with one (n_samples, n_voxels) variable per area")
-    p.add_argument("--out", type=Path, required=True, help="run folder to write")
-    p.add_argument("--config", type=Path, help="JSON config (keys not given take the "
-                   "preset's values; see configs/)")
-    p.add_argument("--preset", choices=cfgmod.PRESETS,
-                   help="start from this preset (default: the config's, else 'default')")
-    p.add_argument("--test-rows", default="auto",
-                   help="held-out rows: start:stop, a comma list, or a file of indices; "
-                   "default auto: 288:360 for data of exactly 360 rows (the BRAINS layout, "
-                   "said when used), otherwise an error asking for --test-rows (small data "
-                   "sets: see `niflow cv`)")
-    p.add_argument("--train-rows",
-                   help="rows to train on, same forms (default: all rows not in "
-                   "--test-rows); must not overlap --test-rows")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--lr", type=float)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--resume", action="store_true",
-                   help="continue an interrupted (even killed) run in --out from its last "
-                   "checkpoint; refused unless the input files (sha256), the config and the "
-                   "rows are those the run started with")
-    p.add_argument("--force", action="store_true", help="overwrite an existing run folder")
-    p.add_argument("--no-memory-check", action="store_true",
-                   help="train even if the estimated memory exceeds what is available")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--device", default="auto",
-                   help="auto (the GPU if there is one), cpu, cuda or cuda:N (default auto)")
-    p.add_argument("--precision", choices=cfgmod.PRECISIONS,
-                   help="bfloat16: forward/backward under bf16 autocast; float64: double "
-                   "precision throughout, for numerical checks (sets config.train.precision; "
-                   "default: the config's, float32)")
-    p.add_argument("--compile", action="store_true",
-                   help="train through torch.compile (falls back to eager with a warning)")
-    p.add_argument("--stream", action="store_true",
-                   help="read training batches from the HDF5 / v7.3 files on demand instead "
-                   "of loading them (memory flat in the number of samples)")
-    p.add_argument("--workers", type=int,
-                   help="with --stream: DataLoader worker processes reading batches (default: "
-                   "the cores training leaves free, at most 4; 0 reads in the training "
-                   "process)")
-
-
-def _add_cv(sub) -> None:
-    p = sub.add_parser("cv", help="k-fold cross-validation for small data sets",
-                       description="Train one NIF model per fold on the other rows and predict "
-                       "the fold, so that every row is predicted once by a model that never "
-                       "saw it; voxelwise ridge baselines are fitted on the same folds. r is "
-                       "Pearson r over all rows with predictions and responses centred within "
-                       "each test fold (pooling without centring biases r downwards). Writes "
-                       "OUT/cv.json, cv_voxels.csv, cv_predictions.npz and config.json.")
-    p.add_argument("--stim", type=Path, required=True,
-                   help="stimulus file (as for train)")
-    p.add_argument("--bold", type=Path, required=True, help="response file (as for train)")
-    p.add_argument("--out", type=Path, required=True, help="folder to write")
-    p.add_argument("--k", type=int, default=10, help="number of folds (default 10)")
-    p.add_argument("--groups", metavar="FILE_OR_VARIABLE",
-                   help="keep rows of one group in one fold: a .txt/.csv/.npy file with one "
-                   "label per row, FILE:VARIABLE (e.g. truth.npz:labels), or the name of a "
-                   "variable of the stimulus file (e.g. labels)")
-    p.add_argument("--config", type=Path, help="JSON config (as for train)")
-    p.add_argument("--preset", choices=cfgmod.PRESETS,
-                   help="start from this preset (default: the config's, else 'default')")
-    p.add_argument("--seed", type=int, default=0, dest="fold_seed",
-                   help="seed of the fold assignment (default 0; training uses the config's "
-                   "train.seed)")
-    p.add_argument("--baselines", default="pixels,gabor",
-                   help="ridge baselines on the same folds: a comma list of pixels, gabor, "
-                   "or none (default pixels,gabor)")
-    p.add_argument("--epochs", type=int, help="training epochs of each fold's model")
-    p.add_argument("--force", action="store_true", help="overwrite an existing --out folder")
-    p.add_argument("--quiet", action="store_true", help="no line per fold")
-
-
-def _add_evaluate(sub) -> None:
-    p = sub.add_parser("evaluate", help="score a trained run on data",
-                       description="Predict responses with a trained run and report per voxel "
-                       "and area: Pearson r, R², a one-sided permutation p-value of r with "
-                       "Benjamini-Hochberg FDR per area and, given repeated measurements, the "
-                       "noise ceiling (split-half reliability, Spearman-Brown corrected) and "
-                       "r normalised by it. Writes stats_voxels.csv and stats.json into the "
-                       "run folder (or --out).")
-    p.add_argument("run", type=Path, help="run folder written by `niflow train`")
-    p.add_argument("--stim", type=Path, required=True)
-    p.add_argument("--bold", type=Path,
-                   help="responses (n_samples, n_voxels) per area, or (n_repeats, n_samples, "
-                   "n_voxels) to give repeats on a leading axis; default: the mean of --repeats")
-    p.add_argument("--repeats", type=Path, nargs="+", metavar="FILE",
-                   help="one response file per repeated measurement (e.g. bold_rep1.mat "
-                   "bold_rep2.mat); gives the noise ceiling of their mean")
-    p.add_argument("--rows", help="rows to score (default: all), e.g. 288:360")
-    p.add_argument("--permutations", type=int, default=1000,
-                   help="permutations for the p-values (default 1000; 0 = none)")
-    p.add_argument("--alpha", type=float, default=0.05, help="FDR level (default 0.05)")
-    p.add_argument("--out", type=Path, help="folder for stats_voxels.csv and stats.json "
-                   "(default: the run folder)")
-    p.add_argument("--json", type=Path, help="also write per-voxel r and summaries here")
-
-
-def _add_demo(sub) -> None:
-    p = sub.add_parser("demo", help="simulate, train, evaluate and check pRF recovery",
-                       description="The embedded default: simulate BRAINS-like data with a "
-                       "known cortex, train the default model, print held-out r (with a "
-                       "ridge-regression baseline and noise ceilings) and how well receptive "
-                       "fields were recovered.")
-    p.add_argument("--out", type=Path, default=Path("runs/demo"),
-                   help="folder for data and run (replaced; default runs/demo)")
-    p.add_argument("--preset", choices=cfgmod.PRESETS, default="default")
-    p.add_argument("--n-per-letter", type=int, default=60)
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-
-
-def _add_config(sub) -> None:
-    p = sub.add_parser("config", help="print a preset or check a config file",
-                       description="Print the resolved configuration as JSON.")
-    p.add_argument("file", type=Path, nargs="?", help="config file to resolve and check")
-    p.add_argument("--preset", choices=cfgmod.PRESETS, default="default")
-
-
-def _add_science(sub) -> None:
-    p = sub.add_parser("probe", help="in-silico bar sweep and gratings on a trained run",
-                       description="Show the trained model a pRF bar sweep (textured bars at "
-                       "several orientations) and oriented gratings; per voxel fit a 2-D "
-                       "Gaussian pRF to the bar responses and measure orientation and spatial-"
-                       "frequency tuning. Writes probe_voxels.csv, probe.json and figures "
-                       "into the run folder (or --out).")
-    p.add_argument("run", type=Path, help="run folder written by `niflow train`")
-    p.add_argument("--out", type=Path, help="folder for the outputs (default: the run folder)")
-    p.add_argument("--visual-field-deg", type=float,
-                   help="visual angle of the stimulus width in degrees (default: the run's "
-                   "config data.visual_field_deg); adds degree columns")
-    p.add_argument("--bar-step", type=float,
-                   help="bar step in px (default: the image width / 28, 2 px for 56 px)")
-    p.add_argument("--bar-width", type=float, help="bar width in px (default: a tenth of the "
-                   "image width, at least 3)")
-
-    p = sub.add_parser("baseline", help="voxelwise ridge baselines on the same split",
-                       description="Voxelwise ridge regression (scikit-learn RidgeCV, per-voxel "
-                       "alpha by leave-one-out CV on the training rows) on pixels and/or a "
-                       "fixed Gabor-energy feature bank. When --out is a run folder its test "
-                       "rows and voxels are used and the scores join its report.")
-    p.add_argument("--stim", type=Path, required=True, help="stimulus file (as for train)")
-    p.add_argument("--bold", type=Path, required=True, help="response file (as for train)")
-    p.add_argument("--out", type=Path, required=True, help="run folder or a new folder")
-    p.add_argument("--features", nargs="+", choices=("pixels", "gabor"),
-                   default=["pixels", "gabor"], help="feature sets (default: both)")
-    p.add_argument("--test-rows", default="auto",
-                   help="held-out rows when --out is not a run folder (default auto: "
-                   "288:360 for the 360 rows of the BRAINS layout, otherwise required)")
-    p.add_argument("--permutations", type=int, default=1000,
-                   help="permutations for the p-values of r (default 1000)")
-
-    p = sub.add_parser("report", help="write a self-contained HTML report of a run",
-                       description="Write RUN/report.html: configuration, training curves, "
-                       "per-area tables, receptive-field, coverage, size-eccentricity, "
-                       "in-silico, information-flow, noise-ceiling and baseline figures "
-                       "(embedded), from what the run folder holds. Runs the in-silico "
-                       "experiments first if the folder has none.")
-    p.add_argument("run", type=Path, help="run folder written by `niflow train`")
-    p.add_argument("--out", type=Path, help="HTML file (default RUN/report.html)")
-    p.add_argument("--voxels", action="append", default=[], metavar="AREA:V1,V2,...",
-                   help="also show the readout maps of these voxels (input columns), e.g. "
-                   "V1:3,17,40; repeatable")
-    p.add_argument("--visual-field-deg", type=float,
-                   help="visual angle of the stimulus width (re-runs the in-silico "
-                   "experiments with degree units)")
-    p.add_argument("--no-probe", action="store_true",
-                   help="do not run the in-silico experiments when they are missing")
-
-    p = sub.add_parser("nifti", help="NIfTI responses in, per-voxel result maps out",
-                       description="`niflow nifti import` turns NIfTI responses plus one ROI "
-                       "mask per area into a response file for `niflow train`; `niflow nifti "
-                       "export` writes a run's per-voxel results back as 3-D images in each "
-                       "mask's space. Voxel order: C order of the mask's (i, j, k) indices.")
-    nsub = p.add_subparsers(dest="nifti_command", required=True, metavar="import|export")
-    q = nsub.add_parser("import", help="NIfTI responses + masks → .mat/.npz response file")
-    q.add_argument("--nifti", type=Path, nargs="+", required=True,
-                   help="one 4-D image (x, y, z, samples) or one 3-D image per sample")
-    q.add_argument("--mask", action="append", required=True, metavar="AREA=FILE",
-                   help="ROI mask of an area, e.g. V1=v1.nii.gz; repeat per area")
-    q.add_argument("--out", type=Path, required=True,
-                   help="response file to write (.mat or .npz)")
-    q = nsub.add_parser("export", help="a run's per-voxel results → 3-D NIfTI maps")
-    q.add_argument("run", type=Path, help="run folder (trained on `nifti import` output)")
-    q.add_argument("--mask", action="append", required=True, metavar="AREA=FILE",
-                   help="the masks the responses were imported with")
-    q.add_argument("--out", type=Path, help="folder for the maps (default RUN/nifti)")
+from niflow.data.errors import DataError
+from niflow.runs.run import RunError
 
 
 def _parse_masks(specs: list[str]) -> dict[str, Path]:
@@ -268,9 +42,9 @@ def _parse_voxels(specs: list[str]) -> dict[str, list[int]]:
 
 
 def cmd_probe(args) -> int:
-    from niflow.interpret import ProbeSettings
-    from niflow.outputs import probe_run
-    from niflow.run import load_run
+    from niflow.interpret.probes import ProbeSettings
+    from niflow.runs.probe import probe_run
+    from niflow.runs.run import load_run
 
     if args.visual_field_deg is not None and not args.visual_field_deg > 0:
         raise ConfigError(f"--visual-field-deg must be > 0, got {args.visual_field_deg}")
@@ -302,7 +76,7 @@ def cmd_probe(args) -> int:
 def cmd_baseline(args) -> int:
     from niflow.data.dataset import is_auto, parse_rows
     from niflow.data.io import load_responses, load_stimuli
-    from niflow.outputs import baseline_folder
+    from niflow.runs.evaluation import baseline_folder
 
     if args.permutations < 0:
         raise ConfigError(f"--permutations must be >= 0, got {args.permutations}")
@@ -336,7 +110,7 @@ def cmd_baseline(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from niflow.report import write_report
+    from niflow.report.html import write_report
 
     if args.visual_field_deg is not None and not args.visual_field_deg > 0:
         raise ConfigError(f"--visual-field-deg must be > 0, got {args.visual_field_deg}")
@@ -350,8 +124,9 @@ def cmd_report(args) -> int:
 
 
 def cmd_nifti(args) -> int:
-    from niflow.data.io import load_nifti_responses, save_mat, save_npz
-    from niflow.outputs import export_nifti
+    from niflow.data.io import save_mat, save_npz
+    from niflow.data.nifti import load_nifti_responses
+    from niflow.runs.nifti import export_nifti
 
     masks = _parse_masks(args.mask)
     if args.nifti_command == "import":
@@ -370,18 +145,6 @@ def cmd_nifti(args) -> int:
     paths = export_nifti(args.run, masks, args.out)
     print(f"wrote {len(paths)} images to {paths[0].parent if paths else args.out}")
     return 0
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="niflow", description="Neural Information Flow: train CNN models of visual "
-        "areas end to end on fMRI voxel responses.", epilog=EPILOG)
-    parser.add_argument("--version", action="version", version=f"niflow {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_simulate, _add_train, _add_cv, _add_evaluate, _add_demo, _add_config,
-                _add_science):
-        add(sub)
-    return parser
 
 
 def _resolve_config(args) -> cfgmod.RunConfig:
@@ -404,7 +167,8 @@ def _resolve_config(args) -> cfgmod.RunConfig:
 
 def cmd_simulate(args) -> int:
     from niflow.data.io import load_stimuli
-    from niflow.data.simulate import SimConfig, simulate
+    from niflow.data.simulate.files import simulate
+    from niflow.data.simulate.settings import SimConfig
 
     stim = load_stimuli(args.stim) if args.stim is not None else None
     if stim is not None and stim.ndim != 3:
@@ -430,9 +194,9 @@ def cmd_simulate(args) -> int:
 
 def cmd_train(args) -> int:
     from niflow.data.dataset import DroppedVoxelsWarning, is_auto
-    from niflow.data.validate import validate_inputs
-    from niflow.parallel import runtime_from_environment
-    from niflow.run import train_inputs, train_stream
+    from niflow.runs.inputs import validate_inputs
+    from niflow.runs.pipeline import train_inputs, train_stream
+    from niflow.train.runtime import runtime_from_environment
 
     if args.resume and args.force:
         raise RunError("--resume and --force contradict each other; choose one")
@@ -522,8 +286,8 @@ def _print_area_table(areas: dict[str, dict]) -> None:
 
 
 def cmd_cv(args) -> int:
-    from niflow.crossval import cross_validate
     from niflow.data.io import load_responses, load_stimuli
+    from niflow.runs.crossval import cross_validate
 
     cfg = _resolve_config(args)
     baselines = _parse_baselines(args.baselines)
@@ -557,7 +321,7 @@ def cmd_cv(args) -> int:
 
 
 def _parse_baselines(spec: str) -> tuple[str, ...]:
-    from niflow.baselines import FEATURE_SETS
+    from niflow.evaluate.baselines import FEATURE_SETS
 
     kinds = [k.strip() for k in spec.split(",") if k.strip()]
     if kinds in ([], ["none"]):
@@ -579,8 +343,8 @@ def _load_groups(spec: str, stim_path: Path, n_samples: int) -> tuple[np.ndarray
     source : str
         Where they came from (recorded in cv.json).
     """
-    from niflow.crossval import group_codes
     from niflow.data.io import load_arrays
+    from niflow.evaluate.folds import group_codes
 
     path = Path(spec)
     if path.suffix.lower() in (".txt", ".csv", ".npy"):
@@ -627,8 +391,8 @@ def cmd_evaluate(args) -> int:
     from niflow._atomic import atomic_write_text
     from niflow.data.io import load_response_repeats, load_stimuli, stack_repeats
     from niflow.data.validate import check_evaluation_arrays
-    from niflow.outputs import evaluate_folder
-    from niflow.run import load_run
+    from niflow.runs.evaluation import evaluate_folder
+    from niflow.runs.run import load_run
 
     if args.bold is None and not args.repeats:
         raise DataError("give --bold, --repeats, or both")
@@ -683,7 +447,7 @@ def _print_stats_table(results: dict[str, dict]) -> None:
 
 
 def cmd_demo(args) -> int:
-    from niflow.demo import format_summary, run_demo
+    from niflow.cli.demo import format_summary, run_demo
 
     summary = run_demo(args.out, preset=args.preset, n_per_letter=args.n_per_letter,
                        seed=args.seed, epochs=args.epochs, progress=not args.quiet)
@@ -702,34 +466,3 @@ COMMANDS = {"simulate": cmd_simulate, "train": cmd_train, "cv": cmd_cv,
             "demo": cmd_demo, "config": cmd_config, "probe": cmd_probe,
             "baseline": cmd_baseline, "report": cmd_report, "nifti": cmd_nifti}
 
-
-def _one_line_warning(message, category, filename, lineno, line=None) -> str:
-    return f"niflow: warning: {message}\n"
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    warnings.formatwarning = _one_line_warning
-    main_process = os.environ.get("RANK", "0") == "0"  # under torchrun, rank 0 reports
-    if not main_process:
-        warnings.simplefilter("ignore")
-    try:
-        return COMMANDS[args.command](args)
-    except (DataError, ConfigError, RunError, ResourceError) as err:
-        # messages are built to be one line; a library's text might not be
-        if main_process:
-            print(f"niflow {args.command}: error: {' '.join(str(err).split())}",
-                  file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"niflow {args.command}: interrupted", file=sys.stderr)
-        return 130
-    finally:
-        import torch.distributed as dist
-
-        if dist.is_available() and dist.is_initialized():
-            dist.destroy_process_group()
-
-
-if __name__ == "__main__":
-    sys.exit(main())

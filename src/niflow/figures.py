@@ -211,7 +211,7 @@ def plot_size_eccentricity(panels: list[tuple[str, dict[str, tuple[np.ndarray, n
     unit : str
         ``"px"`` or ``"deg"``, for the axis labels.
     """
-    from niflow.interpret import fit_line
+    from niflow.interpret.receptive_fields import fit_line
 
     fig, axes = plt.subplots(1, len(panels), figsize=(5.0 * len(panels), 4.0), squeeze=False)
     for ax, (title, series) in zip(axes[0], panels, strict=True):

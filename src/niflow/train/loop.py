@@ -30,8 +30,8 @@ from niflow._atomic import atomic_write, atomic_write_text
 from niflow.config import TrainConfig
 from niflow.data.dataset import NIFData
 from niflow.data.stream import StreamingData
-from niflow.model import NIFModel
-from niflow.parallel import (
+from niflow.model.nif import NIFModel
+from niflow.train.runtime import (
     Runtime,
     all_reduce_sum,
     autocast,
@@ -60,34 +60,6 @@ class History:
 def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
     np.random.seed(seed % 2**32)
-
-
-@torch.no_grad()
-def predict(model: NIFModel, stim: np.ndarray | torch.Tensor, batch_size: int = 128,
-            ) -> dict[str, np.ndarray]:
-    """Model predictions in evaluation mode (float32, on the model's device).
-
-    Parameters
-    ----------
-    stim : array of shape (n_samples, channels, height, width), float32, scaled as in training
-
-    Returns
-    -------
-    dict of str to ndarray of shape (n_samples, n_voxels), float32 (z-scored units)
-    """
-    was_training = model.training
-    model.eval()
-    x = torch.as_tensor(stim)
-    device, dtype = next(model.parameters()).device, next(model.parameters()).dtype
-    x = x.to(dtype)
-    parts: dict[str, list[np.ndarray]] = {a: [] for a in model.areas_with_voxels}
-    for start in range(0, x.shape[0], batch_size):
-        out = model(x[start:start + batch_size].to(device))
-        for area, y in out.items():
-            parts[area].append(y.cpu().numpy())
-    model.train(was_training)
-    return {a: np.concatenate(p) if p else np.zeros((0, model.readouts[a].n_voxels), np.float32)
-            for a, p in parts.items()}
 
 
 class Batches:
@@ -332,7 +304,7 @@ def _training_network(model: NIFModel, runtime: Runtime) -> torch.nn.Module:
     if runtime.distributed:
         from torch.nn.parallel import DistributedDataParallel
 
-        # batch-norm statistics are already global (niflow.parallel.BatchNorm2d), so the
+        # batch-norm statistics are already global (niflow.model.norm.BatchNorm2d), so the
         # running buffers agree on every process without syncing them at each forward
         net = DistributedDataParallel(
             model, device_ids=[runtime.device.index] if runtime.device.type == "cuda" else None,

@@ -19,15 +19,10 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
-
-if TYPE_CHECKING:  # annotations only: run.py imports this module
-    from niflow.run import Run
 
 CEILING_METHOD = "split-half reliability, Spearman-Brown corrected to the mean of all repeats"
 NO_REPEATS_NOTE = "no repeated measurements given: noise ceiling unavailable"
@@ -439,80 +434,3 @@ def read_table(path: str | Path) -> dict[str, np.ndarray]:
 # ---------------------------------------------------------------------------------------------
 
 
-def evaluate_run(run: Run, stim: np.ndarray, responses: dict[str, np.ndarray],
-                 rows: np.ndarray | None = None,
-                 repeats: dict[str, np.ndarray] | None = None, *,
-                 n_permutations: int = DEFAULT_PERMUTATIONS, alpha: float = 0.05,
-                 seed: int = 0) -> dict[str, dict]:
-    """Score a trained run on arrays: per-voxel statistics and area summaries.
-
-    Parameters
-    ----------
-    run : niflow.Run
-    stim : ndarray of shape (n_samples, height, width) or (n_samples, c, h, w)
-    responses : dict of str to ndarray of shape (n_samples, n_voxels_in_file)
-        Columns as in the training file; the run's ``voxel_index`` picks the trained ones.
-    rows : ndarray of int, optional
-        Rows to score (default all).
-    repeats : dict of str to ndarray of shape (n_repeats, n_samples, n_voxels_in_file)
-
-    Returns
-    -------
-    dict of area to {"voxel": (n_voxels,) input column, "stats": :func:`voxel_statistics`,
-    "summary": :func:`area_summary`}
-    """
-    from niflow.data.io import DataError
-
-    idx = np.arange(stim.shape[0]) if rows is None else np.asarray(rows)
-    pred = run.predict(stim[idx])
-    out = {}
-    for area, p in pred.items():
-        if area not in responses:
-            continue
-        cols = np.asarray(run.voxel_index[area])
-        true = responses[area][idx][:, cols]
-        rep = None
-        if repeats is not None and area in repeats:
-            rep = repeats[area]
-            if rep.ndim != 3 or rep.shape[1] != stim.shape[0]:
-                raise DataError(f"repeats of area {area!r} have shape {rep.shape}; expected "
-                                f"(n_repeats, {stim.shape[0]}, n_voxels)")
-            rep = rep[:, idx][:, :, cols]
-        stats = voxel_statistics(p, true, rep, n_permutations=n_permutations, alpha=alpha,
-                                 seed=seed)
-        out[area] = {"voxel": cols, "stats": stats,
-                     "summary": area_summary(stats, None if rep is None else rep.shape[0],
-                                             alpha)}
-    return out
-
-
-STATS_CSV = "stats_voxels.csv"
-STATS_JSON = "stats.json"
-
-
-def write_statistics(results: dict[str, dict], out_dir: str | Path,
-                     info: dict | None = None) -> dict[str, Path]:
-    """Write :func:`evaluate_run` results: ``stats_voxels.csv`` and ``stats.json``.
-
-    ``stats_voxels.csv`` has one row per voxel: ``area, voxel`` and :data:`VOXEL_COLUMNS`;
-    ``stats.json`` holds the per-area summaries, the ceiling method and ``info``.
-    """
-    from niflow._atomic import atomic_write_text
-
-    out = Path(out_dir)
-    cols: dict[str, list] = {"area": [], "voxel": []}
-    for c in VOXEL_COLUMNS:
-        cols[c] = []
-    for area, res in results.items():
-        n = len(res["voxel"])
-        cols["area"] += [area] * n
-        cols["voxel"] += [int(v) for v in res["voxel"]]
-        for c in VOXEL_COLUMNS:
-            cols[c] += list(res["stats"][c])
-    csv_path = write_table(out / STATS_CSV, cols)
-    payload = {"areas": {a: r["summary"] for a, r in results.items()},
-               "noise_ceiling": CEILING_METHOD, "p_values": "one-sided permutation test "
-               "of Pearson r (rows shuffled), Benjamini-Hochberg FDR per area",
-               **(info or {})}
-    json_path = atomic_write_text(out / STATS_JSON, json.dumps(payload, indent=2) + "\n")
-    return {"csv": csv_path, "json": json_path}

@@ -2,9 +2,9 @@
 
 Every row is predicted once, by a model that never saw it: the rows are partitioned into
 ``k`` folds (whole groups — stimulus classes or identities — stay in one fold when given)
-and for each fold :func:`niflow.run.train_run` trains on the other rows (carving its own
+and for each fold :func:`niflow.runs.pipeline.train_run` trains on the other rows (carving its own
 validation part from them for early stopping) and predicts the fold. Voxelwise ridge
-baselines (:mod:`niflow.baselines`) are fitted and scored on the same folds.
+baselines (:mod:`niflow.evaluate.baselines`) are fitted and scored on the same folds.
 
 Scoring: fold-centred pooled r
 ------------------------------
@@ -48,16 +48,17 @@ from pathlib import Path
 
 import numpy as np
 
-from niflow import __version__
 from niflow import config as cfgmod
 from niflow._atomic import atomic_write_text, umask
+from niflow._version import __version__
 from niflow.config import RunConfig
 from niflow.data.dataset import DroppedVoxelsWarning, scale_stimuli
-from niflow.data.io import DataError, save_npz
-from niflow.evaluate import pearson_r, summarize, write_table
-from niflow.run import RunError
+from niflow.data.errors import DataError
+from niflow.data.io import save_npz
+from niflow.evaluate.folds import fold_centred_r, group_codes, make_folds, per_fold_r
+from niflow.evaluate.statistics import summarize, write_table
+from niflow.runs.run import RunError
 
-MIN_FOLD_ROWS = 3  # a fold's own Pearson r over two rows is always ±1
 PRF_KEYS = ("prf_x", "prf_y", "prf_sigma")
 R_METHOD = ("Pearson r over all rows of the out-of-fold predictions, predictions and "
             "responses centred within each test fold")
@@ -87,7 +88,7 @@ class CVResult:
     incomplete : dict of str to ndarray of int
         Input columns of the voxels left out of at least one fold (their r is NaN).
     summaries : dict of str to dict
-        :func:`niflow.evaluate.summarize` of ``r`` per area, plus ``mean_fold_r``.
+        :func:`niflow.evaluate.statistics.summarize` of ``r`` per area, plus ``mean_fold_r``.
     baseline_summaries : dict of str to dict of str to dict
         The same per baseline kind and area.
     fold_info : list of dict
@@ -121,109 +122,7 @@ class CVResult:
 # --------------------------------------------------------------------------- folds
 
 
-def make_folds(n_samples: int, k: int = 10, groups: Sequence | np.ndarray | None = None,
-               seed: int = 0) -> np.ndarray:
-    """A seeded partition of the rows into ``k`` folds of near-equal size.
-
-    Without ``groups`` the fold sizes differ by at most one. With ``groups`` every group
-    goes whole into one fold: the groups, in a seeded random order and then largest first,
-    each join the fold that holds the fewest rows so far (greedy balancing).
-
-    Parameters
-    ----------
-    n_samples : int
-    k : int
-        Number of folds, at least 2.
-    groups : array_like of shape (n_samples,), optional
-        A label per row (stimulus class, identity; any dtype).
-    seed : int
-
-    Returns
-    -------
-    ndarray of shape (n_samples,), int64
-        The fold of each row; every fold holds at least ``MIN_FOLD_ROWS`` rows.
-
-    Raises
-    ------
-    DataError
-        ``k`` below 2, more folds than groups, or folds too small.
-    """
-    if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 2:
-        raise DataError(f"k = {k!r}: cross-validation needs at least 2 folds")
-    rng = np.random.default_rng(seed)
-    if groups is None:
-        folds = np.empty(n_samples, dtype=np.int64)
-        folds[rng.permutation(n_samples)] = np.arange(n_samples) % k
-    else:
-        codes = group_codes(groups, n_samples)
-        n_groups = int(codes.max()) + 1 if codes.size else 0
-        if k > n_groups:
-            raise DataError(f"k = {k} folds but only {n_groups} groups: whole groups stay in "
-                            f"one fold, so k can be at most {n_groups}")
-        sizes = np.bincount(codes, minlength=n_groups)
-        order = rng.permutation(n_groups)
-        order = order[np.argsort(-sizes[order], kind="stable")]  # ties keep the random order
-        fold_of_group = np.empty(n_groups, dtype=np.int64)
-        load = np.zeros(k, dtype=np.int64)
-        for g in order:
-            f = int(np.argmin(load))  # the emptiest fold (lowest index among equals)
-            fold_of_group[g] = f
-            load[f] += sizes[g]
-        folds = fold_of_group[codes]
-    counts = np.bincount(folds, minlength=k)
-    if counts.min() < MIN_FOLD_ROWS:
-        raise DataError(f"{k} folds of {n_samples} rows leave a fold of {int(counts.min())} "
-                        f"row(s); every fold needs at least {MIN_FOLD_ROWS} (a correlation "
-                        f"within the fold): use a smaller k")
-    return folds
-
-
-def group_codes(groups: Sequence | np.ndarray, n_samples: int) -> np.ndarray:
-    """Group labels (any dtype) as integer codes 0 .. n_groups-1, shape (n_samples,)."""
-    labels = np.asarray(groups)
-    if labels.ndim == 2 and 1 in labels.shape:
-        labels = labels.ravel()  # MATLAB keeps vectors as (1, n) or (n, 1)
-    if labels.ndim != 1 or labels.size != n_samples:
-        raise DataError(f"groups have shape {labels.shape}; expected one label per row, "
-                        f"({n_samples},)")
-    if labels.dtype.kind == "f" and not np.isfinite(labels).all():
-        raise DataError(f"groups: {int((~np.isfinite(labels)).sum())} label(s) are NaN or "
-                        f"Inf; every row needs a group")
-    if labels.dtype.kind == "O":
-        labels = labels.astype(str)
-    return np.unique(labels, return_inverse=True)[1].astype(np.int64).ravel()
-
-
 # --------------------------------------------------------------------------- scores
-
-
-def fold_centred_r(pred: np.ndarray, true: np.ndarray, folds: np.ndarray) -> np.ndarray:
-    """:func:`niflow.data.simulate.scoring.fold_centred_r` of ``pred`` and ``true``
-    (n_samples, n_voxels) with ``folds`` (n_samples,): shape (n_voxels,), NaN where a
-    prediction is missing (not finite) in any row, 0 where nothing varies within the folds."""
-    from niflow.data.simulate.scoring import fold_centred_r as centred
-
-    p = np.array(pred, dtype=np.float64)
-    missing = ~np.isfinite(p).all(0)
-    p[:, missing] = 0.0
-    return np.where(missing, np.nan, centred(p, true, folds))
-
-
-def per_fold_r(pred: np.ndarray, true: np.ndarray, folds: np.ndarray, k: int) -> np.ndarray:
-    """Each fold's own Pearson r.
-
-    Returns
-    -------
-    ndarray of shape (k, n_voxels)
-        NaN where the fold's prediction of a voxel is missing.
-    """
-    out = np.full((k, pred.shape[1]), np.nan)
-    for f in range(k):
-        rows = folds == f
-        p = np.asarray(pred[rows], dtype=np.float64)
-        ok = np.isfinite(p).all(0)
-        out[f, ok] = pearson_r(p[:, ok], np.asarray(true[rows][:, ok], dtype=np.float64))
-    return out
 
 
 def _summaries(r: np.ndarray, fold_r: np.ndarray) -> dict:
@@ -246,7 +145,7 @@ def cross_validate(stim: np.ndarray, responses: dict[str, np.ndarray], cfg: RunC
                    config_source: str = "config") -> CVResult:
     """Cross-validate the NIF model (and ridge baselines) over ``k`` folds of the rows.
 
-    Every input is checked first (as for :func:`niflow.run.train_run`), the folds are made
+    Every input is checked first (as for :func:`niflow.runs.pipeline.train_run`), the folds are made
     (:func:`make_folds`) and ``out`` is checked, all before any training.
 
     Parameters
@@ -265,7 +164,7 @@ def cross_validate(stim: np.ndarray, responses: dict[str, np.ndarray], cfg: RunC
         Folder to write (module docstring); refused if it exists and is not empty, unless
         ``force``. It appears complete or not at all.
     baselines : sequence of str
-        Ridge feature sets (:data:`niflow.baselines.FEATURE_SETS`); empty for none.
+        Ridge feature sets (:data:`niflow.evaluate.baselines.FEATURE_SETS`); empty for none.
     progress : bool
         One line per fold on stderr.
     inputs : dict, optional
@@ -283,8 +182,8 @@ def cross_validate(stim: np.ndarray, responses: dict[str, np.ndarray], cfg: RunC
     DataError, ConfigError, RunError
         One-line messages, before anything is trained or written.
     """
-    from niflow.baselines import FEATURE_SETS
-    from niflow.data.validate import check_arrays
+    from niflow.evaluate.baselines import FEATURE_SETS
+    from niflow.runs.inputs import check_arrays
 
     started = time.time()
     kinds = list(dict.fromkeys([baselines] if isinstance(baselines, str) else baselines))
@@ -336,7 +235,7 @@ class _FoldFit:
 def _fit_fold(stim: np.ndarray, responses: dict[str, np.ndarray], cfg: RunConfig,
               folds: np.ndarray, f: int, k: int, progress: bool) -> _FoldFit:
     """Train on every row outside fold ``f``; predict fold ``f``; the readout pRFs."""
-    from niflow.run import train_run
+    from niflow.runs.pipeline import train_run
 
     t0 = time.time()
     rows = np.flatnonzero(folds == f)
@@ -405,7 +304,7 @@ def _add_baselines(result: CVResult, x: np.ndarray, responses: dict[str, np.ndar
     A voxel the NIF model could not fit in some fold is left out of that fold here too
     (NaN), so that every model is scored on the same voxels and rows.
     """
-    from niflow.baselines import features, ridge_predict
+    from niflow.evaluate.baselines import features, ridge_predict
 
     folds, k = result.folds, result.k
     for kind in kinds:

@@ -23,8 +23,8 @@ import numpy as np
 
 from niflow.config import RunConfig, candidate
 from niflow.data.dataset import NIFData, make_split
-from niflow.model import NIFModel
-from niflow.train import History
+from niflow.model.nif import NIFModel
+from niflow.train.loop import History
 
 Build = Callable[[RunConfig, NIFData], NIFModel]
 Fit = Callable[[NIFModel, NIFData, RunConfig], History]
@@ -93,7 +93,7 @@ def select_and_train(cfg: RunConfig, data: NIFData, build: Build, fit: Fit,
     build : callable
         ``build(config, data)`` → the seeded, initialised model for ``data.split.train``.
     fit : callable
-        ``fit(model, data, config)`` → :class:`~niflow.train.History` (trains in place).
+        ``fit(model, data, config)`` → :class:`~niflow.train.loop.History` (trains in place).
 
     Returns
     -------

@@ -9,11 +9,12 @@ from pathlib import Path
 import numpy as np
 
 from niflow import config as cfgmod
-from niflow.baselines import pixel_features, ridge_predict
 from niflow.data.dataset import parse_rows, scale_stimuli
-from niflow.data.simulate import SimConfig, simulate
-from niflow.evaluate import pearson_r
-from niflow.run import train_run
+from niflow.data.simulate.files import simulate
+from niflow.data.simulate.settings import SimConfig
+from niflow.evaluate.baselines import pixel_features, ridge_predict
+from niflow.evaluate.statistics import pearson_r
+from niflow.runs.pipeline import train_run
 
 
 def prf_recovery(est: dict[str, np.ndarray], truth: dict[str, np.ndarray],
@@ -60,8 +61,9 @@ def run_demo(out: str | Path = "runs/demo", preset: str = "default", n_per_lette
         feature set), ``median_ceiling``, pRF recovery; ``seconds`` for simulation,
         training (selection and ensemble included), outputs and the ridge baselines.
     """
-    from niflow.baselines import gabor_features
-    from niflow.data.simulate import make_regime, write_simulation
+    from niflow.data.simulate.files import write_simulation
+    from niflow.data.simulate.regimes import make_regime
+    from niflow.evaluate.baselines import gabor_features
 
     out = Path(out)
     if out.exists():

@@ -164,9 +164,9 @@ def baseline_scores(stim: np.ndarray, responses: dict[str, np.ndarray], test_row
     Returns
     -------
     dict of area to {"voxel": (n_voxels,), "alpha": (n_voxels,), "pred": (n_test, n_voxels),
-    "stats": :func:`niflow.evaluate.voxel_statistics`, "summary": area summary}
+    "stats": :func:`niflow.evaluate.statistics.voxel_statistics`, "summary": area summary}
     """
-    from niflow.evaluate import area_summary, voxel_statistics
+    from niflow.evaluate.statistics import area_summary, voxel_statistics
 
     n = len(stim)
     test = np.asarray(test_rows, dtype=np.int64)
@@ -194,7 +194,7 @@ def write_baseline(results: dict[str, dict], out_dir: str | Path, kind: str,
     """Write ``baseline_<kind>.csv`` (area, voxel, r_test, r2_test, p_perm, q_fdr, alpha) and
     ``baseline_<kind>.json`` (per-area summaries) into ``out_dir``."""
     from niflow._atomic import atomic_write_text
-    from niflow.evaluate import write_table
+    from niflow.evaluate.statistics import write_table
 
     out = Path(out_dir)
     cols: dict[str, list] = {k: [] for k in ("area", "voxel", "r_test", "r2_test", "p_perm",

@@ -1,5 +1,5 @@
 """The self-contained HTML report of a run folder (`niflow report`): configuration, training
-curve, per-area tables, the science outputs of :mod:`niflow.outputs` and the baselines, with
+curve, per-area tables, the science outputs of :mod:`niflow.runs` and the baselines, with
 every figure embedded as a base64 PNG.
 """
 
@@ -13,8 +13,9 @@ import time
 from pathlib import Path
 
 from niflow._atomic import atomic_write_text
-from niflow.evaluate import read_table
-from niflow.outputs import FLOW_CSV, PROBE_JSON, chosen_voxel_figures, probe_run
+from niflow.evaluate.statistics import read_table
+from niflow.runs.outputs import FLOW_CSV, PROBE_JSON, chosen_voxel_figures
+from niflow.runs.probe import probe_run
 
 REPORT_HTML = "report.html"
 # figures in page order: (file name pattern, caption); {area} expands per area
@@ -107,7 +108,7 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, *,
     -------
     Path of the page.
     """
-    from niflow.run import RunError, load_run
+    from niflow.runs.run import RunError, load_run
 
     run_dir = Path(run_dir)
     if not (run_dir / "metrics.json").exists():

@@ -1,0 +1,71 @@
+"""Interpretation: receptive fields, pRF sizes, information flow, in-silico probes."""
+
+from niflow.interpret.flow import (
+    FlowResult,
+    connection_weights,
+    information_flow,
+)
+from niflow.interpret.probes import (
+    ProbeSettings,
+    ProbeStimuli,
+    analyse_probe,
+    bar_apertures,
+    fit_gaussian_prf,
+    grating,
+    model_responses,
+    orientation_tuning,
+    probe,
+    probe_stimuli,
+    spatial_frequency_tuning,
+)
+from niflow.interpret.receptive_fields import (
+    compare_sizes,
+    count_lobes,
+    degrees_per_pixel,
+    ensemble_receptive_fields,
+    fit_line,
+    grid_sigma_to_pixels,
+    prf_from_maps,
+    prf_parameters,
+    readout_prf,
+    receptive_fields,
+    spatial_maps,
+    visual_field_coordinates,
+    with_prf,
+)
+from niflow.interpret.sizes import (
+    log_sigma_standard_errors,
+    shrink_log_sigma,
+)
+
+__all__ = [
+    "spatial_maps",
+    "prf_from_maps",
+    "count_lobes",
+    "visual_field_coordinates",
+    "degrees_per_pixel",
+    "prf_parameters",
+    "readout_prf",
+    "grid_sigma_to_pixels",
+    "receptive_fields",
+    "with_prf",
+    "fit_line",
+    "compare_sizes",
+    "ensemble_receptive_fields",
+    "log_sigma_standard_errors",
+    "shrink_log_sigma",
+    "FlowResult",
+    "connection_weights",
+    "information_flow",
+    "grating",
+    "bar_apertures",
+    "model_responses",
+    "fit_gaussian_prf",
+    "orientation_tuning",
+    "spatial_frequency_tuning",
+    "ProbeSettings",
+    "ProbeStimuli",
+    "probe_stimuli",
+    "analyse_probe",
+    "probe",
+]

@@ -1,0 +1,171 @@
+"""The run folder's life cycle: create it whole or not at all, resume it, record what made it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from niflow._atomic import atomic_write_text, umask
+from niflow._version import __version__
+from niflow.config import RunConfig
+from niflow.data.dataset import Split
+from niflow.runs.run import RunError
+from niflow.train.loop import History
+from niflow.train.runtime import Runtime
+
+
+def sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def check_run_dir(out: Path, force: bool, resume: bool) -> None:
+    """Refuse an ``out`` that cannot be used as asked; nothing is created or changed.
+
+    A new run needs ``out`` absent or empty (or ``force``); ``resume`` needs a run folder
+    (one with ``run.json``).
+    """
+    if out.exists() and not out.is_dir():
+        raise RunError(f"{out}: exists and is not a folder; choose another --out")
+    for parent in out.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise RunError(f"{out}: cannot create the run folder ({parent} is a file)")
+            break
+    if resume:
+        if not out.exists():
+            raise RunError(f"{out}: nothing to resume (no such run folder); start the run "
+                           f"without --resume")
+        if not (out / "run.json").exists():
+            raise RunError(f"{out}: nothing to resume (no run.json: not a niflow run folder)")
+        return
+    if out.exists() and any(out.iterdir()) and not force:
+        raise RunError(f"{out}: run folder exists and is not empty; use --force to "
+                       f"overwrite or --resume to continue it")
+
+
+def _create_run_dir(out: Path, force: bool, write: Callable[[Path], None]) -> None:
+    """Make ``out`` appear with the files ``write(folder)`` puts in it, all or nothing."""
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale_staging(out)
+        staging = Path(tempfile.mkdtemp(dir=out.parent,
+                                        prefix=f".{out.name}.starting-{os.getpid()}-"))
+        os.chmod(staging, 0o777 & ~umask())  # mkdtemp's folder is private (0700)
+    except OSError as err:
+        raise RunError(f"{out}: cannot create the run folder ({err.strerror})") from None
+    try:
+        write(staging)
+        if out.exists():
+            if any(out.iterdir()):
+                if not force:  # appeared since check_run_dir: never overwrite without --force
+                    raise RunError(f"{out}: run folder exists and is not empty; use --force "
+                                   f"to overwrite or --resume to continue it")
+                shutil.rmtree(out)
+            else:
+                out.rmdir()
+        os.replace(staging, out)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def _remove_stale_staging(out: Path) -> None:
+    """Remove staging folders of ``out`` left by processes that were killed while starting."""
+    for folder in out.parent.glob(f".{out.name}.starting-*"):
+        match = re.fullmatch(rf"\.{re.escape(out.name)}\.starting-(\d+)-.+", folder.name)
+        if match is None or not folder.is_dir():
+            continue
+        try:
+            os.kill(int(match.group(1)), 0)
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+        except (PermissionError, OverflowError):  # alive (someone else's) or not a pid
+            pass
+
+
+def _remove_temporaries(out: Path) -> None:
+    """Delete temporary files an interrupted atomic write left in ``out`` (or figures/)."""
+    for folder in (out, out / "figures"):
+        for path in folder.glob(".*"):
+            if path.is_file() and _TEMPORARY.fullmatch(path.name):
+                path.unlink(missing_ok=True)
+
+
+def _write_run_info(out: Path, cfg: RunConfig, inputs: dict[str, str] | None,
+                    started: float, runtime: Runtime | None = None) -> None:
+    info = {"niflow_version": __version__, "torch_version": torch.__version__,
+            "seed": cfg.train.seed, "started": _timestamp(started),
+            "runtime": {**(runtime or Runtime()).describe(),
+                        "precision": cfg.train.precision},
+            "inputs": {k: {"path": str(Path(p).resolve()), "sha256": sha256(p)}
+                       for k, p in (inputs or {}).items()}}
+    atomic_write_text(out / "run.json", json.dumps(info, indent=2) + "\n")
+
+
+def _timestamp(seconds: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(seconds))
+
+
+def _finish_run_info(out: Path, hist: History) -> None:
+    # wall-clock figures live here, not in metrics.json, which stays a pure function of the
+    # inputs, the configuration and the seed (bit-identical between identical runs)
+    info = json.loads((out / "run.json").read_text())
+    info["finished"] = _timestamp(time.time())
+    info["training_seconds"] = float(sum(e.get("seconds", 0.0) for e in hist.epochs))
+    atomic_write_text(out / "run.json", json.dumps(info, indent=2) + "\n")
+
+
+def check_resume(out: Path, config: RunConfig, split: Split, sources: dict[str, str]) -> None:
+    """Refuse to resume ``out`` with inputs other than the ones it started with.
+
+    Compared with what the run folder recorded: the sha256 of each input file in
+    ``sources`` (``{"stim": path, "bold": path}``, against ``run.json``), the resolved
+    configuration (``config.json``) and the train, validation and test rows
+    (``split.json``). A different niflow or torch version only warns: results are then no
+    longer guaranteed to match an uninterrupted run bit for bit.
+    """
+    info = _read_json(out / "run.json", out)
+    for key, path in sources.items():
+        old = info.get("inputs", {}).get(key)
+        if old is not None and old["sha256"] != sha256(path):
+            raise RunError(f"{out}: input {key!r} ({path}) differs from the one the run "
+                           f"started with; start a new run instead of --resume")
+    if _read_json(out / "config.json", out) != config.to_dict():
+        raise RunError(f"{out}: the configuration differs from the run's config.json; "
+                       f"resume with the same config")
+    if _read_json(out / "split.json", out) != split.to_dict():
+        raise RunError(f"{out}: the train/validation/test rows differ from the run's "
+                       f"split.json; resume with the same --test-rows (and --train-rows)")
+    versions = {"niflow": (info.get("niflow_version"), __version__),
+                "torch": (info.get("torch_version"), torch.__version__)}
+    for name, (then, now) in versions.items():
+        if then != now:
+            warnings.warn(f"{out}: the run started with {name} {then}, this is {now}; the "
+                          f"result may differ from an uninterrupted run", stacklevel=3)
+
+
+def _read_json(path: Path, out: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise RunError(f"{out}: no {path.name}; not a complete niflow run folder") from None
+    except (OSError, ValueError) as err:
+        raise RunError(f"{out}: {path.name} is unreadable ({err})") from None
+
+
+# temporary files of niflow._atomic: ".<stem>.<8 random characters><suffix>"
+_TEMPORARY = re.compile(r"\.[^.]+\.[a-z0-9_]{8}(\.[A-Za-z0-9]+)?")
