@@ -1,0 +1,392 @@
+"""Movie fMRI: the file contract, its timing, and splits by run.
+
+Contract (HDF5 first; ``.npz`` and MATLAB files are read the same way):
+
+* stimulus file: ``stim`` of shape (n_frames, H, W) or (n_frames, H, W, 3), uint8 or float;
+  ``fps`` (scalar, frames per second); optional ``run`` (n_frames,) integer run labels
+  (absent: one run);
+* response file: one variable per area of shape (n_TR, n_voxels); ``tr`` (scalar, seconds);
+  optional ``run`` (n_TR,); optional ``<AREA>_repeats`` (n_repeats, n_TR_test, n_voxels),
+  the separate repeats of the test run(s), whose mean is in ``<AREA>``.
+
+Timing: frame ``i`` of a run is shown at ``i / fps`` seconds from that run's start; volume
+``j`` of a run is acquired at ``j * tr`` seconds and reflects what was shown before it (frames
+whose onset is earlier than ``j * tr``). Runs are concatenated in order in both files, with
+the same labels in the same order, and each run lasts as long in both (within one TR: a scan
+stops on a whole volume).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from niflow.data.errors import DataError
+from niflow.data.io import load_arrays
+from niflow.data.stream import H5Array
+
+__all__ = ["MovieFiles", "MovieTiming", "check_movie_timing", "check_repeats",
+           "check_test_runs", "movie_split", "read_movie", "read_scalar", "run_labels"]
+
+RESERVED = ("fps", "tr", "run")
+REPEATS_SUFFIX = "_repeats"
+
+
+def read_scalar(arrays: dict[str, np.ndarray], name: str, path: str | Path, meaning: str,
+                ) -> float:
+    """A positive, finite scalar variable, e.g. ``fps`` or ``tr``.
+
+    Parameters
+    ----------
+    arrays : dict of str to ndarray
+        The file's variables.
+    name : str
+        Variable to read.
+    path : str or Path
+        The file, for messages.
+    meaning : str
+        What the variable is, for the message when it is missing (``"frames per second"``).
+    """
+    if name not in arrays:
+        raise DataError(f"{path}: variable {name!r} not found; a movie data set needs {name} "
+                        f"({meaning}, a scalar), e.g. with h5py: f[{name!r}] = ...")
+    value = np.asarray(arrays[name])
+    if value.size != 1 or value.dtype.kind not in "biuf":
+        raise DataError(f"{path}: variable {name!r} must be one number ({meaning}); got shape "
+                        f"{value.shape} of {value.dtype}")
+    out = float(value.reshape(()))
+    if not math.isfinite(out) or out <= 0:
+        raise DataError(f"{path}: variable {name!r} = {out} must be positive ({meaning})")
+    return out
+
+
+def run_labels(arrays: dict[str, np.ndarray], n_rows: int, rows: str, path: str | Path,
+               ) -> np.ndarray:
+    """The ``run`` variable, checked: one integer label per row, runs contiguous.
+
+    Parameters
+    ----------
+    arrays : dict of str to ndarray
+    n_rows : int
+        Frames (stimulus file) or volumes (response file).
+    rows : str
+        ``"frames"`` or ``"volumes"``, for messages.
+    path : str or Path
+
+    Returns
+    -------
+    ndarray of shape (n_rows,), int64
+        All zeros without a ``run`` variable (one run).
+    """
+    if "run" not in arrays:
+        return np.zeros(n_rows, dtype=np.int64)
+    lab = np.asarray(arrays["run"]).reshape(-1)
+    if lab.size != n_rows:
+        raise DataError(f"{path}: variable 'run' has {lab.size} labels but there are {n_rows} "
+                        f"{rows}; give one run label per {rows[:-1]}")
+    if lab.dtype.kind == "f" and not np.all(np.isfinite(lab) & (lab == np.round(lab))):
+        raise DataError(f"{path}: variable 'run' must hold integer run labels")
+    if lab.dtype.kind not in "biuf":
+        raise DataError(f"{path}: variable 'run' must hold integer run labels, not {lab.dtype}")
+    lab = lab.astype(np.int64)
+    starts = np.flatnonzero(np.r_[True, lab[1:] != lab[:-1]])
+    if len(np.unique(lab)) != starts.size:
+        again = next(int(v) for v in lab[starts] if np.sum(lab[starts] == v) > 1)
+        raise DataError(f"{path}: run {again} appears in more than one stretch of 'run'; runs "
+                        f"must be concatenated in order, each run's {rows} together")
+    return lab
+
+
+def _runs_in_order(labels: np.ndarray) -> list[int]:
+    starts = np.flatnonzero(np.r_[True, labels[1:] != labels[:-1]])
+    return [int(v) for v in labels[starts]]
+
+
+@dataclass(frozen=True)
+class MovieTiming:
+    """When each frame was shown and each volume acquired, run by run.
+
+    Attributes
+    ----------
+    fps : float
+        Frames per second.
+    tr : float
+        Seconds per volume.
+    frame_run : ndarray of shape (n_frames,), int64
+        Run label of each frame.
+    volume_run : ndarray of shape (n_TR,), int64
+        Run label of each volume.
+    """
+
+    fps: float
+    tr: float
+    frame_run: np.ndarray
+    volume_run: np.ndarray
+
+    @property
+    def runs(self) -> list[int]:
+        """Run labels in the order of the files."""
+        return _runs_in_order(self.volume_run)
+
+    @property
+    def n_frames(self) -> int:
+        return int(self.frame_run.size)
+
+    @property
+    def n_volumes(self) -> int:
+        return int(self.volume_run.size)
+
+    def frame_span(self, run: int) -> tuple[int, int]:
+        """``(start, stop)`` of the run's frames in the concatenated stimulus."""
+        idx = np.flatnonzero(self.frame_run == run)
+        return int(idx[0]), int(idx[-1]) + 1
+
+    def volume_span(self, run: int) -> tuple[int, int]:
+        """``(start, stop)`` of the run's volumes in the concatenated responses."""
+        idx = np.flatnonzero(self.volume_run == run)
+        return int(idx[0]), int(idx[-1]) + 1
+
+    def volumes_of(self, runs: list[int] | np.ndarray) -> np.ndarray:
+        """Indices (n,) of the volumes of ``runs``, in file order."""
+        return np.flatnonzero(np.isin(self.volume_run, np.asarray(runs, dtype=np.int64)))
+
+    def frames_before(self, volumes: np.ndarray, n_window: int) -> np.ndarray:
+        """The last ``n_window`` frames shown before each volume, within its own run.
+
+        Parameters
+        ----------
+        volumes : ndarray of shape (n,), int
+            Volume indices into the concatenated responses.
+        n_window : int
+            Frames per window.
+
+        Returns
+        -------
+        ndarray of shape (n, n_window), int64
+            Frame indices into the concatenated stimulus, oldest first; ``-1`` where the
+            window reaches back before the run's first frame (no window crosses a run
+            boundary).
+        """
+        volumes = np.asarray(volumes, dtype=np.int64)
+        out = np.full((volumes.size, n_window), -1, dtype=np.int64)
+        offsets = np.arange(-n_window, 0)
+        for run in np.unique(self.volume_run[volumes]):
+            sel = self.volume_run[volumes] == run
+            v0, _ = self.volume_span(int(run))
+            f0, f1 = self.frame_span(int(run))
+            t = (volumes[sel] - v0) * self.tr
+            # frames with onset i / fps < t: i < t * fps; the small tolerance keeps a frame
+            # whose onset coincides with the acquisition (t * fps integral) out of it
+            stop = np.ceil(t * self.fps - 1e-9).astype(np.int64)
+            stop = np.minimum(stop, f1 - f0)
+            idx = stop[:, None] + offsets[None, :]
+            out[sel] = np.where(idx >= 0, idx + f0, -1)
+        return out
+
+
+def check_movie_timing(stim_arrays: dict[str, np.ndarray], n_frames: int,
+                       bold_arrays: dict[str, np.ndarray], n_volumes: int,
+                       stim_path: str | Path, bold_path: str | Path) -> MovieTiming:
+    """Read ``fps``, ``tr`` and the run labels of both files; check that runs agree.
+
+    Parameters
+    ----------
+    stim_arrays, bold_arrays : dict of str to ndarray
+        The variables of the stimulus and response files (``stim`` and the areas may be
+        left out; only ``fps``/``tr``/``run`` are read).
+    n_frames, n_volumes : int
+        Rows of ``stim`` and of the area variables.
+    stim_path, bold_path : str or Path
+        The files, for messages.
+
+    Returns
+    -------
+    MovieTiming
+
+    Raises
+    ------
+    DataError
+        Missing or invalid ``fps``/``tr``/``run``; runs that differ between the files, in
+        their labels, their order or their duration (more than one TR apart).
+    """
+    fps = read_scalar(stim_arrays, "fps", stim_path, "frames per second")
+    tr = read_scalar(bold_arrays, "tr", bold_path, "seconds per volume")
+    frame_run = run_labels(stim_arrays, n_frames, "frames", stim_path)
+    volume_run = run_labels(bold_arrays, n_volumes, "volumes", bold_path)
+    stim_runs, bold_runs = _runs_in_order(frame_run), _runs_in_order(volume_run)
+    if stim_runs != bold_runs:
+        raise DataError(f"{stim_path} has runs {stim_runs} but {bold_path} has runs "
+                        f"{bold_runs}; both files must hold the same runs in the same order")
+    for run in stim_runs:
+        frames = int(np.sum(frame_run == run))
+        volumes = int(np.sum(volume_run == run))
+        movie_s, bold_s = frames / fps, volumes * tr
+        if abs(movie_s - bold_s) > tr + 1e-9:
+            raise DataError(
+                f"run {run}: the movie lasts {movie_s:.1f} s ({frames} frames at {fps:g} fps, "
+                f"{stim_path}) but the BOLD {bold_s:.1f} s ({volumes} volumes at TR {tr:g} s, "
+                f"{bold_path}); each run must last as long in both files (within one TR): "
+                f"check fps, tr and the run labels")
+    return MovieTiming(fps, tr, frame_run, volume_run)
+
+
+def check_test_runs(timing: MovieTiming, test_runs: list[int], source: str) -> list[int]:
+    """The test runs, each one a run of the data."""
+    unknown = [r for r in test_runs if r not in timing.runs]
+    if unknown:
+        raise DataError(f"test run(s) {unknown} not found in {source}; its runs are "
+                        f"{timing.runs}")
+    if len(set(test_runs)) == len(timing.runs):
+        raise DataError(f"test runs {test_runs} leave no run of {source} to train on")
+    return list(test_runs)
+
+
+def check_repeats(bold_arrays: dict[str, np.ndarray], area: str, n_test_volumes: int,
+                  n_voxels: int, path: str | Path) -> np.ndarray | None:
+    """``<AREA>_repeats`` of shape (n_repeats, n_TR_test, n_voxels), checked; None if absent."""
+    name = area + REPEATS_SUFFIX
+    if name not in bold_arrays:
+        return None
+    rep = np.asarray(bold_arrays[name])
+    want = (n_test_volumes, n_voxels)
+    if rep.ndim != 3 or rep.shape[1:] != want:
+        raise DataError(f"{path}: variable {name!r} has shape {rep.shape}; expected "
+                        f"(n_repeats, {want[0]}, {want[1]}): the repeats of the test run(s)' "
+                        f"{want[0]} volumes for the {want[1]} voxels of {area!r}")
+    if rep.shape[0] < 2:
+        raise DataError(f"{path}: variable {name!r} holds {rep.shape[0]} repeat; a noise "
+                        f"ceiling needs at least 2")
+    return rep
+
+
+def movie_split(timing: MovieTiming, test_runs: list[int], val_fraction: float, seed: int,
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Train, validation and test volumes, split by whole runs.
+
+    Validation takes whole training runs (about ``val_fraction`` of them, at least one) when
+    there are two or more; with a single training run it takes the run's last
+    ``val_fraction`` of volumes, after a gap of 30 s so that no haemodynamic response spans
+    both parts.
+
+    Returns
+    -------
+    train, val, test : ndarray of int64
+        Volume indices.
+    """
+    test = timing.volumes_of(test_runs)
+    train_runs = [r for r in timing.runs if r not in test_runs]
+    if len(train_runs) >= 2:
+        rng = np.random.default_rng(seed)
+        n_val = min(len(train_runs) - 1, max(1, round(val_fraction * len(train_runs))))
+        val_runs = sorted(rng.choice(train_runs, size=n_val, replace=False).tolist())
+        fit_runs = [r for r in train_runs if r not in val_runs]
+        return timing.volumes_of(fit_runs), timing.volumes_of(val_runs), test
+    rows = timing.volumes_of(train_runs)
+    n_val = max(1, int(round(val_fraction * rows.size)))
+    gap = int(math.ceil(30.0 / timing.tr))
+    if rows.size - n_val - gap < 1:
+        raise DataError(f"one training run of {rows.size} volumes is too short to hold out "
+                        f"validation volumes after a {gap}-volume gap; add runs")
+    return rows[: rows.size - n_val - gap], rows[rows.size - n_val:], test
+
+
+def _is_hdf5_path(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        return fh.read(8) == b"\x89HDF\r\n\x1a\n" or (fh.seek(512) == 512 and
+                                                       fh.read(8) == b"\x89HDF\r\n\x1a\n")
+
+
+def _small_hdf5_variables(path: Path, names: tuple[str, ...]) -> dict[str, np.ndarray]:
+    import h5py
+
+    with h5py.File(path, "r") as fh:
+        return {n: np.asarray(fh[n][()]) for n in names if n in fh}
+
+
+@dataclass
+class MovieFiles:
+    """A movie data set as read: frames left on disk when they are in an HDF5 file.
+
+    Attributes
+    ----------
+    stim : ndarray or H5Array, logical shape (n_frames, H, W) or (n_frames, H, W, 3)
+    timing : MovieTiming
+    responses : dict of str to ndarray of shape (n_TR, n_voxels)
+    arrays : dict of str to ndarray
+        Every variable of the response file (``<AREA>_repeats`` among them).
+    sources : dict of str to str
+        ``{"stim": path, "bold": path}``.
+    """
+
+    stim: np.ndarray | H5Array
+    timing: MovieTiming
+    responses: dict[str, np.ndarray]
+    arrays: dict[str, np.ndarray]
+    sources: dict[str, str]
+
+    @property
+    def frame_shape(self) -> tuple[int, int, int]:
+        """``(channels, height, width)`` of one frame."""
+        shape = tuple(int(s) for s in self.stim.shape[1:])
+        return (shape[2], shape[0], shape[1]) if len(shape) == 3 else (1, *shape)
+
+    def repeats(self, area: str, test_runs: list[int]) -> np.ndarray | None:
+        """The test runs' repeats of ``area``, checked (None without them)."""
+        n_test = int(self.timing.volumes_of(test_runs).size)
+        return check_repeats(self.arrays, area, n_test, self.responses[area].shape[1],
+                             self.sources["bold"])
+
+
+def _check_frames(shape: tuple[int, ...], kind: str, path: Path, variable: str) -> None:
+    where = f"{path}: variable {variable!r}"
+    if kind not in "biuf":
+        raise DataError(f"{where} is not numeric")
+    if len(shape) == 4 and shape[3] != 3:
+        raise DataError(f"{where} has shape {shape}; colour frames are (n_frames, H, W, 3)")
+    if len(shape) not in (3, 4) or shape[0] < 1:
+        raise DataError(f"{where} has shape {shape}; expected (n_frames, H, W) or "
+                        f"(n_frames, H, W, 3)")
+
+
+def read_movie(stim_path: str | Path, bold_path: str | Path, variable: str = "stim",
+               ) -> MovieFiles:
+    """Read and check a movie data set (see the module documentation for the contract).
+
+    Raises
+    ------
+    DataError
+        One line naming the file, the variable and the fix.
+    """
+    stim_path, bold_path = Path(stim_path), Path(bold_path)
+    if not stim_path.is_file():
+        raise DataError(f"{stim_path}: file not found")
+    if stim_path.suffix.lower() in (".h5", ".hdf5", ".hdf", ".mat") and _is_hdf5_path(stim_path):
+        stim: np.ndarray | H5Array = H5Array.open(stim_path, variable)
+        small = _small_hdf5_variables(stim_path, ("fps", "run"))
+        if stim.reversed_axes and "run" in small:
+            small["run"] = small["run"].T
+        kind = stim.dtype.kind
+    else:
+        arrays = load_arrays(stim_path)
+        if variable not in arrays:
+            raise DataError(f"{stim_path}: variable {variable!r} not found; variables are "
+                            f"{sorted(arrays)}")
+        stim, small, kind = arrays[variable], arrays, arrays[variable].dtype.kind
+    _check_frames(tuple(stim.shape), kind, stim_path, variable)
+    bold = load_arrays(bold_path)
+    responses = {k: np.atleast_2d(v.T).T for k, v in bold.items()
+                 if k not in RESERVED and not k.endswith(REPEATS_SUFFIX)
+                 and isinstance(v, np.ndarray) and v.dtype.kind in "biuf" and v.ndim in (1, 2)}
+    if not responses:
+        raise DataError(f"{bold_path}: no response variables; expected one (n_TR, n_voxels) "
+                        f"array per area besides 'tr' and 'run'")
+    n_tr = {a: r.shape[0] for a, r in responses.items()}
+    if len(set(n_tr.values())) > 1:
+        raise DataError(f"{bold_path}: areas have different numbers of volumes {n_tr}")
+    timing = check_movie_timing(small, int(stim.shape[0]), bold, next(iter(n_tr.values())),
+                                stim_path, bold_path)
+    return MovieFiles(stim, timing, responses, bold,
+                      {"stim": str(stim_path), "bold": str(bold_path)})
