@@ -217,3 +217,17 @@ def test_colour_frames_must_have_three_channels(tmp_path):
         fh["stim"] = np.zeros((16, 8, 8, 3), np.uint8)
         fh["fps"] = 8.0
     assert read_movie(tmp_path / "s.h5", tmp_path / "b.h5").frame_shape == (3, 8, 8)
+
+
+def test_cli_simulate_video_writes_the_contract(tmp_path):
+    from niflow.cli.main import main
+
+    rc = main(["simulate", str(tmp_path / "m"), "--video", "--runs", "2", "--run-seconds",
+               "20", "--fps", "6", "--tr", "1.5", "--size", "16", "--v1", "12", "--v2", "8",
+               "--repeats", "3"])
+    assert rc == 0
+    got = read_movie(tmp_path / "m" / "stim.h5", tmp_path / "m" / "bold.h5")
+    assert got.timing.runs == [1, 2, 3]
+    assert (got.timing.fps, got.timing.tr) == (6.0, 1.5)
+    assert got.responses["V1"].shape == (3 * 13, 12) and got.responses["V2"].shape[1] == 8
+    assert got.repeats("V2", [3]).shape == (3, 13, 8)

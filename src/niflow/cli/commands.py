@@ -165,7 +165,24 @@ def _resolve_config(args) -> cfgmod.RunConfig:
         raise ConfigError(f"{args.config or 'command line'}: {err}") from None
 
 
+def _simulate_video(args) -> int:
+    from niflow.data.simulate.movie import simulate_movie, write_movie_simulation
+
+    sim = simulate_movie(n_train_runs=args.runs, run_seconds=args.run_seconds, fps=args.fps,
+                         tr=args.tr, size=args.size, n_voxels={"V1": args.v1, "V2": args.v2},
+                         n_repeats=args.repeats, nonlinear=args.nonlinear, seed=args.seed)
+    paths = write_movie_simulation(sim, args.out)
+    ceil = {a: float(np.median(t["noise_ceiling"])) for a, t in sim.truth.items()}
+    print(f"wrote {paths['stim']} ({sim.stim.shape[0]} frames of {args.size}x{args.size} at "
+          f"{args.fps:g} fps, runs 1..{sim.test_run}), {paths['bold']} (TR {args.tr:g} s; "
+          f"test run {sim.test_run} repeated {args.repeats}x; median noise ceilings "
+          f"{', '.join(f'{a} {c:.2f}' for a, c in ceil.items())}), {paths['truth']}")
+    return 0
+
+
 def cmd_simulate(args) -> int:
+    if args.video:
+        return _simulate_video(args)
     from niflow.data.io import load_stimuli
     from niflow.data.simulate.files import simulate
     from niflow.data.simulate.settings import SimConfig

@@ -29,6 +29,19 @@ def _add_simulate(sub) -> None:
                    help="static output nonlinearity drive**e (e < 1: compressive, harder)")
     p.add_argument("--reliability", type=float, nargs=2, metavar=("LOW", "HIGH"),
                    default=(0.5, 0.9), help="per-voxel repeat reliability range")
+    v = p.add_argument_group("movie fMRI (--video)")
+    v.add_argument("--video", action="store_true",
+                   help="write a movie data set instead: OUT/stim.h5 (stim, fps, run), "
+                   "OUT/bold.h5 (V1, V2, tr, run, V1_repeats, V2_repeats), OUT/truth.npz; the "
+                   "last run is the repeated test run")
+    v.add_argument("--runs", type=int, default=4, help="training runs (default 4)")
+    v.add_argument("--run-seconds", type=float, default=120.0, help="seconds per run")
+    v.add_argument("--fps", type=float, default=8.0, help="frames per second (default 8)")
+    v.add_argument("--tr", type=float, default=1.0, help="seconds per volume (default 1)")
+    v.add_argument("--size", type=int, default=32, help="frame height and width (pixels)")
+    v.add_argument("--repeats", type=int, default=6, help="repeats of the test run")
+    v.add_argument("--nonlinear", action="store_true",
+                   help="normalised, thresholded V1 and an end-stopping V2")
 
 
 def _add_train(sub) -> None:
