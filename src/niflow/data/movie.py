@@ -333,6 +333,34 @@ class MovieFiles:
         shape = tuple(int(s) for s in self.stim.shape[1:])
         return (shape[2], shape[0], shape[1]) if len(shape) == 3 else (1, *shape)
 
+    def frames(self, idx: np.ndarray) -> np.ndarray:
+        """Frames ``idx`` (sorted, unique) as the model takes them.
+
+        Returns
+        -------
+        ndarray of shape (n, channels, height, width), float32
+            Integers divided by their dtype's maximum; floats divided by the movie's peak
+            (of up to 64 evenly spread frames) when it exceeds 1.
+        """
+        idx = np.asarray(idx, dtype=np.int64)
+        raw = self.stim.read(idx) if isinstance(self.stim, H5Array) else self.stim[idx]
+        x = np.asarray(raw, dtype=np.float32)
+        if x.ndim == 4:
+            x = x.transpose(0, 3, 1, 2)
+        else:
+            x = x[:, None]
+        kind = np.dtype(self.stim.dtype)
+        if kind.kind in "ui":
+            return x / np.float32(np.iinfo(kind).max)
+        peak = self.float_peak()
+        return x / np.float32(peak) if peak > 1 else x
+
+    def float_peak(self) -> float:
+        n = int(self.stim.shape[0])
+        sample = np.unique(np.linspace(0, n - 1, min(n, 64)).round().astype(np.int64))
+        raw = self.stim.read(sample) if isinstance(self.stim, H5Array) else self.stim[sample]
+        return float(np.abs(np.asarray(raw, dtype=np.float64)).max())
+
     def repeats(self, area: str, test_runs: list[int]) -> np.ndarray | None:
         """The test runs' repeats of ``area``, checked (None without them)."""
         n_test = int(self.timing.volumes_of(test_runs).size)

@@ -1,0 +1,170 @@
+"""The NIF model on movies: (2+1)D areas, per-frame spatial readouts, per-voxel HRFs.
+
+Every area is the static area of :mod:`niflow.model.areas` applied to each frame, followed
+by a causal temporal filter per channel (factorised space-time: the Sensorium-style (2+1)D
+core), so an area's output at frame ``t`` depends on frames ``t, t−1, …`` only. The temporal
+filters start as the identity, which makes the static model the special case of a movie of
+one frame. Each area's spatial readout (Gaussian pRF or low-rank) gives every voxel's drive
+at every frame; :class:`~niflow.model.hrf.HRFReadout` turns the drive into the volumes.
+
+Shapes: frames (B, T, C, H, W) → drive {area: (B, T, V)} → volumes {area: (B, n_vol, V)}.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from niflow.config import STIMULUS, RunConfig
+from niflow.model.hrf import HRFReadout
+from niflow.model.nif import NIFModel
+
+__all__ = ["CausalTemporal", "VideoNIF"]
+
+HRF_INIT_WINDOW_S = (4.0, 6.0)  # frames this long before a volume weigh most in its BOLD
+
+
+class CausalTemporal(nn.Module):
+    """Depthwise causal filter over frames, ``y_t = Σ_l w_l · x_{t−l}`` per channel.
+
+    Parameters
+    ----------
+    channels : int
+    taps : int
+        Frames of the filter (lag 0 to ``taps − 1``); initialised to the identity.
+    """
+
+    def __init__(self, channels: int, taps: int) -> None:
+        super().__init__()
+        self.taps = int(taps)
+        weight = torch.zeros(channels, 1, self.taps)
+        weight[:, 0, -1] = 1.0  # conv1d's last tap is lag 0
+        self.weight = nn.Parameter(weight)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``x`` (B, T, C, H, W) → (B, T, C, H, W); frames before the first count as zero."""
+        if self.taps == 1:
+            return x * self.weight[:, 0, 0][None, None, :, None, None]
+        b, t, c, h, w = x.shape
+        y = x.permute(0, 3, 4, 2, 1).reshape(b * h * w, c, t)
+        y = F.conv1d(F.pad(y, (self.taps - 1, 0)), self.weight, groups=c)
+        return y.reshape(b, h, w, c, t).permute(0, 4, 3, 1, 2)
+
+
+class VideoNIF(nn.Module):
+    """Predict the volumes of several areas from the frames before them.
+
+    Parameters
+    ----------
+    config : RunConfig
+        Areas and spatial readouts, as for static images.
+    frame_shape : tuple of int
+        ``(channels, height, width)`` of a frame.
+    n_voxels : dict of str to int
+    fps : float
+        Frames per second.
+    taps_s : float
+        Length of each area's temporal filter (seconds).
+    hrf_span_s : float
+        Longest haemodynamic lag.
+    """
+
+    def __init__(self, config: RunConfig, frame_shape: tuple[int, int, int],
+                 n_voxels: dict[str, int], fps: float, taps_s: float = 0.5,
+                 hrf_span_s: float = 32.0) -> None:
+        super().__init__()
+        self.fps = float(fps)
+        self.spatial = NIFModel(config, frame_shape, n_voxels)
+        taps = max(1, int(round(taps_s * fps)))
+        self.temporal = nn.ModuleDict({
+            name: CausalTemporal(self.spatial.geometry(name).channels, taps)
+            for name in self.spatial.graph.areas})
+        self.hrf = nn.ModuleDict({a: HRFReadout(n, fps, hrf_span_s) for a, n in n_voxels.items()})
+
+    @property
+    def history(self) -> int:
+        """Frames before a volume's last frame that reach its prediction."""
+        taps = sum(t.taps - 1 for t in self.temporal.values())
+        return max(h.n_lags for h in self.hrf.values()) + taps
+
+    @property
+    def frame_shape(self) -> tuple[int, int, int]:
+        return self.spatial.image_shape  # type: ignore[return-value]
+
+    def _check(self, frames: Tensor) -> None:
+        if frames.dim() != 5 or tuple(frames.shape[2:]) != self.frame_shape:
+            c, h, w = self.frame_shape
+            raise ValueError(f"model expects frames of shape (B, T, {c}, {h}, {w}), got "
+                             f"{tuple(frames.shape)}")
+
+    def features(self, frames: Tensor) -> dict[str, Tensor]:
+        """Every area's features at every frame, {area: (B, T, C_a, H_a, W_a)}."""
+        self._check(frames)
+        b, t = frames.shape[:2]
+        feats: dict[str, Tensor] = {STIMULUS: self.spatial.standardize(frames.flatten(0, 1))}
+        for name, area in self.spatial.graph.areas.items():
+            y = area([feats[s] for s in area.cfg.sources])
+            feats[name] = self.temporal[name](y.unflatten(0, (b, t))).flatten(0, 1)
+        del feats[STIMULUS]
+        return {a: f.unflatten(0, (b, t)) for a, f in feats.items()}
+
+    def drive(self, frames: Tensor) -> dict[str, Tensor]:
+        """Each voxel's neural drive at every frame, {area: (B, T, V)}."""
+        feats = self.features(frames)
+        return {a: ro(feats[a].flatten(0, 1)).unflatten(0, feats[a].shape[:2])
+                for a, ro in self.spatial.readouts.items()}
+
+    def forward(self, frames: Tensor, last_frames: Tensor) -> dict[str, Tensor]:
+        """Predicted volumes.
+
+        Parameters
+        ----------
+        frames : Tensor of shape (B, T, C, H, W)
+            Consecutive frames of one run (standardised inside, like static stimuli).
+        last_frames : Tensor of shape (n_vol,), int
+            Index along ``T`` of the last frame shown before each volume.
+
+        Returns
+        -------
+        dict of str to Tensor of shape (B, n_vol, n_voxels)
+        """
+        return {a: self.hrf[a](d, last_frames) for a, d in self.drive(frames).items()}
+
+    def initialize_readouts(self, frames: Tensor, responses: dict[str, Tensor]) -> None:
+        """Start the spatial readouts as for static images, from frames paired with volumes.
+
+        Parameters
+        ----------
+        frames : Tensor of shape (n, C, H, W)
+            For each training volume, the mean frame of the ``HRF_INIT_WINDOW_S`` seconds
+            before it (:func:`hrf_window_frames`): what a canonical HRF weighs most.
+        responses : dict of str to Tensor of shape (n, V)
+            The volumes, z-scored.
+        """
+        self.spatial.initialize_readouts(frames, responses)
+        # the readouts now map one frame to one volume; the HRF multiplies a steady drive by
+        # its area, 1 - 1/6, which the readouts' weights undo
+        with torch.no_grad():
+            for ro in self.spatial.readouts.values():
+                ro.weight.mul_(6 / 5)
+                ro.bias.mul_(6 / 5)
+
+    def regularizer(self) -> Tensor:
+        return self.spatial.regularizer()
+
+    def parameter_groups(self, lr: float) -> list[dict]:
+        groups = self.spatial.parameter_groups(lr)
+        groups.append({"params": list(self.temporal.parameters()), "lr": lr,
+                       "name": "temporal"})
+        groups.append({"params": list(self.hrf.parameters()), "lr": lr, "name": "hrf"})
+        return groups
+
+    def hrf_parameters(self) -> dict[str, dict[str, np.ndarray]]:
+        """Per area: ``hrf_peak_s`` and ``hrf_fwhm_s`` of every voxel (seconds)."""
+        out = {}
+        for a, h in self.hrf.items():
+            peak, width = h.peak_and_width()
+            out[a] = {"hrf_peak_s": peak, "hrf_fwhm_s": width}
+        return out

@@ -1,0 +1,258 @@
+"""Training a :class:`~niflow.model.video.VideoNIF` on movie fMRI, run segment by segment.
+
+A batch is one segment of a run: its volumes (``segment_s`` seconds of them) and every frame
+from ``model.history`` frames before the first volume's window to the last volume's last
+frame. Each frame's features are computed once per segment whatever the number of volumes
+that see it, no segment crosses a run boundary, and the frames are read from disk per
+segment, so memory does not grow with the length of the recording. Validation is on whole
+runs (:func:`niflow.data.movie.movie_split`), with early stopping on the median held-out r.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from niflow.config import RunConfig
+from niflow.data.dataset import Standardizer
+from niflow.data.movie import MovieFiles, MovieTiming, movie_split
+from niflow.model.video import HRF_INIT_WINDOW_S, VideoNIF
+
+__all__ = ["MovieFit", "Segment", "fit_movie", "fit_video", "hrf_window_frames",
+           "make_segments", "predict_video"]
+
+INIT_VOLUMES = 1024  # training volumes the readouts' initial regression looks at
+
+
+@dataclass(frozen=True)
+class Segment:
+    """Consecutive frames of one run and the volumes predicted from them.
+
+    Attributes
+    ----------
+    frame_start, frame_stop : int
+        Frames ``[frame_start, frame_stop)`` of the concatenated stimulus.
+    volumes : ndarray of shape (n,), int64
+        Volume indices into the concatenated responses.
+    last : ndarray of shape (n,), int64
+        Position (from ``frame_start``) of each volume's last preceding frame.
+    """
+
+    frame_start: int
+    frame_stop: int
+    volumes: np.ndarray
+    last: np.ndarray
+
+
+def make_segments(timing: MovieTiming, volumes: np.ndarray, history: int,
+                  seconds: float = 60.0) -> list[Segment]:
+    """Cut ``volumes`` into segments of about ``seconds`` within runs.
+
+    Volumes with no frame before them (a run's first) are left out: they reflect nothing.
+    """
+    volumes = np.sort(np.asarray(volumes, dtype=np.int64))
+    last = timing.frames_before(volumes, 1)[:, 0]
+    keep = last >= 0
+    volumes, last = volumes[keep], last[keep]
+    per = max(1, int(round(seconds / timing.tr)))
+    out = []
+    for run in np.unique(timing.volume_run[volumes]):
+        sel = np.flatnonzero(timing.volume_run[volumes] == run)
+        f0, _ = timing.frame_span(int(run))
+        for i in range(0, sel.size, per):
+            part = sel[i:i + per]
+            start = max(f0, int(last[part].min()) - history + 1)
+            out.append(Segment(start, int(last[part].max()) + 1, volumes[part],
+                               last[part] - start))
+    return out
+
+
+def hrf_window_frames(files: MovieFiles, volumes: np.ndarray) -> np.ndarray:
+    """For each volume, the mean frame shown ``HRF_INIT_WINDOW_S`` seconds before it.
+
+    Returns
+    -------
+    ndarray of shape (n, channels, height, width), float32
+    """
+    t = files.timing
+    early, late = HRF_INIT_WINDOW_S
+    n_back = max(1, int(round(late * t.fps)))
+    n_win = max(1, int(round((late - early) * t.fps)))
+    idx = t.frames_before(np.asarray(volumes), n_back)[:, :n_win]
+    wanted = np.unique(idx[idx >= 0])
+    frames = files.frames(wanted) if wanted.size else np.zeros((0, *files.frame_shape),
+                                                               np.float32)
+    pos = np.searchsorted(wanted, np.where(idx >= 0, idx, 0))
+    valid = (idx >= 0)[..., None, None, None]
+    total = (frames[pos] * valid).sum(axis=1) if wanted.size else np.zeros(
+        (len(idx), *files.frame_shape), np.float32)
+    return (total / np.maximum(valid.sum(axis=1), 1)).astype(np.float32)
+
+
+def _frames(files: MovieFiles, seg: Segment, device: torch.device) -> torch.Tensor:
+    x = files.frames(np.arange(seg.frame_start, seg.frame_stop))
+    return torch.as_tensor(x, device=device)[None]
+
+
+@torch.no_grad()
+def predict_video(model: VideoNIF, files: MovieFiles, volumes: np.ndarray,
+                  seconds: float = 60.0) -> dict[str, np.ndarray]:
+    """Predictions (z-scored units) for ``volumes``, in their order; 0 for volumes that no
+    frame precedes.
+
+    Returns
+    -------
+    dict of str to ndarray of shape (len(volumes), n_voxels), float32
+    """
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    volumes = np.asarray(volumes, dtype=np.int64)
+    out = {a: np.zeros((volumes.size, h.n_voxels), np.float32) for a, h in model.hrf.items()}
+    where = {int(v): i for i, v in enumerate(volumes)}
+    for seg in make_segments(files.timing, volumes, model.history, seconds):
+        pred = model(_frames(files, seg, device), torch.as_tensor(seg.last, device=device))
+        rows = [where[int(v)] for v in seg.volumes]
+        for a, p in pred.items():
+            out[a][rows] = p[0].float().cpu().numpy()
+    model.train(was_training)
+    return out
+
+
+def _median_r(pred: dict[str, np.ndarray], true: dict[str, np.ndarray]) -> float:
+    rs = []
+    for a, p in pred.items():
+        pc, tc = p - p.mean(0), true[a] - true[a].mean(0)
+        den = np.sqrt((pc**2).sum(0) * (tc**2).sum(0))
+        rs.append(np.where(den > 0, (pc * tc).sum(0) / np.where(den > 0, den, 1), 0.0))
+    return float(np.median(np.concatenate(rs)))
+
+
+@dataclass
+class VideoHistory:
+    """One record per epoch (``epoch``, ``train_loss``, ``val_r``, ``seconds``)."""
+
+    epochs: list[dict] = field(default_factory=list)
+    best_epoch: int = 0
+    best_val_r: float = -np.inf
+
+
+def fit_video(model: VideoNIF, files: MovieFiles, responses: dict[str, np.ndarray],
+              train: np.ndarray, val: np.ndarray, cfg: RunConfig,
+              progress: Callable[[str], None] | None = None,
+              segment_s: float = 60.0) -> VideoHistory:
+    """Adam on segments of the training runs; keep the epoch with the best validation r.
+
+    Parameters
+    ----------
+    responses : dict of str to ndarray of shape (n_TR, n_voxels)
+        Z-scored on the training volumes.
+    train, val : ndarray of int
+        Volume indices.
+    cfg : RunConfig
+        ``train.lr``, ``epochs``, ``patience``, ``weight_decay``, ``seed`` are used.
+    """
+    tc = cfg.train
+    torch.manual_seed(tc.seed)
+    rng = np.random.default_rng(tc.seed)
+    device = next(model.parameters()).device
+    segs = make_segments(files.timing, train, model.history, segment_s)
+    val_true = {a: r[np.sort(val)] for a, r in responses.items()}
+    opt = torch.optim.Adam(model.parameter_groups(tc.lr), lr=tc.lr,
+                           weight_decay=tc.weight_decay)
+    hist, best_state, stale = VideoHistory(), None, 0
+    n_vox = sum(r.shape[1] for r in responses.values())
+    for epoch in range(1, tc.epochs + 1):
+        start, total = time.perf_counter(), 0.0
+        model.train()
+        for i in rng.permutation(len(segs)):
+            seg = segs[i]
+            pred = model(_frames(files, seg, device), torch.as_tensor(seg.last, device=device))
+            # every voxel counts once, whatever its area's size
+            loss = sum(((p[0] - torch.as_tensor(responses[a][seg.volumes], device=device,
+                                                dtype=p.dtype)) ** 2).mean(0).sum()
+                       for a, p in pred.items()) / n_vox
+            opt.zero_grad()
+            (loss + model.regularizer()).backward()
+            opt.step()
+            total += float(loss.detach()) * len(seg.volumes)
+        val_r = _median_r(predict_video(model, files, np.sort(val), segment_s), val_true)
+        rec = {"epoch": epoch, "train_loss": total / max(sum(len(s.volumes) for s in segs), 1),
+               "val_r": val_r, "seconds": time.perf_counter() - start}
+        hist.epochs.append(rec)
+        if progress is not None:
+            progress(f"epoch {epoch}/{tc.epochs}  train {rec['train_loss']:.3f}  val r "
+                     f"{val_r:.3f}  {rec['seconds']:.1f} s")
+        if val_r > hist.best_val_r:
+            hist.best_val_r, hist.best_epoch, stale = val_r, epoch, 0
+            best_state = copy.deepcopy(model.state_dict())
+        else:
+            stale += 1
+            if stale >= tc.patience:
+                break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    return hist
+
+
+@dataclass
+class MovieFit:
+    """A video model fitted on a movie data set, with what it needs to predict.
+
+    Attributes
+    ----------
+    model : VideoNIF
+    scalers : dict of str to Standardizer
+        Z-scoring of each area's volumes (training volumes).
+    train, val, test : ndarray of int64
+        Volume indices of the split (by run).
+    history : VideoHistory
+    """
+
+    model: VideoNIF
+    scalers: dict[str, Standardizer]
+    train: np.ndarray
+    val: np.ndarray
+    test: np.ndarray
+    history: VideoHistory
+
+    def predict(self, files: MovieFiles, volumes: np.ndarray) -> dict[str, np.ndarray]:
+        """Predictions in the responses' units, (len(volumes), n_voxels) per area."""
+        z = predict_video(self.model, files, volumes)
+        return {a: self.scalers[a].inverse(p) for a, p in z.items()}
+
+
+def fit_movie(files: MovieFiles, test_runs: list[int], cfg: RunConfig,
+              progress: Callable[[str], None] | None = None, taps_s: float = 0.5,
+              segment_s: float = 60.0) -> MovieFit:
+    """Split by run, z-score on the training volumes, initialise and train a video model.
+
+    Parameters
+    ----------
+    files : MovieFiles
+    test_runs : list of int
+        Held-out runs (never seen in training or validation).
+    cfg : RunConfig
+        Areas, spatial readout and training settings (``train.val_fraction`` of the
+        training runs validate).
+    """
+    t = files.timing
+    train, val, test = movie_split(t, test_runs, cfg.train.val_fraction, cfg.train.seed)
+    fit_rows = np.concatenate([train, val])
+    scalers = {a: Standardizer.fit(r[fit_rows]) for a, r in files.responses.items()}
+    z = {a: scalers[a].transform(r).astype(np.float32) for a, r in files.responses.items()}
+    torch.manual_seed(cfg.train.seed)
+    model = VideoNIF(cfg, files.frame_shape, {a: r.shape[1] for a, r in z.items()}, t.fps,
+                     taps_s=taps_s)
+    init = np.sort(np.random.default_rng(cfg.train.seed).permutation(train)[:INIT_VOLUMES])
+    frames = hrf_window_frames(files, init)
+    model.spatial.set_input_stats(float(frames.mean()), float(frames.std()))
+    model.initialize_readouts(torch.as_tensor(frames),
+                              {a: torch.as_tensor(r[init]) for a, r in z.items()})
+    hist = fit_video(model, files, z, train, val, cfg, progress, segment_s)
+    return MovieFit(model, scalers, train, val, test, hist)

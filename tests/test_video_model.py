@@ -1,0 +1,129 @@
+"""The movie model: causal (2+1)D areas, static images as its special case, segments of runs,
+and training on a simulated movie."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from _configs import default_config
+from niflow import config as cfgmod
+from niflow.data.movie import MovieTiming, read_movie
+from niflow.data.simulate.movie import simulate_movie, write_movie_simulation
+from niflow.model.video import CausalTemporal, VideoNIF
+from niflow.train.video import fit_movie, hrf_window_frames, make_segments
+
+
+def _config() -> cfgmod.RunConfig:
+    cfg = cfgmod.candidate(default_config(3), "gabor-gaussian")
+    cfg.train.val_fraction = 0.34
+    return cfg
+
+
+def test_temporal_filter_is_causal_and_starts_as_the_identity():
+    f = CausalTemporal(3, 4).double()
+    x = torch.randn(2, 9, 3, 4, 5, dtype=torch.float64)
+    assert torch.equal(f(x), x)
+    with torch.no_grad():
+        f.weight.copy_(torch.randn(3, 1, 4))
+    y = f(x)
+    w = f.weight[:, 0].detach()
+    for t in range(9):
+        want = sum(w[:, 3 - lag][None, :, None, None] * x[:, t - lag]
+                   for lag in range(4) if t - lag >= 0)
+        assert torch.allclose(y[:, t], want)
+    later = x.clone()
+    later[:, 6:] = 7.0
+    assert torch.allclose(f(later)[:, :6], y[:, :6])
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return VideoNIF(_config(), (1, 24, 24), {"V1": 7, "V2": 5}, fps=4.0).double().eval()
+
+
+def test_a_still_frame_drives_voxels_as_the_static_model_does(model):
+    frame = torch.rand(1, 1, 24, 24, dtype=torch.float64)
+    drive = model.drive(frame[:, None].expand(1, 6, 1, 24, 24))
+    static = model.spatial(frame)
+    for a in ("V1", "V2"):
+        assert torch.allclose(drive[a][0], static[a].expand(6, -1), atol=1e-10)
+
+
+def test_predictions_depend_only_on_earlier_frames(model):
+    frames = torch.rand(1, 40, 1, 24, 24, dtype=torch.float64)
+    last = torch.tensor([3, 10, 25])
+    with torch.no_grad():
+        base = model(frames, last)
+        changed = frames.clone()
+        changed[:, 11:] = torch.rand(1, 29, 1, 24, 24, dtype=torch.float64)
+        again = model(changed, last)
+    for a in base:
+        assert torch.allclose(base[a][:, :2], again[a][:, :2])
+        assert not torch.allclose(base[a][:, 2], again[a][:, 2])
+
+
+def test_wrong_frames_are_named_with_their_shape(model):
+    with pytest.raises(ValueError,
+                       match=r"frames of shape \(B, T, 1, 24, 24\), got \(1, 5, 24, 24\)"):
+        model(torch.zeros(1, 5, 24, 24, dtype=torch.float64), torch.tensor([2]))
+
+
+def _timing() -> MovieTiming:
+    return MovieTiming(4.0, 1.0, np.repeat([1, 2, 3], [40, 24, 32]),
+                       np.repeat([1, 2, 3], [10, 6, 8]))
+
+
+def test_segments_cover_the_volumes_within_runs():
+    t = _timing()
+    vols = np.arange(t.n_volumes)
+    segs = make_segments(t, vols, history=6, seconds=4.0)
+    covered = np.concatenate([s.volumes for s in segs])
+    firsts = [t.volume_span(r)[0] for r in t.runs]  # a run's first volume reflects no frame
+    assert sorted(covered.tolist()) == [v for v in vols.tolist() if v not in firsts]
+    last = t.frames_before(vols, 1)[:, 0]
+    for s in segs:
+        runs = set(t.frame_run[s.frame_start:s.frame_stop])
+        assert len(runs) == 1 and runs == set(t.volume_run[s.volumes])
+        assert np.array_equal(s.frame_start + s.last, last[s.volumes])
+        f0, _ = t.frame_span(int(t.volume_run[s.volumes[0]]))
+        assert s.frame_start == max(f0, int(last[s.volumes].min()) - 5)
+
+
+@pytest.fixture(scope="module")
+def movie(tmp_path_factory):
+    sim = simulate_movie(n_train_runs=3, run_seconds=60.0, fps=4.0, tr=1.0, size=24,
+                         n_voxels={"V1": 40, "V2": 20}, seed=1)
+    paths = write_movie_simulation(sim, tmp_path_factory.mktemp("movie"))
+    return sim, read_movie(paths["stim"], paths["bold"])
+
+
+def test_hrf_window_frames_average_the_frames_four_to_six_seconds_back(movie):
+    sim, files = movie
+    vols = np.array([3, 10, 59, 70, 130])
+    got = hrf_window_frames(files, vols)
+    t = files.timing
+    for k, v in enumerate(vols):
+        run = t.volume_run[v]
+        j = v - t.volume_span(int(run))[0]
+        f0, f1 = t.frame_span(int(run))
+        onsets = np.arange(f1 - f0) / t.fps
+        sel = f0 + np.flatnonzero((onsets < j * t.tr - 4.0) & (onsets >= j * t.tr - 6.0))
+        want = (sim.stim[sel].astype(np.float32) / 255).mean(0) if sel.size else 0 * got[k, 0]
+        assert np.allclose(got[k, 0], want, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_a_video_model_learns_a_simulated_movie(movie):
+    sim, files = movie
+    fit = fit_movie(files, [sim.test_run], _config())
+    assert set(files.timing.volume_run[fit.test]) == {sim.test_run}
+    assert not set(files.timing.volume_run[fit.val]) & set(files.timing.volume_run[fit.train])
+    pred = fit.predict(files, fit.test)
+    y = files.responses["V1"][fit.test]
+    r = np.array([np.corrcoef(pred["V1"][:, v], y[:, v])[0, 1] for v in range(40)])
+    assert np.median(r) > 0.1  # chance: about ±0.1 over 60 volumes
+    peaks = fit.model.hrf_parameters()["V1"]["hrf_peak_s"]
+    assert np.all((peaks > 2.0) & (peaks < 10.5))
