@@ -326,3 +326,13 @@ def test_page_in_headless_chromium_sorts_searches_and_links(run, tmp_path):
     assert len(shown) == len(res["images"]) >= 8
     ids = {im[2] for im in shown}
     assert {"fig-predmeas-V1", "fig-vf-V1", "fig-vf-V2", "fig-hist-V2"} <= ids
+
+
+def test_report_of_a_demo_folder_is_its_run(run, tmp_path, capsys):
+    shutil.copytree(run["run"], tmp_path / "demo" / "run")
+    cli("report", tmp_path / "demo", "--no-probe")
+    assert str(tmp_path / "demo" / "run" / "report.html") in capsys.readouterr().out
+    page = Page((tmp_path / "demo" / "run" / "report.html").read_text())
+    assert "sec-V2" in page.sections
+    assert main(["report", str(tmp_path)]) == 2  # neither a run nor a demo folder
+    assert "not a finished run" in capsys.readouterr().err
