@@ -336,3 +336,21 @@ def test_report_of_a_demo_folder_is_its_run(run, tmp_path, capsys):
     assert "sec-V2" in page.sections
     assert main(["report", str(tmp_path)]) == 2  # neither a run nor a demo folder
     assert "not a finished run" in capsys.readouterr().err
+
+
+def test_readout_maps_switch_to_degrees(run, tmp_path, monkeypatch):
+    figs = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: figs.append(fig) or Path(path))
+    loaded = load_run(run["run"])
+    chosen_voxel_figures(loaded, {"V1": [3]}, tmp_path)
+    chosen_voxel_figures(loaded, {"V1": [3]}, tmp_path, visual_field_deg=VF)
+    (px, deg) = (f.axes[0] for f in figs)
+    assert "px" in px.get_xlabel() and "deg" in deg.get_xlabel() and "deg" in deg.get_ylabel()
+    (x, y), (xd, yd) = (a.lines[0].get_xydata()[0] for a in (px, deg))
+    assert (xd, yd) == pytest.approx(((x - 27.5) * VF / 56, (27.5 - y) * VF / 56))
+    left, right, bottom, top = px.get_images()[0].get_extent()
+    assert deg.get_images()[0].get_extent() == pytest.approx(
+        [(left - 27.5) * VF / 56, (right - 27.5) * VF / 56, (27.5 - bottom) * VF / 56,
+         (27.5 - top) * VF / 56])
+    for f in figs:
+        plots.plt.close(f)
