@@ -119,9 +119,14 @@ def test_evaluate_without_repeats_does_not_invent_a_ceiling(folder, tmp_path, ca
 
 def test_report_is_self_contained(folder):
     page = folder["html"]
-    assert "<script" not in page and "<link" not in page and "url(" not in page
+    # one inline script (the per-voxel table), nothing fetched
+    assert page.count("<script") == 1 and "<script src" not in page
+    assert "<link" not in page and "url(" not in page
     for attr, value in re.findall(r'\b(src|href)\s*=\s*"([^"]*)"', page):
-        assert value.startswith("data:image/png;base64,"), (attr, value[:60])
+        # images embedded, links only within the page (the table of contents)
+        ok = value.startswith("data:image/png;base64,") if attr == "src" else \
+            value.startswith("#")
+        assert ok, (attr, value[:60])
 
 
 def test_report_holds_every_table_and_figure(folder):
@@ -135,9 +140,13 @@ def test_report_holds_every_table_and_figure(folder):
         "coverage.png", "size_ecc.png", "probe_prf.png", "probe_tuning.png", "flow.png",
         "noise_ceiling.png", "baselines.png"}
     images = re.findall(r'<img [^>]*src="data:image/png;base64,([^"]+)"', page)
-    assert len(images) == len(figures) == page.count("<img ")
+    assert len(images) == page.count("<img ")
     embedded = {base64.b64decode(b) for b in images}
-    assert embedded == {p.read_bytes() for p in figures}
+    # the report draws the training curve, coverage and baseline comparison itself (best
+    # epoch marked, per area, in the page's unit); every other folder figure is embedded
+    redrawn = {"training.png", "coverage.png", "baselines.png"}
+    assert embedded >= {p.read_bytes() for p in figures if p.name not in redrawn}
+    assert len(embedded) >= len(figures)
     # the configuration and the headline checks are on the page
     assert "&quot;preset&quot;: &quot;default&quot;" in page
     assert "in-silico vs readout pRF centre" in page and "pRF size &gt; V1" in page

@@ -23,8 +23,11 @@ def _save(fig, path: Path) -> Path:
 
 def plot_receptive_fields(maps: np.ndarray, geometry: Geometry, voxels: np.ndarray,
                           r: np.ndarray, centres: tuple[np.ndarray, np.ndarray], area: str,
-                          path: str | Path, image_size: tuple[int, int]) -> Path:
-    """Spatial maps of chosen voxels drawn in stimulus pixel coordinates.
+                          path: str | Path, image_size: tuple[int, int],
+                          which: str = "best-predicted voxels",
+                          visual_field_deg: float | None = None) -> Path:
+    """Spatial maps of some voxels, in stimulus pixels or, with ``visual_field_deg``, in
+    degrees of visual angle (y up, 0 at the image centre).
 
     Parameters
     ----------
@@ -36,6 +39,10 @@ def plot_receptive_fields(maps: np.ndarray, geometry: Geometry, voxels: np.ndarr
         Estimated ``(prf_x, prf_y)`` in stimulus pixels, marked with a cross.
     image_size : tuple of int
         Stimulus ``(height, width)``, the axes' extent.
+    which : str
+        What the voxels are, for the title ("best-predicted voxels", "chosen voxels").
+    visual_field_deg : float, optional
+        Angle the image width subtends; switches the axes to degrees.
     """
     n = len(maps)
     cols = min(4, max(n, 1))
@@ -44,21 +51,22 @@ def plot_receptive_fields(maps: np.ndarray, geometry: Geometry, voxels: np.ndarr
     h, w = geometry.grid
     half = geometry.scale / 2
     # cell centres map to scale*i + offset; the image spans half a cell beyond them
-    extent = (geometry.offset - half, geometry.scale * (w - 1) + geometry.offset + half,
-              geometry.scale * (h - 1) + geometry.offset + half, geometry.offset - half)
+    left, right = geometry.offset - half, geometry.scale * (w - 1) + geometry.offset + half
+    bottom, top = geometry.scale * (h - 1) + geometry.offset + half, geometry.offset - half
+    (left, right), (bottom, top), _ = _field_coords(np.array([left, right]),
+                                                    np.array([bottom, top]), image_size,
+                                                    visual_field_deg)
+    cx, cy, _ = _field_coords(centres[0], centres[1], image_size, visual_field_deg)
     for ax in axes.ravel()[n:]:
         ax.axis("off")
     for i, ax in enumerate(axes.ravel()[:n]):
-        im = ax.imshow(maps[i], extent=extent, origin="upper", cmap="magma",
-                       interpolation="nearest")
-        ax.plot(centres[0][i], centres[1][i], "c+", ms=10, mew=2)
-        ax.set_xlim(-0.5, image_size[1] - 0.5)
-        ax.set_ylim(image_size[0] - 0.5, -0.5)
+        im = ax.imshow(maps[i], extent=(left, right, bottom, top), origin="upper",
+                       cmap="magma", interpolation="nearest")
+        ax.plot(cx[i], cy[i], "c+", ms=10, mew=2)
+        _field_axes(ax, image_size, visual_field_deg)
         ax.set_title(f"{area} voxel {int(voxels[i])}  r={r[i]:.2f}", fontsize=9)
-        ax.set_xlabel("x (stimulus px)")
-        ax.set_ylabel("y (stimulus px)")
         fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="readout weight")
-    fig.suptitle(f"{area}: spatial receptive fields of the best-predicted voxels "
+    fig.suptitle(f"{area}: spatial receptive fields of the {which} "
                  f"(+ = estimated centre)", fontsize=10)
     fig.tight_layout()
     return _save(fig, Path(path))
@@ -94,19 +102,47 @@ def plot_kernels(weights: np.ndarray, area: str, path: str | Path) -> Path:
     return _save(fig, Path(path))
 
 
-def plot_training(epochs: list[dict], path: str | Path) -> Path:
-    """Training loss and validation median r per epoch."""
+def best_epoch_of(epochs: list[dict]) -> int | None:
+    """The epoch with the highest validation median r (the first of ties, as early stopping
+    keeps it), or None without validation scores."""
+    scored = [(r["val_median_r"], -r["epoch"]) for r in epochs
+              if r.get("val_median_r") is not None and np.isfinite(r["val_median_r"])]
+    return -max(scored)[1] if scored else None
+
+
+def plot_training(epochs: list[dict], path: str | Path,
+                  best_epoch: int | None = None) -> Path:
+    """Training loss and validation median r per epoch, the kept (best) epoch marked.
+
+    Parameters
+    ----------
+    epochs : list of dict
+        ``log.jsonl`` records: ``epoch``, ``train_loss``, ``val_median_r``.
+    best_epoch : int, optional
+        Epoch whose weights were kept; default :func:`best_epoch_of`.
+    """
     fig, ax1 = plt.subplots(figsize=(5.5, 3.4))
     e = [r["epoch"] for r in epochs]
-    ax1.plot(e, [r["train_loss"] for r in epochs], "o-", color="tab:blue", ms=3)
+    ax1.plot(e, [r["train_loss"] for r in epochs], "o-", color="tab:blue", ms=3,
+             label="training loss")
     ax1.set_xlabel("epoch")
     ax1.set_ylabel("training loss (MSE, z units)", color="tab:blue")
+    best = best_epoch if best_epoch is not None else best_epoch_of(epochs)
     if any("val_median_r" in r for r in epochs):
         ax2 = ax1.twinx()
-        ax2.plot(e, [r.get("val_median_r", np.nan) for r in epochs], "s-", color="tab:red",
-                 ms=3)
+        val = [r.get("val_median_r", np.nan) for r in epochs]
+        ax2.plot(e, val, "s-", color="tab:red", ms=3, label="validation median r")
         ax2.set_ylabel("validation median r", color="tab:red")
-    ax1.set_title("Training curve")
+        if best in e:
+            ax2.plot([best], [val[e.index(best)]], "*", color="gold", mec="k", ms=15,
+                     zorder=5, label=f"best epoch {best} (kept)")
+        # one legend under the axes, where it hides no point of either curve
+        handles = [h for a in (ax1, ax2) for h in a.get_legend_handles_labels()[0]]
+        ax1.legend(handles=handles, fontsize=7, loc="upper center", ncol=3,
+                   bbox_to_anchor=(0.5, -0.2), frameon=False)
+    if best is not None:
+        ax1.axvline(best, color="0.3", ls="--", lw=1)
+    ax1.set_title("Training curve" + (f" (kept: epoch {best})" if best is not None else ""))
     fig.tight_layout()
     return _save(fig, Path(path))
 
@@ -320,37 +356,36 @@ def plot_tuning(tuning: dict[str, dict[str, np.ndarray]], path: str | Path,
 
 def plot_flow(rows: list[dict], channel_norms: dict[tuple[str, str], np.ndarray],
               path: str | Path) -> Path:
-    """Information flow: drop in held-out r when a source is ablated, and weight norms.
+    """Information flow: what ablating a source costs, and the inter-area weight norms.
+
+    Ablation is drawn only for areas with several sources: when an area has one, removing
+    it removes all of the area's input and the "drop" is simply its held-out r, so a chain
+    (stimulus → V1 → V2) gets the held-out r per area instead. Weight-norm maps are drawn
+    only where the sources have several channels (the stimulus's one channel would make a
+    one-column map).
 
     Parameters
     ----------
     rows : list of dict
-        ``FlowResult.row()`` records (target, source, median_drop_zero, median_drop_mean).
+        ``FlowResult.row()`` records (target, source, median_r, median_drop_zero,
+        median_drop_mean).
     channel_norms : dict of (target, source) to ndarray of shape (C_target, C_source)
     """
     targets = list(dict.fromkeys(r["target"] for r in rows))
-    fig, axes = plt.subplots(1, 1 + len(targets), figsize=(5.0 + 4.0 * len(targets), 4.0),
-                             squeeze=False, gridspec_kw={"width_ratios": [1.4] + [1] * len(
-                                 targets)})
-    ax = axes[0, 0]
-    labels = [f"{r['source']}→{r['target']}" for r in rows]
-    pos = np.arange(len(rows))
-    ax.bar(pos - 0.2, [r["median_drop_zero"] for r in rows], 0.4, label="source set to 0")
-    ax.bar(pos + 0.2, [r["median_drop_mean"] for r in rows], 0.4,
-           label="source set to its mean")
-    ax.set_xticks(pos)
-    ax.set_xticklabels(labels, rotation=20, fontsize=8)
-    ax.set_ylabel("median drop in held-out r")
-    ax.set_title("Ablation: cost of removing each input", fontsize=9)
-    ax.axhline(0, color="k", lw=0.8)
-    _legend(ax, fontsize=7)
-    for ax, target in zip(axes[0, 1:], targets, strict=True):
+    n_src = {t: sum(r["target"] == t for r in rows) for t in targets}
+    maps = [t for t in targets
+            if sum(channel_norms[(t, r["source"])].shape[1] for r in rows
+                   if r["target"] == t) > 1]
+    fig, axes = plt.subplots(1, 1 + len(maps), figsize=(5.0 + 4.0 * len(maps), 4.0),
+                             squeeze=False,
+                             gridspec_kw={"width_ratios": [1.4] + [1] * len(maps)})
+    _flow_bars(axes[0, 0], [r for r in rows if n_src[r["target"]] > 1], rows)
+    for ax, target in zip(axes[0, 1:], maps, strict=True):
         srcs = [r["source"] for r in rows if r["target"] == target]
         blocks = [channel_norms[(target, s)] for s in srcs]
-        mat = np.concatenate(blocks, axis=1)
-        im = ax.imshow(mat, cmap="magma", aspect="auto", interpolation="nearest")
-        edge = 0
-        ticks = []
+        im = ax.imshow(np.concatenate(blocks, axis=1), cmap="magma", aspect="auto",
+                       interpolation="nearest")
+        edge, ticks = 0, []
         for b in blocks:
             ticks.append(edge + b.shape[1] / 2 - 0.5)
             edge += b.shape[1]
@@ -364,6 +399,33 @@ def plot_flow(rows: list[dict], channel_norms: dict[tuple[str, str], np.ndarray]
     fig.suptitle("Information flow between areas", fontsize=10)
     fig.tight_layout()
     return _save(fig, Path(path))
+
+
+def _flow_bars(ax, multi: list[dict], rows: list[dict]) -> None:
+    """Ablation costs of the sources of multi-source areas, else held-out r per area."""
+    if multi:
+        pos = np.arange(len(multi))
+        ax.bar(pos - 0.2, [r["median_drop_zero"] for r in multi], 0.4,
+               label="source set to 0")
+        ax.bar(pos + 0.2, [r["median_drop_mean"] for r in multi], 0.4,
+               label="source set to its mean")
+        ax.set_xticks(pos)
+        ax.set_xticklabels([f"{r['source']}→{r['target']}" for r in multi], rotation=20,
+                           fontsize=8)
+        ax.set_ylabel("median drop in held-out r")
+        ax.set_title("Ablation: cost of removing each input", fontsize=9)
+        ax.axhline(0, color="k", lw=0.8)
+        _legend(ax, fontsize=7)
+        return
+    per_target = list({r["target"]: r for r in rows}.values())
+    pos = np.arange(len(per_target))
+    ax.bar(pos, [r["median_r"] for r in per_target], 0.6, color="tab:blue")
+    ax.set_xticks(pos)
+    ax.set_xticklabels([f"{r['source']}→{r['target']}" for r in per_target], fontsize=8)
+    ax.set_ylabel("median held-out r")
+    ax.set_title("A chain: every area has one source, so ablating it\n"
+                 "costs all of its held-out r (shown); no ablation to compare", fontsize=9)
+    ax.axhline(0, color="k", lw=0.8)
 
 
 def plot_model_comparison(nif_r: dict[str, np.ndarray], other_r: dict[str, dict[str, np.ndarray]],

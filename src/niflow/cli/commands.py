@@ -110,13 +110,13 @@ def cmd_baseline(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from niflow.report.html import write_report
+    from niflow.report.html import resolve_run_dir, write_report
 
     if args.visual_field_deg is not None and not args.visual_field_deg > 0:
         raise ConfigError(f"--visual-field-deg must be > 0, got {args.visual_field_deg}")
-    if not (args.run / "metrics.json").exists():
+    if not (resolve_run_dir(args.run) / "metrics.json").exists():
         raise RunError(f"{args.run}: not a finished run folder (no metrics.json)")
-    path = write_report(args.run, args.out, probe_if_missing=not args.no_probe,
+    path = write_report(resolve_run_dir(args.run), args.out, probe_if_missing=not args.no_probe,
                         voxels=_parse_voxels(args.voxels) or None,
                         visual_field_deg=args.visual_field_deg)
     print(f"wrote {path}")

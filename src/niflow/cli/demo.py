@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 
 from niflow import config as cfgmod
-from niflow.data.dataset import parse_rows, scale_stimuli
+from niflow.data.dataset import parse_rows
 from niflow.data.simulate.files import simulate
 from niflow.data.simulate.settings import SimConfig
-from niflow.evaluate.baselines import pixel_features, ridge_predict
 from niflow.evaluate.statistics import pearson_r
+from niflow.runs.evaluation import baseline_folder, evaluate_folder
 from niflow.runs.pipeline import train_run
 
 
@@ -52,7 +52,9 @@ def run_demo(out: str | Path = "runs/demo", preset: str = "default", n_per_lette
     :func:`niflow.data.simulate.regimes` (the real BRAINS letters when ``../shared`` has
     them, fMRI-like noise: median noise ceilings ≈ 0.53); ``regime=None`` simulates
     ``n_per_letter`` glyphs per letter with ``sim_config`` instead. Both ridge baselines
-    (pixels, Gabor energy; per-voxel α on the training rows) are fitted on the same split.
+    (pixels, Gabor energy; per-voxel α on the training rows) are fitted on the same split and,
+    with the noise ceiling of the simulation's repeats, written into the run folder
+    (:func:`write_demo_scores`), where ``niflow report`` finds them.
 
     Returns
     -------
@@ -63,7 +65,6 @@ def run_demo(out: str | Path = "runs/demo", preset: str = "default", n_per_lette
     """
     from niflow.data.simulate.files import write_simulation
     from niflow.data.simulate.regimes import make_regime
-    from niflow.evaluate.baselines import gabor_features
 
     out = Path(out)
     if out.exists():
@@ -92,18 +93,14 @@ def run_demo(out: str | Path = "runs/demo", preset: str = "default", n_per_lette
     t_total = time.perf_counter() - t0
     t_train = _training_seconds(out / "run", hist)
     pred = run.predict(sim.stim[test])
-    train_rows = np.setdiff1d(np.arange(n), test)
     t0 = time.perf_counter()
-    x = scale_stimuli(sim.stim)
-    feats = {"pixels": pixel_features(x), "gabor": gabor_features(x)}
+    ridge_all = write_demo_scores(run, sim, test, out / "run")
 
     summary: dict = {"areas": {}, "regime": regime}
     for area in sim.areas:
         r = pearson_r(pred[area], sim.responses[area][test])
-        ridge = {}
-        for kind, f in feats.items():
-            p, _ = ridge_predict(f[train_rows], sim.responses[area][train_rows], f[test])
-            ridge[kind] = float(np.median(pearson_r(p, sim.responses[area][test])))
+        ridge = {kind: float(np.median(res[area]["stats"]["r"]))
+                 for kind, res in ridge_all.items()}
         truth = sim.truth[area]
         ceiling = noise_ceiling_of_mean(truth["reliability"], sim.config.n_repeats)
         est = run.receptive_fields(area)
@@ -119,6 +116,25 @@ def run_demo(out: str | Path = "runs/demo", preset: str = "default", n_per_lette
     summary["best_epoch"] = hist.best_epoch
     summary["run_dir"] = str(out / "run")
     return summary
+
+
+def write_demo_scores(run, sim, test: np.ndarray, run_dir: Path) -> dict[str, dict]:
+    """Write what ``niflow baseline`` and ``niflow evaluate`` would into the demo's run folder:
+    ridge on pixels and on Gabor energy (``baseline_*.csv/json``, ``figures/baselines.png``)
+    and the statistics with the split-half noise ceiling of the simulation's two repeats
+    (``stats_voxels.csv``, ``stats.json``, ``figures/noise_ceiling.png``), so that
+    ``niflow report`` shows them without another command.
+
+    Returns
+    -------
+    dict of feature set to :func:`niflow.evaluate.baselines.baseline_scores` results.
+    """
+    ridge = baseline_folder(sim.stim, sim.responses, run_dir, ["pixels", "gabor"])
+    evaluate_folder(run, sim.stim, sim.responses, test, sim.repeats, run_dir,
+                    info={"stim": str(run_dir.parent / "data" / "stim.mat"),
+                          "bold": str(run_dir.parent / "data" / "bold.mat"),
+                          "repeats": "the simulation's repeats (data/truth.npz)"})
+    return ridge
 
 
 def _training_seconds(run_dir: Path, hist) -> float:
@@ -149,5 +165,6 @@ def format_summary(summary: dict) -> str:
     sec = summary["seconds"]
     lines.append(f"time: simulate {sec['simulate']:.1f} s, train {sec['train']:.1f} s "
                  f"(selection and ensemble), run-folder outputs {sec['outputs']:.1f} s, ridge "
-                 f"baselines {sec['ridge']:.1f} s; run folder: {summary['run_dir']}")
+                 f"baselines and noise ceilings {sec['ridge']:.1f} s; run folder: "
+                 f"{summary['run_dir']} (`niflow report {summary['run_dir']}` shows it all)")
     return "\n".join(lines)

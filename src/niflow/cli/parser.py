@@ -208,10 +208,14 @@ def _add_science(sub) -> None:
                    help="permutations for the p-values of r (default 1000)")
 
     p = sub.add_parser("report", help="write a self-contained HTML report of a run",
-                       description="Write RUN/report.html: configuration, training curves, "
-                       "per-area tables, receptive-field, coverage, size-eccentricity, "
-                       "in-silico, information-flow, noise-ceiling and baseline figures "
-                       "(embedded), from what the run folder holds. Runs the in-silico "
+                       description="Write RUN/report.html, one self-contained page (opens "
+                       "offline): contents, summary, training curve with the best epoch, a "
+                       "section per area (histograms of held-out r beside ridge and the noise "
+                       "ceiling, predicted vs measured test responses, niflow vs ridge, visual-"
+                       "field maps by polar angle and eccentricity with coverage, size vs "
+                       "eccentricity, readout maps), in-silico, flow, a sortable and searchable "
+                       "per-voxel table and the configuration; in degrees once the visual field "
+                       "is known. RUN may be a `niflow demo` folder. Runs the in-silico "
                        "experiments first if the folder has none.")
     p.add_argument("run", type=Path, help="run folder written by `niflow train`")
     p.add_argument("--out", type=Path, help="HTML file (default RUN/report.html)")

@@ -13,6 +13,8 @@ Files this module adds to a run folder (every one written atomically)::
     probe_voxels.csv    `niflow probe`: in-silico pRF and tuning per voxel, readout pRF beside
     probe.json          `niflow probe`: per-area medians and the retinotopy checks
     baseline_<f>.csv    `niflow baseline`: ridge on pixels / gabor, same test rows
+    predictions.npz     (written with the weights) test-row predictions <area> and the
+                        measured responses measured_<area> (n_test, n_voxels), test_rows
     figures/            coverage.png, size_ecc.png, flow.png, probe_prf.png, probe_tuning.png,
                         noise_ceiling.png, baselines.png, rf_chosen_<area>.png
 """
@@ -214,8 +216,11 @@ def write_flow(flow: list[FlowResult], out_dir: str | Path) -> Path:
 
 
 def chosen_voxel_figures(run: Run, voxels: dict[str, list[int]], out_dir: str | Path,
-                         ) -> list[Path]:
-    """``figures/rf_chosen_<area>.png``: readout maps of the given voxels (input columns)."""
+                         visual_field_deg: float | None = None, which: str = "chosen voxels",
+                         name: str = "rf_chosen_{area}.png") -> list[Path]:
+    """``figures/rf_chosen_<area>.png``: readout maps of the given voxels (input columns),
+    in degrees when the visual field is known (``visual_field_deg`` or the run's config).
+    ``which`` names the voxels in the title, ``name`` the file."""
     from niflow import figures as plots
     from niflow.data.errors import DataError
     from niflow.interpret.receptive_fields import spatial_maps
@@ -242,8 +247,8 @@ def chosen_voxel_figures(run: Run, voxels: dict[str, list[int]], out_dir: str | 
             r = table["r_test"][table["area"] == area].astype(float)[rows]
         out.append(plots.plot_receptive_fields(
             maps, geo, np.array(ids), r, (prf["prf_x"], prf["prf_y"]), area,
-            Path(out_dir) / "figures" / f"rf_chosen_{area}.png",
-            tuple(run.model.image_shape[1:])))
+            Path(out_dir) / "figures" / name.format(area=area),
+            tuple(run.model.image_shape[1:]), which, _visual_field(run, visual_field_deg)))
     return out
 
 
@@ -257,7 +262,8 @@ def write_outputs(run: Run, data: NIFData, hist: History) -> None:
     _save_model(run, out / "model.pt")
     pred_z = ensemble_predict(run.ensemble, data.stim[test]) if test.size else {}
     rows, metrics = [], {}
-    preds = {}
+    preds, measured = {}, {}
+    vf = _visual_field(run, None)
     prfs = {}
     for area in data.areas:
         maps = spatial_maps(run.model, area)
@@ -267,6 +273,8 @@ def write_outputs(run: Run, data: NIFData, hist: History) -> None:
         prfs[area] = (maps, prf)
         if test.size:
             preds[area] = run.scalers[area].inverse(pred_z[area])
+            # the report's predicted-against-measured plots need the responses themselves
+            measured[f"measured_{area}"] = np.asarray(data.raw[area][test], np.float32)
             r = pearson_r(preds[area], data.raw[area][test])
             r2 = r_squared(preds[area], data.raw[area][test])
         else:
@@ -279,12 +287,14 @@ def write_outputs(run: Run, data: NIFData, hist: History) -> None:
         plots.plot_receptive_fields(
             maps[order], geo, data.voxel_index[area][order], r[order],
             (prf["prf_x"][order], prf["prf_y"][order]), area,
-            out / "figures" / f"rf_{area}.png", data.image_shape[1:])
+            out / "figures" / f"rf_{area}.png", data.image_shape[1:],
+            visual_field_deg=vf)
     first = run.config.areas[0].name
     plots.plot_kernels(run.model.graph.areas[first].kernel_weights().detach().numpy(), first,
                        out / "figures" / f"kernels_{first}.png")
-    plots.plot_training(hist.epochs, out / "figures" / "training.png")
-    save_npz(out / "predictions.npz", {**preds, "test_rows": data.input_rows(test)})
+    plots.plot_training(hist.epochs, out / "figures" / "training.png", hist.best_epoch or None)
+    save_npz(out / "predictions.npz", {**preds, **measured,
+                                       "test_rows": data.input_rows(test)})
     _write_csv(out / "voxels.csv", ["area", "voxel", "r_test", "r2_test", "prf_x", "prf_y",
                                     "prf_sigma", "prf_sigma_fit"], rows)
     summary = {"areas": metrics, "n_test_rows": int(test.size),

@@ -12,7 +12,8 @@
     voxels.csv        per voxel: area, voxel, r_test, r2_test, prf_x, prf_y, prf_sigma,
                       prf_sigma_fit
     selection.json    candidates' validation scores, the chosen one, the ensemble members
-    predictions.npz   test-row predictions per area (response units) and ``test_rows``
+    predictions.npz   test-row predictions per area (response units), the measured
+                      responses ``measured_<area>`` and ``test_rows``
     modelparams.mat   learned parameters under basicNIF's names
     figures/*.png     receptive fields of the best voxels, V1 kernels, training curve
 
