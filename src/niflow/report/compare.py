@@ -198,15 +198,17 @@ def _scatter_png(summary: dict) -> str:
         r = summary["r_test"][area]
         for k in range(1, len(r)):
             ax.scatter(r[0], r[k], s=9, alpha=0.6, label=labels[k])
-        lo = float(np.nanmin(np.concatenate(r))) if np.isfinite(np.concatenate(r)).any() else 0
-        lo = min(lo, 0.0)
-        ax.plot([lo, 1], [lo, 1], color="0.5", lw=0.8)
+        finite = np.concatenate(r)[np.isfinite(np.concatenate(r))]
+        lo = min(float(finite.min()) if finite.size else 0.0, 0.0) - 0.05
+        ax.plot([lo, 1.02], [lo, 1.02], color="0.5", lw=0.8)
         ax.axvline(WELL_PREDICTED, color="0.8", lw=0.6)
         ax.axhline(WELL_PREDICTED, color="0.8", lw=0.6)
-        ax.set(xlim=(lo, 1), ylim=(lo, 1), aspect="equal", title=f"{area} ({len(r[0])} voxels)",
-               xlabel=f"r_test, {labels[0]}", ylabel="r_test, other run")
+        ax.set(xlim=(lo, 1.02), ylim=(lo, 1.02), aspect="equal",
+               title=f"{area} ({len(r[0])} voxels)", xlabel=f"r_test, {labels[0]}",
+               ylabel=f"r_test, {labels[1]}" if len(r) == 2 else "r_test, other runs")
         if len(r) > 2:
             ax.legend(fontsize=7)
+    fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, dpi=110, bbox_inches="tight", format="png")
     plt.close(fig)
