@@ -187,13 +187,12 @@ def compare_summary(run_dirs: Sequence[str | Path]) -> dict:
 
 def _scatter_png(summary: dict) -> str:
     """Per-voxel r of every run against the first, one panel per area (base64 PNG)."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # no display needed
-    import matplotlib.pyplot as plt
+    # a bare Figure draws with Agg and leaves pyplot's backend (a notebook's) alone
+    from matplotlib.figure import Figure
 
     areas, labels = summary["areas"], summary["labels"]
-    fig, axes = plt.subplots(1, len(areas), figsize=(3.6 * len(areas), 3.6), squeeze=False)
+    fig = Figure(figsize=(3.6 * len(areas), 3.6))
+    axes = fig.subplots(1, len(areas), squeeze=False)
     for ax, area in zip(axes[0], areas, strict=True):
         r = summary["r_test"][area]
         for k in range(1, len(r)):
@@ -211,7 +210,6 @@ def _scatter_png(summary: dict) -> str:
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, dpi=110, bbox_inches="tight", format="png")
-    plt.close(fig)
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
