@@ -133,3 +133,18 @@ def test_bare_network_with_raw_stimuli_says_what_to_pass(tiny):
         niflow.information_flow(run.model, sim.stim[:8], {"V1": np.zeros((8, 20))})
     with pytest.raises(ValueError, match=r"\(8, 56, 56\).*Run"):
         niflow.predict(run.model, sim.stim[:8])
+
+
+def test_baselines_take_stimuli_as_loaded(tiny):
+    sim, _ = tiny
+    test, few = np.arange(36, 48), {"V1": np.arange(4)}  # four voxels keep ridge quick
+    resp = {"V1": sim.responses["V1"]}
+    manual = niflow.baseline_scores(_manual(sim.stim), resp, test, "pixels", voxel_index=few,
+                                    n_permutations=10)
+    for given in (sim.stim, sim.stim.astype(np.float32) / 255.0):
+        got = niflow.baseline_scores(given, resp, test, "pixels", voxel_index=few,
+                                     n_permutations=10)
+        for area in manual:
+            np.testing.assert_allclose(got[area]["pred"], manual[area]["pred"], atol=1e-8)
+    np.testing.assert_allclose(niflow.gabor_features(sim.stim[:4]),
+                               niflow.gabor_features(_manual(sim.stim[:4])), atol=1e-10)

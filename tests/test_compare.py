@@ -174,6 +174,10 @@ def test_page_is_self_contained_with_the_scatter(runs, tmp_path):
 
 def test_default_out_is_compare_html_in_the_current_folder(runs, tmp_path, monkeypatch,
                                                            capsys):
+    from niflow.cli.compare import COMPARE_HTML as CLI_DEFAULT
+    from niflow.report.compare import COMPARE_HTML
+
+    assert CLI_DEFAULT == COMPARE_HTML == "compare.html"
     a, b, _ = runs
     monkeypatch.chdir(tmp_path)
     assert main(["compare", str(a), str(b)]) == 0

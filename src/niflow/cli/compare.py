@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from niflow.report.compare import COMPARE_HTML, compare_summary, write_compare_page
+COMPARE_HTML = "compare.html"  # as niflow.report.compare's default (not imported: the parser
+# stays free of torch, which the report room pulls in)
 
 
 def add_compare(sub) -> None:
@@ -23,6 +24,8 @@ def add_compare(sub) -> None:
 
 
 def cmd_compare(args) -> int:
+    from niflow.report.compare import compare_summary, write_compare_page
+
     summary = compare_summary(args.runs)
     path = write_compare_page(summary, args.out)
     labels = summary["labels"]
