@@ -122,7 +122,9 @@ def _agreement(a: dict, b: dict, area: str, voxels: list[int]) -> dict:
 
     ra, rb = _column(a, area, voxels, "r_test"), _column(b, area, voxels, "r_test")
     both = np.isfinite(ra) & np.isfinite(rb)
-    r_corr = float(np.corrcoef(ra[both], rb[both])[0, 1]) if both.sum() >= 3 else None
+    r_corr = None
+    if both.sum() >= 3 and np.ptp(ra[both]) > 0 and np.ptp(rb[both]) > 0:
+        r_corr = float(np.corrcoef(ra[both], rb[both])[0, 1])
     good = both & (ra > WELL_PREDICTED) & (rb > WELL_PREDICTED)
     d_px = np.hypot(*(_column(a, area, voxels, k)[good] - _column(b, area, voxels, k)[good]
                       for k in ("prf_x", "prf_y")))
