@@ -184,6 +184,9 @@ def test_default_out_is_compare_html_in_the_current_folder(runs, tmp_path, monke
     out = capsys.readouterr().out
     assert (tmp_path / "compare.html").exists() and "wrote compare.html" in out
     assert re.search(r"V1\s+a\s+25\s", out)
+    folder = tmp_path / "pages"
+    folder.mkdir()
+    assert niflow.compare_runs([a, b], folder) == folder / "compare.html"
 
 
 def test_errors_are_one_line_and_write_nothing(runs, tmp_path, capsys):

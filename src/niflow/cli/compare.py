@@ -20,7 +20,8 @@ def add_compare(sub) -> None:
     p.add_argument("runs", type=Path, nargs="+", metavar="RUN",
                    help="run folders written by `niflow train` (two or more)")
     p.add_argument("--out", type=Path, default=Path(COMPARE_HTML),
-                   help=f"HTML file to write (default {COMPARE_HTML} in the current folder)")
+                   help=f"HTML file to write (default {COMPARE_HTML} in the current folder; "
+                   f"an existing folder gets {COMPARE_HTML} inside it)")
 
 
 def cmd_compare(args) -> int:

@@ -289,7 +289,8 @@ def compare_runs(run_dirs: Sequence[str | Path], out: str | Path = COMPARE_HTML)
         Two or more finished run folders (e.g. presets, seeds or configurations on the
         same data); compared on the areas and voxels they share.
     out : path
-        The page to write (default ``compare.html`` in the current directory).
+        The page to write (default ``compare.html`` in the current directory); an existing
+        folder gets ``compare.html`` inside it.
 
     Returns
     -------
@@ -317,4 +318,5 @@ def write_compare_page(summary: dict, out: str | Path = COMPARE_HTML) -> Path:
     page = ('<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
             f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>"
             + "\n".join(parts) + "</body></html>\n")
-    return atomic_write_text(Path(out), page)
+    out = Path(out)
+    return atomic_write_text(out / COMPARE_HTML if out.is_dir() else out, page)
