@@ -40,6 +40,7 @@ from niflow.interpret.receptive_fields import (
 )
 from niflow.model.fitted import FittedModel, predict  # noqa: E402
 from niflow.model.nif import NIFModel  # noqa: E402
+from niflow.report.compare import compare_runs
 from niflow.report.html import write_report  # noqa: E402
 from niflow.runs.crossval import CVResult, cross_validate  # noqa: E402
 from niflow.runs.evaluation import evaluate_run  # noqa: E402
@@ -64,4 +65,6 @@ __all__ = [
     "voxel_statistics", "write_report",
     # cross-validation
     "CVResult", "cross_validate", "make_folds",
+    # comparing runs
+    "compare_runs",
 ]

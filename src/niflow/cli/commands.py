@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from niflow import config as cfgmod
+from niflow.cli.compare import cmd_compare
 from niflow.config import ConfigError
 from niflow.data.errors import DataError
 from niflow.runs.run import RunError
@@ -481,5 +482,6 @@ def cmd_config(args) -> int:
 COMMANDS = {"simulate": cmd_simulate, "train": cmd_train, "cv": cmd_cv,
             "evaluate": cmd_evaluate,
             "demo": cmd_demo, "config": cmd_config, "probe": cmd_probe,
-            "baseline": cmd_baseline, "report": cmd_report, "nifti": cmd_nifti}
+            "baseline": cmd_baseline, "report": cmd_report, "nifti": cmd_nifti,
+            "compare": cmd_compare}
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from niflow import config as cfgmod
 from niflow._version import __version__
+from niflow.cli.compare import add_compare
 
 EPILOG = "Run `niflow COMMAND --help` for the options of each command."
 
@@ -255,6 +256,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"niflow {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (_add_simulate, _add_train, _add_cv, _add_evaluate, _add_demo, _add_config,
-                _add_science):
+                _add_science, add_compare):
         add(sub)
     return parser

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from niflow.data.dataset import scale_stimuli
+
 DEFAULT_ALPHAS = np.logspace(-2, 6, 17)
 FEATURE_SETS = ("pixels", "gabor")
 
@@ -113,7 +115,10 @@ def gabor_features(stim: np.ndarray, n_orientations: int = 8,
 
     Parameters
     ----------
-    stim : ndarray of shape (n, height, width) or (n, 1, height, width), scaled to [0, 1]
+    stim : ndarray of shape (n, height, width) or (n, 1, height, width)
+        As loaded, uint8 or float; scaled to [0, 1] here by the training rule
+        (:func:`niflow.data.dataset.scale_stimuli`: integers / dtype maximum, floats above 1
+        / their maximum; already scaled stimuli are unchanged).
     pool : int
         Block size; the last partial block of a side is dropped.
 
@@ -122,6 +127,7 @@ def gabor_features(stim: np.ndarray, n_orientations: int = 8,
     ndarray of shape (n, n_orientations · n_wavelengths · (height // pool) · (width // pool))
         Feature order: channel (orientation-major), then block row, then block column.
     """
+    stim = scale_stimuli(stim)
     n = len(stim)
     n_chan = n_orientations * len(wavelengths or default_wavelengths(np.shape(stim)[-1]))
     # images per pass, so the (images, channels, h, w) energy maps stay near 20 million values
@@ -153,7 +159,8 @@ def baseline_scores(stim: np.ndarray, responses: dict[str, np.ndarray], test_row
 
     Parameters
     ----------
-    stim : ndarray of shape (n_samples, [c,] height, width), scaled to [0, 1]
+    stim : ndarray of shape (n_samples, [c,] height, width)
+        As loaded, uint8 or float; scaled to [0, 1] here as in :func:`gabor_features`.
     responses : dict of str to ndarray of shape (n_samples, n_voxels_in_file)
     test_rows : ndarray of int
     train_rows : ndarray of int, optional
@@ -168,6 +175,7 @@ def baseline_scores(stim: np.ndarray, responses: dict[str, np.ndarray], test_row
     """
     from niflow.evaluate.statistics import area_summary, voxel_statistics
 
+    stim = scale_stimuli(stim)
     n = len(stim)
     test = np.asarray(test_rows, dtype=np.int64)
     train = (np.setdiff1d(np.arange(n), test) if train_rows is None

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from niflow.config import STIMULUS
+from niflow.model.fitted import FittedModel, model_and_input
 from niflow.model.nif import NIFModel
 
 
@@ -145,31 +146,43 @@ def connection_weights(model: NIFModel, target: str,
     return out
 
 
-def information_flow(model: NIFModel, stim: np.ndarray, true: dict[str, np.ndarray],
-                     reference_stim: np.ndarray | None = None, batch: int = 128,
-                     ) -> list[FlowResult]:
+def information_flow(model: FittedModel | NIFModel, stim: np.ndarray,
+                     true: dict[str, np.ndarray], reference_stim: np.ndarray | None = None,
+                     batch: int = 128) -> list[FlowResult]:
     """Ablate each source of each area with voxels and score the target on held-out rows.
 
     Parameters
     ----------
-    model : NIFModel
-    stim : ndarray of shape (n_rows, channels, height, width)
-        Scaled stimuli of the scored rows (as the model was trained on).
+    model : FittedModel (a :class:`niflow.Run` is one) or NIFModel
+        Of a FittedModel the first (chosen) model of its ensemble is measured.
+    stim : ndarray
+        Stimuli of the scored rows. With a FittedModel as loaded, (n_rows, height, width) or
+        (n_rows, channels, height, width), uint8 or float (scaled as in training here); with
+        a bare NIFModel already scaled, (n_rows, channels, height, width).
     true : dict of str to ndarray of shape (n_rows, n_voxels)
-        Measured responses of those rows per area (any affine scale: r is used).
-    reference_stim : ndarray of shape (n_ref, channels, height, width), optional
-        Stimuli whose mean feature tensors replace an ablated source in the "mean" mode and
-        whose channel activity scales the weights (the training rows; default ``stim``).
+        Measured responses of those rows per area (any affine scale: r is used); the
+        voxels (columns) the model predicts, e.g. ``responses[area][:, run.voxel_index[area]]``.
+    reference_stim : ndarray, optional
+        Stimuli (same forms as ``stim``) whose mean feature tensors replace an ablated source
+        in the "mean" mode and whose channel activity scales the weights (the training rows;
+        default ``stim``).
 
     Returns
     -------
     list of FlowResult, one per (target, source) edge, in graph order.
+
+    Raises
+    ------
+    ValueError
+        If the stimuli's shape does not fit the model.
     """
     import torch
 
     from niflow.evaluate.statistics import pearson_r
 
     ref = stim if reference_stim is None else reference_stim
+    _, ref = model_and_input(model, ref)
+    model, stim = model_and_input(model, stim)
     was_training = model.training
     # evaluation mode before any forward pass: in training mode batch norm would use (and
     # update) batch statistics, changing the model it is meant to measure

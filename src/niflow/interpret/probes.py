@@ -82,31 +82,47 @@ def _carriers(image_size: tuple[int, int], wavelengths: tuple[float, ...]) -> np
 
 
 def _model_input(run: FittedModel, images: np.ndarray) -> torch.Tensor:
-    """Images in [0, 1] (n, h, w) → the model's input tensor (n, c, h, w) in training units."""
+    """Images in [0, 1] or uint8, (n, h, w) or (n, c, h, w) → the model's input tensor
+    (n, c, h, w) in training units."""
     import torch
 
-    x = np.asarray(images, dtype=np.float32)
+    images = np.asarray(images)
+    c, h, w = (int(s) for s in run.model.image_shape)
+    if images.ndim not in (3, 4) or tuple(images.shape[-2:]) != (h, w) or (
+            images.ndim == 4 and images.shape[1] != c):
+        raise ValueError(f"images of shape {tuple(images.shape)} do not match the model's: "
+                         f"expected (n, {h}, {w}) or (n, {c}, {h}, {w})")
+    x = images.astype(np.float32)
+    if images.dtype.kind in "ui":
+        x /= np.float32(np.iinfo(images.dtype).max)
     if run.config.data.stim_scale == "none":
         # the model saw raw values: bring [0, 1] back to the training data's range
         x = x * np.float32(run.stim_peak if run.stim_peak is not None else 255.0)
-    c = run.model.image_shape[0]
-    return torch.as_tensor(np.repeat(x[:, None], c, axis=1))
+    if x.ndim == 3:
+        x = np.repeat(x[:, None], c, axis=1)
+    return torch.as_tensor(x)
 
 
 def model_responses(run: FittedModel, images: np.ndarray, batch: int = 256,
                     ) -> dict[str, np.ndarray]:
-    """The model's predicted responses (z units) to images in [0, 1].
+    """The model's predicted responses (z units) to images in [0, 1] (or uint8).
 
     Parameters
     ----------
     run : niflow.FittedModel
-        A fitted model (a :class:`niflow.Run` is one).
-    images : ndarray of shape (n, height, width)
-        Grey images, 0 = black background, 1 = white (the glyphs' polarity).
+        A fitted model (a :class:`niflow.Run` is one); its first (chosen) model answers.
+    images : ndarray of shape (n, height, width) or (n, channels, height, width)
+        Grey images, float in [0, 1] (0 = black background, 1 = white: the glyphs' polarity)
+        or uint8 0-255; brought to the training data's units here.
 
     Returns
     -------
     dict of str to ndarray of shape (n, n_voxels)
+
+    Raises
+    ------
+    ValueError
+        If the images' shape does not fit the model.
     """
     from niflow.model.fitted import predict
 

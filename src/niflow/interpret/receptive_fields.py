@@ -250,13 +250,30 @@ def grid_sigma_to_pixels(sigma: np.ndarray, scale: float) -> np.ndarray:
     return np.sqrt(var)
 
 
-def receptive_fields(model: NIFModel, area: str, visual_field_deg: float | None = None,
-                     ) -> dict[str, np.ndarray]:
+def receptive_fields(model: FittedModel | NIFModel, area: str,
+                     visual_field_deg: float | None = None) -> dict[str, np.ndarray]:
     """Readout pRFs of one area of a model, in stimulus pixels (and degrees if given).
 
-    Returns :func:`prf_parameters` (``prf_x``, ``prf_y``, ``prf_sigma`` and more), each
-    ndarray of shape (n_voxels,).
+    Parameters
+    ----------
+    model : FittedModel (a :class:`niflow.Run` is one) or NIFModel
+        Of a FittedModel the centre and size are those the run reports (the ensemble's
+        median, sizes under the eccentricity prior: ``voxels.csv``'s), the other measures
+        those of its first model's readout maps; of a NIFModel, its own readout's.
+    area : str
+    visual_field_deg : float, optional
+        Angle the image width subtends; adds the measures in degrees.
+
+    Returns
+    -------
+    dict of str to ndarray of shape (n_voxels,)
+        :func:`prf_parameters` (``prf_x``, ``prf_y``, ``prf_sigma``, ``eccentricity``,
+        ``polar_angle``, ``multipole`` and more).
     """
+    if isinstance(model, FittedModel):
+        size = tuple(model.model.image_shape[1:])
+        return with_prf(receptive_fields(model.model, area, visual_field_deg),
+                        ensemble_receptive_fields(model, area), size, visual_field_deg)
     geo = model.geometry(area)
     size = tuple(model.image_shape[1:])
     out = prf_parameters(spatial_maps(model, area), geo.scale, geo.offset, size,

@@ -18,7 +18,7 @@ from niflow.config import RunConfig
 from niflow.data.dataset import Standardizer, scale_stimuli
 from niflow.model.nif import NIFModel
 
-__all__ = ["FittedModel", "ensemble_predict", "predict"]
+__all__ = ["FittedModel", "ensemble_predict", "model_and_input", "predict"]
 
 
 @dataclass
@@ -79,11 +79,17 @@ class FittedModel:
         stim = np.asarray(stim)
         if stim.ndim == 2:
             stim = stim[None]
-        x = scale_stimuli(stim, self.config.data.stim_scale, self.stim_peak)
-        if tuple(x.shape[1:]) != self.image_shape:
+        c, h, w = self.image_shape
+        if stim.ndim not in (3, 4) or tuple(stim.shape[-2:]) != (h, w) or (
+                (stim.shape[1] if stim.ndim == 4 else 1) != c):
             raise ValueError(f"stimuli of shape {tuple(stim.shape)} do not match the model's "
-                             f"images {self.image_shape} (channels, height, width)")
-        return x
+                             f"images: expected (n, {h}, {w}) or (n, {c}, {h}, {w})")
+        peak = self.stim_peak
+        if peak is None and stim.dtype.kind == "f":
+            # trained on integer images (divided by their dtype's maximum): floats above 1
+            # are taken in 0-255 units, not divided by their own, batch-dependent maximum
+            peak = 255.0 if float(np.abs(stim).max(initial=0.0)) > 1.0 else 1.0
+        return scale_stimuli(stim, self.config.data.stim_scale, peak)
 
     def predict(self, stim: np.ndarray) -> dict[str, np.ndarray]:
         """Predictions in the responses' original units (the ensemble's mean).
@@ -100,6 +106,39 @@ class FittedModel:
         return {a: self.scalers[a].inverse(p) for a, p in z.items()}
 
 
+def model_and_input(model: NIFModel | FittedModel, stim: np.ndarray | torch.Tensor,
+                    ) -> tuple[NIFModel, np.ndarray | torch.Tensor]:
+    """The network and its input for stimuli given to a public function.
+
+    Parameters
+    ----------
+    model : FittedModel (a :class:`niflow.Run` is one) or NIFModel
+    stim : ndarray
+        For a FittedModel: as loaded, (n, height, width) or (n, channels, height, width),
+        uint8 or float (:meth:`FittedModel.model_input` scales them as in training). For a
+        bare NIFModel: already scaled, (n, channels, height, width).
+
+    Returns
+    -------
+    (NIFModel, ndarray of shape (n, channels, height, width))
+        The first (chosen) model of a FittedModel, and the scaled stimuli.
+
+    Raises
+    ------
+    ValueError
+        If the stimuli's shape does not fit the model.
+    """
+    if isinstance(model, FittedModel):
+        return model.model, model.model_input(stim)
+    expected = tuple(int(s) for s in model.image_shape)
+    if np.ndim(stim) != 4 or tuple(np.shape(stim)[1:]) != expected:
+        raise ValueError(f"stimuli of shape {tuple(np.shape(stim))} do not fit the model's "
+                         f"input (n, {', '.join(map(str, expected))}); pass the Run or "
+                         "FittedModel (not run.model) to give images as loaded, (n, height, "
+                         "width) uint8 or float")
+    return model, stim
+
+
 def ensemble_predict(models: list[NIFModel], x: np.ndarray) -> dict[str, np.ndarray]:
     """Mean of the models' predictions (z-scored units) for scaled stimuli ``x``."""
     parts = [predict(m, x) for m in models]
@@ -109,18 +148,32 @@ def ensemble_predict(models: list[NIFModel], x: np.ndarray) -> dict[str, np.ndar
 
 
 @torch.no_grad()
-def predict(model: NIFModel, stim: np.ndarray | torch.Tensor, batch_size: int = 128,
-            ) -> dict[str, np.ndarray]:
+def predict(model: NIFModel | FittedModel, stim: np.ndarray | torch.Tensor,
+            batch_size: int = 128) -> dict[str, np.ndarray]:
     """Model predictions in evaluation mode (float32, on the model's device).
 
     Parameters
     ----------
-    stim : array of shape (n_samples, channels, height, width), float32, scaled as in training
+    model : FittedModel (a :class:`niflow.Run` is one) or NIFModel
+    stim : array
+        For a FittedModel: stimuli as loaded, (n_samples, height, width) or (n_samples,
+        channels, height, width), uint8 or float. For a NIFModel: (n_samples, channels,
+        height, width), float32, scaled as in training.
 
     Returns
     -------
-    dict of str to ndarray of shape (n_samples, n_voxels), float32 (z-scored units)
+    dict of str to ndarray of shape (n_samples, n_voxels), float32
+        A FittedModel's predictions in the responses' original units, the mean of its
+        ensemble (:meth:`FittedModel.predict`); a NIFModel's in z-scored units.
+
+    Raises
+    ------
+    ValueError
+        If the stimuli's shape does not fit the model.
     """
+    if isinstance(model, FittedModel):
+        return model.predict(stim)
+    model, stim = model_and_input(model, stim)
     was_training = model.training
     model.eval()
     x = torch.as_tensor(stim)
