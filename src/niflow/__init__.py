@@ -49,6 +49,12 @@ from niflow.runs.probe import probe_run  # noqa: E402
 from niflow.runs.run import Run, RunError, load_run  # noqa: E402
 from niflow.train.loop import fit  # noqa: E402
 from niflow.train.runtime import Runtime, runtime_from_environment  # noqa: E402
+from niflow.train.safety import (  # noqa: E402
+    CheckpointError,
+    TrainingDiverged,
+    TrainingError,
+    TrainingInterrupted,
+)
 
 __all__ = [
     "ConfigError", "DataError", "FittedModel", "NIFModel", "Run", "RunConfig", "RunError",
@@ -64,4 +70,6 @@ __all__ = [
     "voxel_statistics", "write_report",
     # cross-validation
     "CVResult", "cross_validate", "make_folds",
+    # safe failures
+    "CheckpointError", "TrainingDiverged", "TrainingError", "TrainingInterrupted",
 ]
