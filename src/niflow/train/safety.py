@@ -31,9 +31,12 @@ class TrainingDiverged(TrainingError):
 
     def __init__(self, epoch: int, loss: float, lr: float, note: str = "",
                  scope: str = "") -> None:
-        self.epoch, self.loss, self.lr = epoch, loss, lr
+        self.epoch, self.loss, self.lr, self._parts = epoch, loss, lr, (note, scope)
         super().__init__(f"training diverged at epoch {epoch} (loss {loss:.3g}){scope}; try "
                          f"a lower --lr (now {lr:g}){note}")
+
+    def __reduce__(self):  # picklable (errors travel between processes, see agree)
+        return type(self), (self.epoch, self.loss, self.lr, *self._parts)
 
 
 class CheckpointError(TrainingError):
@@ -51,6 +54,9 @@ class TrainingInterrupted(KeyboardInterrupt):
                  stage: str = "training") -> None:
         self.epoch, self.saved, self.checkpoint, self.stage = epoch, saved, checkpoint, stage
         super().__init__()
+
+    def __reduce__(self):
+        return type(self), (self.epoch, self.saved, self.checkpoint, self.stage)
 
 
 def check_finite_training(epoch: int, loss: float, score: float | None, lr: float,
