@@ -271,6 +271,10 @@ def test_sigint_saves_a_checkpoint_and_prints_the_resume_command(interrupted):
     assert not set(FINISHED) & set(interrupted["state"]["files"])
     assert interrupted["command"] == ["niflow", *map(str, _train(d, "sig", config="long.json")),
                                       "--resume"]
+    # read through a pipe: one progress line per epoch, in order, no carriage return
+    epochs = [x for x in interrupted["seen"] if x.startswith("epoch ")]
+    assert [x.split()[1] for x in epochs] == [f"{k}/8" for k in range(1, len(epochs) + 1)]
+    assert not any("\r" in x for x in interrupted["seen"])
 
 
 def test_the_printed_command_resumes_to_the_uninterrupted_result(interrupted):

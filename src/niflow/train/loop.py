@@ -231,9 +231,22 @@ def fit(model: NIFModel, data: NIFData | StreamingData, cfg: TrainConfig,
         Device, compilation and data-parallel rank (default: the model's device, one
         process). The precision is ``cfg.precision``.
 
+    progress : bool
+        Show progress (rank 0): a bar on a terminal, else one line per epoch on stderr.
+
     Returns
     -------
     History
+
+    Raises
+    ------
+    TrainingDiverged
+        A non-finite or exploding loss (or non-finite validation score); nothing of that
+        epoch is kept, earlier checkpoints stay.
+    CheckpointError
+        ``resume`` with an unreadable ``checkpoint.pt``.
+    TrainingInterrupted
+        Ctrl-C (a ``KeyboardInterrupt``), saying which epoch is checkpointed.
     """
     run_dir = Path(run_dir) if run_dir is not None else None
     if cfg.threads:
