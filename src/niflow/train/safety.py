@@ -83,14 +83,16 @@ def unreadable(path: Path, reason: str) -> CheckpointError:
 
 
 class EpochProgress:
-    """Progress of the epochs ``start..total``: a tqdm bar on a terminal, otherwise (a pipe,
-    a log file) one line per epoch, ``epoch 3/25  train 0.812  val r 0.41  best 3  12.1 s``,
-    so that a log holds no carriage returns."""
+    """Progress of the epochs ``start..total``: a tqdm bar on a terminal (or in a notebook),
+    otherwise (a pipe, a log file) one line per epoch, so that a log holds no carriage
+    returns: ``epoch 3/25  train 0.812  val r 0.41  best 3  12.1 s``."""
 
     def __init__(self, start: int, total: int, enabled: bool, stream: TextIO | None = None):
         self.total, self.stream = total, stream or sys.stderr
         self.enabled = enabled
-        tty = enabled and getattr(self.stream, "isatty", lambda: False)()
+        # a Jupyter kernel's stderr is no terminal but shows tqdm.auto's widget
+        tty = enabled and (getattr(self.stream, "isatty", lambda: False)()
+                           or ("ipykernel" in sys.modules and self.stream is sys.stderr))
         self.bar = tqdm(total=total, initial=start - 1, desc="training", unit="epoch",
                         file=self.stream, dynamic_ncols=True, disable=not tty)
         self.lines = enabled and not tty
