@@ -43,6 +43,7 @@ from niflow.model.nif import NIFModel  # noqa: E402
 from niflow.report.html import write_report  # noqa: E402
 from niflow.runs.crossval import CVResult, cross_validate  # noqa: E402
 from niflow.runs.evaluation import evaluate_run  # noqa: E402
+from niflow.runs.folder import RunComplete  # noqa: E402
 from niflow.runs.nifti import export_nifti  # noqa: E402
 from niflow.runs.pipeline import evaluate_files, train_run, train_stream  # noqa: E402
 from niflow.runs.probe import probe_run  # noqa: E402
@@ -71,5 +72,6 @@ __all__ = [
     # cross-validation
     "CVResult", "cross_validate", "make_folds",
     # safe failures
-    "CheckpointError", "TrainingDiverged", "TrainingError", "TrainingInterrupted",
+    "CheckpointError", "RunComplete", "TrainingDiverged", "TrainingError",
+    "TrainingInterrupted",
 ]
