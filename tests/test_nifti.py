@@ -149,6 +149,39 @@ def test_cli_import_then_export(volumes, capsys):
     assert main(["nifti", "export", str(run), "--mask", "V1"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "AREA=FILE" in err
-    assert main(["nifti", "export", str(run), "--mask", f"V1={volumes['masks']['V1']}"]) == 2
+    assert main(["nifti", "export", str(run), "--mask", f"V1={volumes['masks']['V1']}",
+                 "--out", str(d / "none")]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "no results" in err
+    assert err.count("\n") == 1
+    assert f"the run {run} has no area 'V1' (its areas: V2)" in err
+    assert not (d / "none").exists()  # nothing written
+
+
+def test_exported_maps_are_nan_outside_the_mask(volumes):
+    """Every exported map is NaN outside its mask, so r = 0 inside stays distinguishable."""
+    d = volumes["dir"]
+    run = d / "run"
+    run.mkdir()
+    n1, n2 = (int(volumes["mask_arrays"][a].sum()) for a in ("V1", "V2"))
+    rows = ["area,voxel,r_test,prf_sigma"]
+    rows += [f"V1,{v},{0.0 if v % 2 else v / 100},{v + 1}" for v in range(n1)]
+    rows += [f"V2,{v},0.0,2" for v in range(n2)]
+    (run / "voxels.csv").write_text("\n".join(rows) + "\n")
+    # a probe table for V1 alone: its maps are written for V1, none for V2, and no error
+    probe = ["area,voxel,prf_sigma"] + [f"V1,{v},{v / 2}" for v in range(n1)]
+    (run / "probe_voxels.csv").write_text("\n".join(probe) + "\n")
+    paths = export_nifti(run, volumes["masks"])
+    assert sorted(p.name for p in paths) == sorted(
+        ["V1_r_test.nii.gz", "V1_prf_sigma.nii.gz", "V2_r_test.nii.gz", "V2_prf_sigma.nii.gz",
+         "V1_insilico_prf_sigma.nii.gz"])
+    for path in paths:
+        area = path.name.split("_")[0]
+        mask = volumes["mask_arrays"][area]
+        data = np.asarray(nib.load(str(path)).dataobj)
+        assert data.dtype == np.float32
+        assert np.isnan(data[~mask]).all(), path.name
+        assert np.isfinite(data[mask]).all(), path.name
+    r = np.asarray(nib.load(str(run / "nifti" / "V1_r_test.nii.gz")).dataobj)
+    vox = c_order_voxels(volumes["mask_arrays"]["V1"])
+    want = [0.0 if v % 2 else v / 100 for v in range(n1)]
+    np.testing.assert_allclose([r[v] for v in vox], want, rtol=1e-6)

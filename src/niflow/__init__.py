@@ -44,12 +44,19 @@ from niflow.report.compare import compare_runs
 from niflow.report.html import write_report  # noqa: E402
 from niflow.runs.crossval import CVResult, cross_validate  # noqa: E402
 from niflow.runs.evaluation import evaluate_run  # noqa: E402
+from niflow.runs.folder import RunComplete  # noqa: E402
 from niflow.runs.nifti import export_nifti  # noqa: E402
 from niflow.runs.pipeline import evaluate_files, train_run, train_stream  # noqa: E402
 from niflow.runs.probe import probe_run  # noqa: E402
 from niflow.runs.run import Run, RunError, load_run  # noqa: E402
 from niflow.train.loop import fit  # noqa: E402
 from niflow.train.runtime import Runtime, runtime_from_environment  # noqa: E402
+from niflow.train.safety import (  # noqa: E402
+    CheckpointError,
+    TrainingDiverged,
+    TrainingError,
+    TrainingInterrupted,
+)
 
 __all__ = [
     "ConfigError", "DataError", "FittedModel", "NIFModel", "Run", "RunConfig", "RunError",
@@ -67,4 +74,7 @@ __all__ = [
     "CVResult", "cross_validate", "make_folds",
     # comparing runs
     "compare_runs",
+    # safe failures
+    "CheckpointError", "RunComplete", "TrainingDiverged", "TrainingError",
+    "TrainingInterrupted",
 ]

@@ -211,6 +211,21 @@ def cmd_simulate(args) -> int:
 
 
 def cmd_train(args) -> int:
+    """``niflow train``; Ctrl-C says what was saved and how to resume, and ``--resume`` of a
+    finished run says so and exits 0 without touching it."""
+    from niflow.cli.safety import interrupted
+    from niflow.runs.folder import RunComplete
+
+    try:
+        return _train(args)
+    except RunComplete as done:
+        print(done)
+        return 0
+    except KeyboardInterrupt as err:
+        raise interrupted(err, args.out, getattr(args, "argv", [])) from None
+
+
+def _train(args) -> int:
     from niflow.data.dataset import DroppedVoxelsWarning, is_auto
     from niflow.runs.inputs import validate_inputs
     from niflow.runs.pipeline import train_inputs, train_stream
@@ -238,7 +253,8 @@ def cmd_train(args) -> int:
             args.stim, args.bold, args.out, cfg, test_rows, train_rows=args.train_rows,
             num_workers=args.workers, resume=args.resume, force=args.force,
             progress=not args.quiet, memory_check=not args.no_memory_check, runtime=runtime,
-            config_source=str(args.config or "command line"), on_start=say_auto_rows)
+            config_source=str(args.config or "command line"), on_start=say_auto_rows,
+            on_resume=print)
     else:
         with warnings.catch_warnings():
             # reported below, one line per area, whatever the warning filters say
@@ -255,7 +271,8 @@ def cmd_train(args) -> int:
         run, hist, data = train_inputs(inputs, args.out, resume=args.resume, force=args.force,
                                        progress=not args.quiet,
                                        memory_check=not args.no_memory_check,
-                                       on_start=report_warnings, runtime=runtime)
+                                       on_start=report_warnings, runtime=runtime,
+                                       on_resume=print)
     if not runtime.is_main:
         return 0  # rank 0 writes and reports
     metrics = json.loads((args.out / "metrics.json").read_text())

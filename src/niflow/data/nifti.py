@@ -124,7 +124,7 @@ def load_nifti_responses(bold: str | Path | list[str | Path],
 
 
 def nifti_from_voxels(values: np.ndarray, mask_path: str | Path, out_path: str | Path,
-                      fill: float = 0.0) -> Path:
+                      fill: float = np.nan) -> Path:
     """Write one value per mask voxel as a 3-D image in the mask's space, atomically.
 
     Parameters
@@ -134,7 +134,7 @@ def nifti_from_voxels(values: np.ndarray, mask_path: str | Path, out_path: str |
     mask_path : path
         The area's ROI mask; its affine and header are kept.
     fill : float
-        Value outside the mask.
+        Value outside the mask; NaN (default) keeps it apart from a value of 0 (r = 0).
     """
     nib = _nib()
     mask, _ = load_mask(mask_path)
@@ -159,7 +159,7 @@ def nifti_from_voxels(values: np.ndarray, mask_path: str | Path, out_path: str |
 
 def voxel_maps_to_nifti(columns: dict[str, np.ndarray], areas: np.ndarray,
                         voxels: np.ndarray, masks: dict[str, str | Path],
-                        out_dir: str | Path, fill: float = 0.0) -> list[Path]:
+                        out_dir: str | Path, fill: float = np.nan) -> list[Path]:
     """Write per-voxel results of a run back into each area's mask space.
 
     Parameters
@@ -171,6 +171,8 @@ def voxel_maps_to_nifti(columns: dict[str, np.ndarray], areas: np.ndarray,
     masks : dict of area to mask path
     out_dir : path
         Gets ``<area>_<measure>.nii.gz``; mask voxels without a row (dropped) are NaN.
+    fill : float
+        Value outside the mask (default NaN, as for :func:`nifti_from_voxels`).
 
     Returns
     -------

@@ -139,6 +139,26 @@ def default_workers(device: torch.device | str = "cpu") -> int:
     return max(0, min(4, cores - busy))
 
 
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def check_workers(num_workers: int) -> None:
+    """Warn (one line) when more reader processes are asked for than there are cores: they
+    then compete with training for them (measured on 2 cores, 2 workers already made epochs
+    1.35× slower, see :func:`default_workers`)."""
+    cores = available_cores()
+    if num_workers > cores:
+        warnings.warn(f"--workers {num_workers}: more DataLoader workers than the {cores} CPU "
+                      f"core(s) available to this process; they will slow training down "
+                      f"(the default, {default_workers()}, uses the cores training leaves "
+                      f"free)", stacklevel=2)
+
+
 def require_hdf5(path: str | Path) -> Path:
     """``path`` if it is an HDF5 file (``.h5``, ``.hdf5``, MATLAB v7.3), else a DataError."""
     path = Path(path)

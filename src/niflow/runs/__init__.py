@@ -17,8 +17,10 @@ from niflow.runs.evaluation import (
     write_statistics,
 )
 from niflow.runs.folder import (
+    RunComplete,
     check_resume,
     check_run_dir,
+    config_differences,
     sha256,
 )
 from niflow.runs.inputs import (
@@ -62,6 +64,8 @@ __all__ = [
     "sha256",
     "check_run_dir",
     "check_resume",
+    "RunComplete",
+    "config_differences",
     "RunError",
     "Run",
     "modelparams",

@@ -20,7 +20,7 @@ from niflow._version import __version__
 from niflow.config import RunConfig
 from niflow.data.dataset import Split
 from niflow.runs.run import RunError
-from niflow.train.loop import History
+from niflow.train.loop import CHECKPOINT, History, load_checkpoint
 from niflow.train.runtime import Runtime
 
 
@@ -129,14 +129,32 @@ def _finish_run_info(out: Path, hist: History) -> None:
     atomic_write_text(out / "run.json", json.dumps(info, indent=2) + "\n")
 
 
-def check_resume(out: Path, config: RunConfig, split: Split, sources: dict[str, str]) -> None:
+class RunComplete(RunError):
+    """``--resume`` of a run that has finished: there is nothing to do (the command line
+    prints the message and exits 0; nothing in the folder is touched)."""
+
+
+def check_resume(out: Path, config: RunConfig, split: Split, sources: dict[str, str],
+                 selection: bool = False) -> str:
     """Refuse to resume ``out`` with inputs other than the ones it started with.
 
     Compared with what the run folder recorded: the sha256 of each input file in
     ``sources`` (``{"stim": path, "bold": path}``, against ``run.json``), the resolved
-    configuration (``config.json``) and the train, validation and test rows
-    (``split.json``). A different niflow or torch version only warns: results are then no
-    longer guaranteed to match an uninterrupted run bit for bit.
+    configuration (``config.json``; the message names every differing key) and the train,
+    validation and test rows (``split.json``). A different niflow or torch version only
+    warns: results are then no longer guaranteed to match an uninterrupted run bit for bit.
+    Then: a finished run raises :class:`RunComplete`, an unreadable ``checkpoint.pt`` a
+    :class:`~niflow.train.safety.CheckpointError`.
+
+    Parameters
+    ----------
+    selection : bool
+        Whether the run trains by model selection (in memory, no checkpoints).
+
+    Returns
+    -------
+    str
+        Where training resumes, e.g. ``"resuming runs/r1 from epoch 5 of 25"``.
     """
     info = _read_json(out / "run.json", out)
     for key, path in sources.items():
@@ -144,9 +162,10 @@ def check_resume(out: Path, config: RunConfig, split: Split, sources: dict[str, 
         if old is not None and old["sha256"] != sha256(path):
             raise RunError(f"{out}: input {key!r} ({path}) differs from the one the run "
                            f"started with; start a new run instead of --resume")
-    if _read_json(out / "config.json", out) != config.to_dict():
-        raise RunError(f"{out}: the configuration differs from the run's config.json; "
-                       f"resume with the same config")
+    changed = config_differences(_read_json(out / "config.json", out), config.to_dict())
+    if changed:
+        raise RunError(f"{out}: the configuration differs from the run's config.json "
+                       f"({'; '.join(changed)}); resume with the same config")
     if _read_json(out / "split.json", out) != split.to_dict():
         raise RunError(f"{out}: the train/validation/test rows differ from the run's "
                        f"split.json; resume with the same --test-rows (and --train-rows)")
@@ -156,6 +175,47 @@ def check_resume(out: Path, config: RunConfig, split: Split, sources: dict[str, 
         if then != now:
             warnings.warn(f"{out}: the run started with {name} {then}, this is {now}; the "
                           f"result may differ from an uninterrupted run", stacklevel=3)
+    if "finished" in info:
+        raise RunComplete(f"{out} is already complete (finished {info['finished']}; "
+                          f"metrics.json, model.pt); nothing to do")
+    return _resume_note(out, config, selection)
+
+
+def _resume_note(out: Path, config: RunConfig, selection: bool) -> str:
+    total = config.train.epochs
+    if (out / CHECKPOINT).exists():
+        ck = load_checkpoint(out)  # CheckpointError (one line) if unreadable
+        done = int(ck["epoch"])
+        if ck["history"].get("stopped_early") or done >= total:
+            return f"resuming {out}: training ended at epoch {done}; writing the outputs"
+        return f"resuming {out} from epoch {done + 1} of {total}"
+    if selection:
+        return (f"resuming {out}: repeating the model selection (it trains in memory, "
+                f"without checkpoints)")
+    return f"resuming {out} from epoch 1 of {total} (no checkpoint yet)"
+
+
+def config_differences(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """The keys (dotted paths) whose values differ between two configuration dicts, as
+    ``"train.lr: 0.006 → 0.01"`` (``(none)`` for a key one of them lacks)."""
+    out = []
+    for key in [*old, *(k for k in new if k not in old)]:
+        a, b = old.get(key, _NONE), new.get(key, _NONE)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += config_differences(a, b, f"{prefix}{key}.")
+        elif isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+            out += config_differences(dict(enumerate(a)), dict(enumerate(b)),
+                                      f"{prefix}{key}.")
+        elif a != b:
+            out.append(f"{prefix}{key}: {_show(a)} → {_show(b)}")
+    return out
+
+
+_NONE = object()
+
+
+def _show(value) -> str:
+    return "(none)" if value is _NONE else json.dumps(value)
 
 
 def _read_json(path: Path, out: Path) -> dict:

@@ -28,7 +28,10 @@ def export_nifti(run_dir: str | Path, masks: dict[str, str | Path],
     q, readout pRF centre, size, eccentricity, polar angle (and degrees if known); from
     ``stats_voxels.csv`` (``niflow evaluate``): noise-normalised r and noise ceiling; from
     ``probe_voxels.csv`` (``niflow probe``): the in-silico pRF and tuning, as
-    ``insilico_*``. Measures with no finite value are skipped.
+    ``insilico_*``. Measures with no finite value are skipped. Voxels outside the mask are
+    NaN (so that they differ from r = 0), and so are mask voxels without results. A mask for
+    an area the run does not have is a :class:`~niflow.data.errors.DataError`, raised
+    before anything is written.
 
     Returns
     -------
@@ -43,6 +46,11 @@ def export_nifti(run_dir: str | Path, masks: dict[str, str | Path],
     if not (run_dir / VOXELS_CSV).exists():
         raise RunError(f"{run_dir}: not a finished run (no {VOXELS_CSV})")
     out = Path(out_dir) if out_dir is not None else run_dir / "nifti"
+    areas = sorted(set(read_table(run_dir / VOXELS_CSV)["area"].tolist()))
+    unknown = [a for a in masks if a not in areas]
+    if unknown:
+        raise DataError(f"--mask {unknown[0]}={masks[unknown[0]]}: the run {run_dir} has no "
+                        f"area {unknown[0]!r} (its areas: {', '.join(areas)})")
     written: list[Path] = []
     for name, measures in NIFTI_MEASURES.items():
         path = run_dir / name
@@ -52,10 +60,8 @@ def export_nifti(run_dir: str | Path, masks: dict[str, str | Path],
         prefix = "insilico_" if name == PROBE_CSV else ""
         cols = {prefix + m: t[m].astype(float) for m in measures
                 if m in t and np.isfinite(t[m].astype(float)).any()}
-        unknown = [a for a in masks if a not in set(t["area"].tolist())]
-        if unknown:
-            raise DataError(f"--mask: area(s) {unknown} have no results in {path}; areas "
-                            f"are {sorted(set(t['area'].tolist()))}")
-        if cols:
-            written += voxel_maps_to_nifti(cols, t["area"], t["voxel"], masks, out)
+        # stats or probe tables may cover fewer areas (e.g. probed on some): map those
+        here = {a: m for a, m in masks.items() if a in set(t["area"].tolist())}
+        if cols and here:
+            written += voxel_maps_to_nifti(cols, t["area"], t["voxel"], here, out)
     return written

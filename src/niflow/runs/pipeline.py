@@ -23,6 +23,7 @@ from niflow.data.io import load_responses, load_stimuli
 from niflow.data.stream import (
     H5Array,
     StreamingData,
+    check_workers,
     default_workers,
     open_streaming,
     require_hdf5,
@@ -51,6 +52,7 @@ from niflow.runs.run import Run
 from niflow.train.loop import CHECKPOINT, History, fit, seed_everything, write_log
 from niflow.train.memory import check_memory, estimate_training_memory
 from niflow.train.runtime import Runtime, agree, broadcast_object, runtime_from_environment
+from niflow.train.safety import TrainingDiverged, TrainingInterrupted
 from niflow.train.select import is_active, select_and_train
 
 
@@ -58,7 +60,8 @@ def train_run(stim: np.ndarray, responses: dict[str, np.ndarray], out: str | Pat
               cfg: RunConfig, test_rows: np.ndarray | str, *, resume: bool = False,
               force: bool = False, progress: bool = True, inputs: dict[str, str] | None = None,
               train_rows: np.ndarray | str | None = None, memory_check: bool = True,
-              runtime: Runtime | None = None) -> tuple[Run, History, NIFData]:
+              runtime: Runtime | None = None, on_resume: Callable[[str], None] | None = None,
+              ) -> tuple[Run, History, NIFData]:
     """Train a NIF model on arrays and (if ``out``) write the full run folder.
 
     Every input is validated first (:func:`niflow.runs.inputs.check_arrays`); an error
@@ -82,16 +85,19 @@ def train_run(stim: np.ndarray, responses: dict[str, np.ndarray], out: str | Pat
         Device, precision, compilation, data-parallel rank (:mod:`niflow.train.runtime`);
         default: the GPU if there is one, one process (or the ``torchrun`` process group).
         The precision is ``cfg.train.precision``.
+    on_resume : callable, optional
+        With ``resume``: called with one line saying where training resumes.
     """
     checked = check_arrays(stim, responses, cfg, test_rows, train_rows=train_rows,
                            sources=inputs)
     return train_inputs(checked, out, resume=resume, force=force, progress=progress,
-                        memory_check=memory_check, runtime=runtime)
+                        memory_check=memory_check, runtime=runtime, on_resume=on_resume)
 
 
 def train_inputs(inputs: Inputs, out: str | Path | None, *, resume: bool = False,
                  force: bool = False, progress: bool = True, memory_check: bool = True,
                  on_start: Callable[[], None] | None = None, runtime: Runtime | None = None,
+                 on_resume: Callable[[str], None] | None = None,
                  ) -> tuple[Run, History, NIFData]:
     """Train on validated inputs (:func:`niflow.runs.inputs.validate_inputs`).
 
@@ -99,7 +105,9 @@ def train_inputs(inputs: Inputs, out: str | Path | None, *, resume: bool = False
     unless ``force``; ``resume`` needs one whose inputs, configuration and split match, see
     :func:`check_resume`) and the memory the run needs is compared with what is available.
     ``on_start`` is called once all of that passed (the command line prints the input
-    warnings there, so that a refused run prints its error alone).
+    warnings there, so that a refused run prints its error alone), then ``on_resume`` with
+    the line saying where a resumed run continues. A finished run is not resumed:
+    :class:`~niflow.runs.folder.RunComplete`.
 
     ``runtime`` (default: the GPU if there is one, and the ``torchrun`` process group if
     started by ``torchrun``) says where training runs; under data parallelism only rank 0
@@ -115,11 +123,14 @@ def train_inputs(inputs: Inputs, out: str | Path | None, *, resume: bool = False
     runtime = runtime or runtime_from_environment("auto")
     out_path = Path(out) if out is not None else None
 
+    note = []
+
     def checks() -> None:
         if out_path is not None and runtime.is_main:
             check_run_dir(out_path, force, resume)
             if resume:
-                check_resume(out_path, inputs.config, inputs.split, inputs.sources)
+                note.append(check_resume(out_path, inputs.config, inputs.split,
+                                         inputs.sources, selection=is_active(cfg)))
         if memory_check:
             check_memory(estimate_training_memory(
                 cfg, inputs.image_shape, inputs.n_voxels, inputs.n_samples,
@@ -128,8 +139,7 @@ def train_inputs(inputs: Inputs, out: str | Path | None, *, resume: bool = False
                 runtime.device)
 
     agree(checks, runtime)
-    if on_start is not None and runtime.is_main:
-        on_start()
+    _started(runtime, on_start, on_resume, note)
     stim = inputs.stim
     data = build_dataset(stim, inputs.responses, inputs.split.test, stim_scale=cfg.data.stim_scale,
                          split=inputs.split, voxel_index=inputs.voxel_index)
@@ -148,6 +158,17 @@ def train_inputs(inputs: Inputs, out: str | Path | None, *, resume: bool = False
     return _fit_and_write(cfg, build, data, lambda: data, inputs.sources, out_path,
                           resume=resume, force=force, progress=progress, runtime=runtime,
                           stim_peak=stim_peak)
+
+
+def _started(runtime: Runtime, on_start: Callable[[], None] | None,
+             on_resume: Callable[[str], None] | None, note: list[str]) -> None:
+    """Once every check passed (rank 0): ``on_start()``, then ``on_resume(note)``."""
+    if not runtime.is_main:
+        return
+    if on_start is not None:
+        on_start()
+    if on_resume is not None and note:
+        on_resume(note[0])
 
 
 def _initial_model(cfg: RunConfig, image_shape: tuple[int, int, int],
@@ -193,9 +214,17 @@ def _fit_and_write(cfg: RunConfig, build: Callable[[RunConfig, NIFData], NIFMode
         _remove_temporaries(out_path)
     selection = None
     if is_active(cfg) and isinstance(data, NIFData):
-        chosen, models, hists, selection = select_and_train(
-            cfg, data, build, lambda m, d, c: fit(m, d, c.train, None, progress=progress,
-                                                  runtime=runtime))
+        try:
+            chosen, models, hists, selection = select_and_train(
+                cfg, data, build, lambda m, d, c: fit(m, d, c.train, None, progress=progress,
+                                                      runtime=runtime))
+        except TrainingDiverged as err:
+            where = (f"; {out_path} is left unfinished, start it again with --force"
+                     if out_path is not None else "")
+            raise TrainingDiverged(err.epoch, err.loss, err.lr, where,
+                                   " in every candidate") from None
+        except TrainingInterrupted as err:
+            raise TrainingInterrupted(err.epoch, None, None, "model selection") from None
         hist = hists[0]
         if out_path is not None and runtime.is_main:
             write_log(out_path, hist.epochs)
@@ -236,6 +265,7 @@ def train_stream(stim_path: str | Path, bold_path: str | Path, out: str | Path |
                  progress: bool = True, memory_check: bool = True,
                  runtime: Runtime | None = None, config_source: str = "config",
                  on_start: Callable[[], None] | None = None,
+                 on_resume: Callable[[str], None] | None = None,
                  ) -> tuple[Run, History, NIFData]:
     """Train from HDF5 files (``.h5`` or MATLAB v7.3) without loading them into memory.
 
@@ -259,6 +289,8 @@ def train_stream(stim_path: str | Path, bold_path: str | Path, out: str | Path |
     runtime = runtime or runtime_from_environment("auto")
     if num_workers is None:
         num_workers = default_workers(runtime.device)
+    elif runtime.is_main:
+        check_workers(num_workers)
     data = open_streaming(stim_path, bold_path, test, val_fraction=cfg.train.val_fraction,
                           seed=cfg.train.seed, stim_variable=cfg.data.stim_variable,
                           num_workers=num_workers, stim_scale=cfg.data.stim_scale,
@@ -268,11 +300,13 @@ def train_stream(stim_path: str | Path, bold_path: str | Path, out: str | Path |
     reference = _sample_rows(data.split.train, REFERENCE_ROWS, cfg.train.seed)
     init = _sample_rows(data.split.train, INIT_ROWS, cfg.train.seed + 1)
 
+    note = []
+
     def checks() -> None:
         if out_path is not None and runtime.is_main:
             check_run_dir(out_path, force, resume)
             if resume:
-                check_resume(out_path, cfg, data.split, sources)
+                note.append(check_resume(out_path, cfg, data.split, sources))
         if memory_check:
             in_memory = reference.size + test.size
             check_memory(estimate_training_memory(
@@ -280,8 +314,8 @@ def train_stream(stim_path: str | Path, bold_path: str | Path, out: str | Path |
                 init.size, n_eval_rows=max(data.split.val.size, test.size)), runtime.device)
 
     agree(checks, runtime)
-    if on_start is not None and runtime.is_main:
-        on_start()
+    _started(runtime, on_start, on_resume, note)
+
     def build(c: RunConfig, d: StreamingData) -> NIFModel:
         return _initial_model(c, d.image_shape, d.n_voxels, (d.pixel_mean, d.pixel_std),
                               lambda: d.read(init))

@@ -35,6 +35,12 @@ from niflow.train.runtime import (
     shard,
     warn_compile_failed,
 )
+from niflow.train.safety import (
+    CheckpointError,
+    TrainingDiverged,
+    TrainingError,
+    TrainingInterrupted,
+)
 from niflow.train.select import (
     Selection,
     is_active,
@@ -76,4 +82,8 @@ __all__ = [
     "member_data",
     "member_config",
     "select_and_train",
+    "TrainingError",
+    "TrainingDiverged",
+    "CheckpointError",
+    "TrainingInterrupted",
 ]

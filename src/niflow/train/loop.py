@@ -15,7 +15,6 @@ import copy
 import dataclasses
 import io
 import json
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -24,7 +23,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from niflow._atomic import atomic_write, atomic_write_text
 from niflow.config import TrainConfig
@@ -40,6 +38,13 @@ from niflow.train.runtime import (
     precision_dtype,
     shard,
     warn_compile_failed,
+)
+from niflow.train.safety import (
+    REQUIRED_KEYS,
+    EpochProgress,
+    TrainingInterrupted,
+    check_finite_training,
+    unreadable,
 )
 
 CHECKPOINT = "checkpoint.pt"
@@ -165,7 +170,21 @@ def _save_checkpoint(path: Path, state: dict) -> None:
 
 
 def load_checkpoint(run_dir: Path) -> dict:
-    return torch.load(Path(run_dir) / CHECKPOINT, map_location="cpu", weights_only=False)
+    """The checkpoint of ``run_dir``; a :class:`~niflow.train.safety.CheckpointError` (one
+    line) if it is truncated, corrupt or not a niflow training checkpoint."""
+    path = Path(run_dir) / CHECKPOINT
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except FileNotFoundError:
+        raise
+    except Exception as err:  # noqa: BLE001 - zip, pickle and EOF errors, all one answer
+        raise unreadable(path, " ".join(str(err).split())[:160] or type(err).__name__) from None
+    if not isinstance(state, dict):
+        raise unreadable(path, f"holds a {type(state).__name__}, not a training state")
+    missing = [k for k in REQUIRED_KEYS if k not in state]
+    if missing:
+        raise unreadable(path, f"no {', '.join(missing)}")
+    return state
 
 
 def epoch_plan(train_rows: np.ndarray, batch_size: int, seed: int, epoch: int,
@@ -212,9 +231,22 @@ def fit(model: NIFModel, data: NIFData | StreamingData, cfg: TrainConfig,
         Device, compilation and data-parallel rank (default: the model's device, one
         process). The precision is ``cfg.precision``.
 
+    progress : bool
+        Show progress (rank 0): a bar on a terminal, else one line per epoch on stderr.
+
     Returns
     -------
     History
+
+    Raises
+    ------
+    TrainingDiverged
+        A non-finite or exploding loss (or non-finite validation score); nothing of that
+        epoch is kept, earlier checkpoints stay.
+    CheckpointError
+        ``resume`` with an unreadable ``checkpoint.pt``.
+    TrainingInterrupted
+        Ctrl-C (a ``KeyboardInterrupt``), saying which epoch is checkpointed.
     """
     run_dir = Path(run_dir) if run_dir is not None else None
     if cfg.threads:
@@ -254,48 +286,74 @@ def fit(model: NIFModel, data: NIFData | StreamingData, cfg: TrainConfig,
     net = _training_network(model, runtime)
     step = _Step(net, model, optim, weights, runtime, cfg.precision)
 
-    bar = tqdm(range(start_epoch, cfg.epochs + 1), initial=start_epoch - 1, total=cfg.epochs,
-               desc="training", unit="epoch", disable=not (progress and runtime.is_main),
-               file=sys.stderr, dynamic_ncols=True)
-    for epoch in bar:
-        if hist.stopped_early:
-            break
-        t0 = time.perf_counter()
-        model.train()
-        plan = epoch_plan(train_rows, cfg.batch_size, cfg.seed, epoch, min_batch)
-        local = [shard(b, runtime.rank, runtime.world_size) for b in plan]
-        total = torch.zeros((), dtype=torch.float64, device=runtime.device)
-        for (x, y), rows in zip(source.batches(local), plan, strict=True):
-            total += step(x, y, rows.size) * rows.size
-        total = all_reduce_sum(total, runtime) / runtime.world_size
-        count = sum(b.size for b in plan)
-        record = {"epoch": epoch, "train_loss": float(total) / max(count, 1)}
-        if data.split.val.size >= 2:
-            score, per_area = validation_score(model, data, data.split.val, runtime,
-                                               source=source)
-            record.update(val_median_r=score, val_median_r_per_area=per_area)
-        else:
-            score = -record["train_loss"]
-        if score > hist.best_score:
-            hist.best_score, hist.best_epoch, bad_epochs = score, epoch, 0
-            best_state = copy.deepcopy(model.state_dict())
-        else:
-            bad_epochs += 1
-        record["seconds"] = time.perf_counter() - t0
-        hist.epochs.append(record)
-        if bad_epochs >= cfg.patience:
-            hist.stopped_early = True
-        bar.set_postfix(loss=f"{record['train_loss']:.3f}",
-                        val_r=f"{record.get('val_median_r', float('nan')):.3f}")
-        if run_dir is not None and runtime.is_main:
-            _save_checkpoint(run_dir / CHECKPOINT, {
-                "epoch": epoch, "model": model.state_dict(), "optimizer": optim.state_dict(),
-                "best_state": best_state, "bad_epochs": bad_epochs,
-                "history": hist.__dict__})
-            _append_log(run_dir / LOG, record)
-    bar.close()
+    bar = EpochProgress(start_epoch, cfg.epochs, progress and runtime.is_main)
+    # the epoch in progress and the last one checkpointed: every completed epoch is
+    # checkpointed at once (atomically), so Ctrl-C leaves the last completed epoch on disk
+    # unless it lands inside that write, which then leaves the one before
+    at = {"epoch": None, "saved": start_epoch - 1}
+    try:
+        for epoch in range(start_epoch, cfg.epochs + 1):
+            if hist.stopped_early:
+                break
+            at["epoch"] = epoch
+            best_state, bad_epochs = _epoch(epoch, model, step, source, data, cfg, runtime,
+                                            train_rows, min_batch, hist, best_state,
+                                            bad_epochs, run_dir)
+            if run_dir is not None and runtime.is_main:
+                _save_checkpoint(run_dir / CHECKPOINT, {
+                    "epoch": epoch, "model": model.state_dict(),
+                    "optimizer": optim.state_dict(), "best_state": best_state,
+                    "bad_epochs": bad_epochs, "history": hist.__dict__})
+                at["saved"] = epoch
+                _append_log(run_dir / LOG, hist.epochs[-1])
+            bar.update(hist.epochs[-1], hist.best_epoch)  # after the checkpoint is on disk
+    except KeyboardInterrupt:
+        path = run_dir / CHECKPOINT if run_dir is not None else None
+        raise TrainingInterrupted(at["epoch"], (at["saved"] or None) if path else None,
+                                  path) from None
+    finally:
+        bar.close()
     model.load_state_dict(best_state)
     return hist
+
+
+def _epoch(epoch: int, model: NIFModel, step: _Step, source: Batches,
+           data: NIFData | StreamingData, cfg: TrainConfig, runtime: Runtime,
+           train_rows: np.ndarray, min_batch: int, hist: History, best_state: dict,
+           bad_epochs: int, run_dir: Path | None) -> tuple[dict, int]:
+    """Train one epoch and score it; append its record to ``hist`` (updated in place).
+
+    Returns the best weights so far and the epochs since they improved. Raises
+    :class:`~niflow.train.safety.TrainingDiverged` before anything of a diverged epoch is
+    kept.
+    """
+    t0 = time.perf_counter()
+    model.train()
+    plan = epoch_plan(train_rows, cfg.batch_size, cfg.seed, epoch, min_batch)
+    local = [shard(b, runtime.rank, runtime.world_size) for b in plan]
+    total = torch.zeros((), dtype=torch.float64, device=runtime.device)
+    for (x, y), rows in zip(source.batches(local), plan, strict=True):
+        total += step(x, y, rows.size) * rows.size
+    total = all_reduce_sum(total, runtime) / runtime.world_size
+    count = sum(b.size for b in plan)
+    record = {"epoch": epoch, "train_loss": float(total) / max(count, 1)}
+    val = None
+    if data.split.val.size >= 2:
+        val, per_area = validation_score(model, data, data.split.val, runtime, source=source)
+        record.update(val_median_r=val, val_median_r_per_area=per_area)
+    # every process sees the same reduced loss, so all of them stop together
+    check_finite_training(epoch, record["train_loss"], val, cfg.lr, run_dir)
+    score = val if val is not None else -record["train_loss"]
+    if score > hist.best_score:
+        hist.best_score, hist.best_epoch, bad_epochs = score, epoch, 0
+        best_state = copy.deepcopy(model.state_dict())
+    else:
+        bad_epochs += 1
+    record["seconds"] = time.perf_counter() - t0
+    hist.epochs.append(record)
+    if bad_epochs >= cfg.patience:
+        hist.stopped_early = True
+    return best_state, bad_epochs
 
 
 def _training_network(model: NIFModel, runtime: Runtime) -> torch.nn.Module:

@@ -10,6 +10,10 @@ its own initial weights; the run predicts their average. The test rows are never
 Training stops adding candidates or members once ``budget_s`` seconds have been spent; the
 first candidate and member are always trained. What was trained, skipped and scored is
 returned as a :class:`Selection` (written to the run folder as ``selection.json``).
+
+A candidate or member whose training diverges (:class:`~niflow.train.safety.TrainingDiverged`)
+is left out with a note in ``skipped``; if every candidate diverges, the last one's error is
+raised.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from niflow.config import RunConfig, candidate
 from niflow.data.dataset import NIFData, make_split
 from niflow.model.nif import NIFModel
 from niflow.train.loop import History
+from niflow.train.safety import TrainingDiverged
 
 Build = Callable[[RunConfig, NIFData], NIFModel]
 Fit = Callable[[NIFModel, NIFData, RunConfig], History]
@@ -37,7 +42,8 @@ class Selection:
     ``scores``: per candidate, the validation median r (all voxels and per area), the best
     epoch and the training seconds; ``chosen``: the kept candidate (None: the configuration
     as given); ``members``: per ensemble member, its seed, validation rows and score;
-    ``skipped``: candidates or members left out by the budget.
+    ``skipped``: candidates or members left out by the budget or because their training
+    diverged (``"candidate NAME: diverged at epoch N (loss X)"``).
     """
 
     chosen: str | None = None
@@ -62,6 +68,10 @@ def _record(hist: History, seconds: float) -> dict:
             "val_median_r_per_area": last.get("val_median_r_per_area"),
             "best_epoch": hist.best_epoch, "epochs_run": len(hist.epochs),
             "seconds": round(seconds, 3)}
+
+
+def _diverged(what: str, err: TrainingDiverged) -> str:
+    return f"{what}: diverged at epoch {err.epoch} (loss {err.loss:.3g})"
 
 
 def member_data(data: NIFData, cfg: RunConfig, index: int) -> NIFData:
@@ -112,6 +122,7 @@ def select_and_train(cfg: RunConfig, data: NIFData, build: Build, fit: Fit,
         return sel.budget_s > 0 and time.perf_counter() - start > sel.budget_s
 
     best: tuple[float, str | None, RunConfig, NIFModel, History, float] | None = None
+    diverged: TrainingDiverged | None = None
     for name in sel.candidates or [None]:
         if best is not None and over_budget():
             record.skipped.append(f"candidate {name}")
@@ -120,14 +131,20 @@ def select_and_train(cfg: RunConfig, data: NIFData, build: Build, fit: Fit,
             cfg, select=type(cfg.select)())
         t0 = time.perf_counter()
         model = build(ccfg, data)
-        hist = fit(model, data, ccfg)
+        try:
+            hist = fit(model, data, ccfg)
+        except TrainingDiverged as err:
+            diverged = err
+            record.skipped.append(_diverged(f"candidate {name or 'as configured'}", err))
+            continue
         seconds = time.perf_counter() - t0
         if name is not None:
             record.scores[name] = _record(hist, seconds)
         score = hist.best_score if np.isfinite(hist.best_score) else -np.inf
         if best is None or score > best[0]:
             best = (score, name, ccfg, model, hist, seconds)
-    assert best is not None
+    if best is None:
+        raise diverged
     _, record.chosen, chosen, first, first_hist, first_seconds = best
     models, hists = [first], [first_hist]
     record.members.append({"seed": chosen.train.seed, "val_rows": int(data.split.val.size),
@@ -139,7 +156,11 @@ def select_and_train(cfg: RunConfig, data: NIFData, build: Build, fit: Fit,
         t0 = time.perf_counter()
         mcfg, mdata = member_config(chosen, i), member_data(data, chosen, i)
         model = build(mcfg, mdata)
-        hist = fit(model, mdata, mcfg)
+        try:
+            hist = fit(model, mdata, mcfg)
+        except TrainingDiverged as err:
+            record.skipped.append(_diverged(f"member {i}", err))
+            continue
         models.append(model)
         hists.append(hist)
         record.members.append({"seed": mcfg.train.seed, "val_rows": int(mdata.split.val.size),
