@@ -223,13 +223,13 @@ def test_too_many_workers_warn_with_both_numbers(cli):
 # --------------------------------------------------------------------------- Ctrl-C
 
 
-def _interrupt_after(proc, prefix: str) -> list[str]:
-    """Read stderr until a line starts with ``prefix``, then send SIGINT."""
+def _interrupt_after(proc, prefix: str, count: int = 1) -> list[str]:
+    """Read stderr until the ``count``-th line that starts with ``prefix``, then send SIGINT."""
     seen = []
     end = time.monotonic() + TIMEOUT
     for line in proc.stderr:
         seen.append(line)
-        if line.startswith(prefix):
+        if line.startswith(prefix) and sum(x.startswith(prefix) for x in seen) == count:
             proc.send_signal(signal.SIGINT)
             return seen
         assert time.monotonic() < end, seen
@@ -293,19 +293,57 @@ def test_the_printed_command_resumes_to_the_uninterrupted_result(interrupted):
     assert _timeless(d / "sig") == _timeless(d / "ref")
 
 
-def test_sigint_during_model_selection_leaves_an_unfinished_folder(cli):
+def _selection_seconds_dropped(run: Path) -> dict:
+    def strip(obj):
+        if isinstance(obj, dict):
+            return {k: strip(v) for k, v in obj.items() if k != "seconds"}
+        if isinstance(obj, list):
+            return [strip(v) for v in obj]
+        return obj
+
+    return strip(json.loads((run / "selection.json").read_text()))
+
+
+def test_sigint_during_model_selection_resumes_to_the_uninterrupted_result(cli):
+    # the default preset selects between two candidates and trains a second member; each
+    # trains with checkpoints of its own, so Ctrl-C loses at most the epoch in progress
     d = cli["dir"]
+    reference = start(d, *_train(d, "ref_sel", "--quiet", config="selection.json"))
     proc = start(d, *_train(d, "sig_sel", config="selection.json"))
-    _interrupt_after(proc, "epoch 1/")
+    # in the second candidate's first epoch: the first candidate has finished
+    _interrupt_after(proc, "epoch 1/", count=2)
     res = finish(proc)
     assert res.rc == 130
     line = _one_line(res.stderr)
-    assert line.startswith("niflow train: interrupted during model selection"), line
-    assert line.endswith(shlex.join(["niflow", *map(str, _train(d, "sig_sel",
-                                                                config="selection.json")),
-                                     "--resume"]) + " (repeats the selection)")
+    m = re.fullmatch(r"niflow train: interrupted during model selection \((?:(?:candidate|"
+                     r"member)-[\w-]+|between models)\)(?:, epoch \d+)?; (?:checkpoint of "
+                     r"epoch \d+ saved \(.+\), finished models kept|no checkpoint of it yet, "
+                     r"finished models kept|finished models kept \(.+\)); resume with: (.+)",
+                     line)
+    assert m, line
+    assert m[1] == shlex.join(["niflow", *map(str, _train(d, "sig_sel",
+                                                            config="selection.json")),
+                               "--resume"])
     _unfinished(d / "sig_sel")
     assert not (d / "sig_sel" / "selection.json").exists()
+    assert (d / "sig_sel" / "selection" / "candidate-gabor-gaussian" / "done.pt").exists()
+    resumed = finish(start(d, *shlex.split(m[1])[1:]))
+    assert resumed.rc == 0, resumed.stderr[-2000:]
+    assert resumed.stdout.splitlines()[0].startswith(
+        f"resuming {d / 'sig_sel'}: model selection, ")
+    assert finish(reference).rc == 0
+    a = torch.load(d / "ref_sel" / "model.pt", map_location="cpu", weights_only=False)
+    b = torch.load(d / "sig_sel" / "model.pt", map_location="cpu", weights_only=False)
+    assert len(a["members"]) == len(b["members"]) == 1
+    for sa, sb in zip([a["state_dict"], *a["members"]], [b["state_dict"], *b["members"]],
+                      strict=True):
+        for key, tensor in sa.items():
+            assert torch.equal(tensor, sb[key]), key
+    for name in ("metrics.json", "voxels.csv"):
+        assert (d / "ref_sel" / name).read_bytes() == (d / "sig_sel" / name).read_bytes(), name
+    assert _selection_seconds_dropped(d / "sig_sel") == _selection_seconds_dropped(
+        d / "ref_sel")
+    assert not (d / "sig_sel" / "selection").exists()  # removed once the run is finished
 
 
 # --------------------------------------------------------------------------- in process

@@ -23,10 +23,20 @@ def interrupted(err: KeyboardInterrupt, out: Path, argv: list[str]) -> KeyboardI
     """The interrupt to re-raise, its message one line saying what is saved in ``out`` and
     how to resume (``niflow.cli.main`` prints it and exits 130)."""
     resume = f"resume with: {resume_command(argv)}"
-    if isinstance(err, TrainingInterrupted) and err.stage == "model selection":
-        return KeyboardInterrupt(
-            f"interrupted during model selection (candidates train in memory: nothing "
-            f"saved, {out} is unfinished); {resume} (repeats the selection)")
+    if isinstance(err, TrainingInterrupted) and err.stage.startswith("model selection"):
+        if err.checkpoint is None:
+            return KeyboardInterrupt(
+                f"interrupted during model selection (candidates train in memory: nothing "
+                f"saved, {out} is unfinished); {resume} (repeats the selection)")
+        if err.saved is not None:
+            saved = (f"checkpoint of epoch {err.saved} saved ({err.checkpoint}), finished "
+                     f"models kept")
+        elif err.epoch is not None:
+            saved = "no checkpoint of it yet, finished models kept"
+        else:
+            saved = f"finished models kept ({err.checkpoint})"
+        at = f", epoch {err.epoch}" if err.epoch is not None else ""
+        return KeyboardInterrupt(f"interrupted during {err.stage}{at}; {saved}; {resume}")
     if isinstance(err, TrainingInterrupted) and err.checkpoint is not None:
         if err.saved is None:
             return KeyboardInterrupt(f"interrupted at epoch {err.epoch}, before the first "

@@ -20,6 +20,7 @@ from niflow._version import __version__
 from niflow.config import RunConfig
 from niflow.data.dataset import Split
 from niflow.runs.run import RunError
+from niflow.runs.units import SELECTION_DIR, finished_units
 from niflow.train.loop import CHECKPOINT, History, load_checkpoint
 from niflow.train.runtime import Runtime
 
@@ -190,9 +191,21 @@ def _resume_note(out: Path, config: RunConfig, selection: bool) -> str:
             return f"resuming {out}: training ended at epoch {done}; writing the outputs"
         return f"resuming {out} from epoch {done + 1} of {total}"
     if selection:
-        return (f"resuming {out}: repeating the model selection (it trains in memory, "
-                f"without checkpoints)")
+        return _selection_note(out, total)
     return f"resuming {out} from epoch 1 of {total} (no checkpoint yet)"
+
+
+def _selection_note(out: Path, total: int) -> str:
+    done = finished_units(out)
+    note = f"resuming {out}: model selection"
+    if done:
+        note += f", {len(done)} model(s) already trained ({', '.join(done)})"
+    partial = sorted(p.parent for p in (out / SELECTION_DIR).glob(f"*/{CHECKPOINT}")
+                     if p.parent.name not in done)
+    if partial:
+        ck = load_checkpoint(partial[0])  # CheckpointError (one line) if unreadable
+        note += f"; {partial[0].name} from epoch {int(ck['epoch']) + 1} of {total}"
+    return note
 
 
 def config_differences(old: dict, new: dict, prefix: str = "") -> list[str]:

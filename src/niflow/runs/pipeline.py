@@ -49,6 +49,7 @@ from niflow.runs.folder import (
 from niflow.runs.inputs import Inputs, check_arrays, check_config
 from niflow.runs.outputs import write_outputs
 from niflow.runs.run import Run
+from niflow.runs.units import SELECTION_DIR, remove_units, unit_fitter
 from niflow.train.loop import CHECKPOINT, History, fit, seed_everything, write_log
 from niflow.train.memory import check_memory, estimate_training_memory
 from niflow.train.runtime import Runtime, agree, broadcast_object, runtime_from_environment
@@ -196,10 +197,10 @@ def _fit_and_write(cfg: RunConfig, build: Callable[[RunConfig, NIFData], NIFMode
                    ) -> tuple[Run, History, NIFData]:
     """Create the run folder, train, and write the outputs (rank 0) from ``eval_data()``.
 
-    With ``config.select`` (:mod:`niflow.train.select`) every candidate and ensemble member is
-    trained in memory (a resumed run repeats that deterministic selection) and the kept
-    model's epochs are written to ``log.jsonl``; otherwise the one model trains with a
-    checkpoint after every epoch.
+    With ``config.select`` (:mod:`niflow.train.select`) every candidate and ensemble member
+    trains with checkpoints of its own (:mod:`niflow.runs.units`; in memory without a run
+    folder) and the kept model's epochs are written to ``log.jsonl``; otherwise the one
+    model trains with a checkpoint after every epoch.
     """
     started = time.time()
     if out_path is not None and not resume:
@@ -217,14 +218,23 @@ def _fit_and_write(cfg: RunConfig, build: Callable[[RunConfig, NIFData], NIFMode
         try:
             chosen, models, hists, selection = select_and_train(
                 cfg, data, build, lambda m, d, c: fit(m, d, c.train, None, progress=progress,
-                                                      runtime=runtime))
+                                                      runtime=runtime),
+                unit_fit=(unit_fitter(out_path, resume, progress, runtime)
+                          if out_path is not None else None))
         except TrainingDiverged as err:
             where = (f"; {out_path} is left unfinished, start it again with --force"
                      if out_path is not None else "")
             raise TrainingDiverged(err.epoch, err.loss, err.lr, where,
                                    " in every candidate") from None
         except TrainingInterrupted as err:
+            if out_path is not None:  # the units' checkpoints say what was saved
+                raise
             raise TrainingInterrupted(err.epoch, None, None, "model selection") from None
+        except KeyboardInterrupt:  # between two models (building one, saving one)
+            raise TrainingInterrupted(
+                None, None, None if out_path is None else out_path / SELECTION_DIR,
+                "model selection" if out_path is None else "model selection (between models)",
+            ) from None
         hist = hists[0]
         if out_path is not None and runtime.is_main:
             write_log(out_path, hist.epochs)
@@ -256,6 +266,7 @@ def _fit_and_write(cfg: RunConfig, build: Callable[[RunConfig, NIFData], NIFMode
     if out_path is not None and runtime.is_main:
         write_outputs(run, evaluated, hist)
         _finish_run_info(out_path, hist)
+        remove_units(out_path)  # a finished run never resumes
     return run, hist, evaluated
 
 

@@ -33,6 +33,8 @@ from niflow.train.safety import TrainingDiverged
 
 Build = Callable[[RunConfig, NIFData], NIFModel]
 Fit = Callable[[NIFModel, NIFData, RunConfig], History]
+# fit one named unit (``"candidate-NAME"``, ``"member-I"``): lets the caller checkpoint each
+UnitFit = Callable[[str, NIFModel, NIFData, RunConfig], History]
 
 
 @dataclass
@@ -90,7 +92,8 @@ def member_config(cfg: RunConfig, index: int) -> RunConfig:
                                                               seed=cfg.train.seed + index))
 
 
-def select_and_train(cfg: RunConfig, data: NIFData, build: Build, fit: Fit,
+def select_and_train(cfg: RunConfig, data: NIFData, build: Build, fit: Fit, *,
+                     unit_fit: UnitFit | None = None,
                      ) -> tuple[RunConfig, list[NIFModel], list[History], Selection]:
     """Choose a candidate on the validation rows and train the ensemble of its kind.
 
@@ -104,6 +107,11 @@ def select_and_train(cfg: RunConfig, data: NIFData, build: Build, fit: Fit,
         ``build(config, data)`` → the seeded, initialised model for ``data.split.train``.
     fit : callable
         ``fit(model, data, config)`` → :class:`~niflow.train.loop.History` (trains in place).
+    unit_fit : callable, optional
+        ``unit_fit(unit, model, data, config)``, used instead of ``fit`` when given: the
+        caller's way to checkpoint each candidate and member under its own name
+        (``"candidate-NAME"``, ``"candidate-config"``, ``"member-I"``) and to skip those a
+        resumed run has already trained.
 
     Returns
     -------
@@ -116,6 +124,10 @@ def select_and_train(cfg: RunConfig, data: NIFData, build: Build, fit: Fit,
     """
     sel = cfg.select
     start = time.perf_counter()
+
+    def train(unit: str, model: NIFModel, d: NIFData, c: RunConfig) -> History:
+        return unit_fit(unit, model, d, c) if unit_fit is not None else fit(model, d, c)
+
     record = Selection(budget_s=float(sel.budget_s))
 
     def over_budget() -> bool:
@@ -132,7 +144,7 @@ def select_and_train(cfg: RunConfig, data: NIFData, build: Build, fit: Fit,
         t0 = time.perf_counter()
         model = build(ccfg, data)
         try:
-            hist = fit(model, data, ccfg)
+            hist = train(f"candidate-{name or 'config'}", model, data, ccfg)
         except TrainingDiverged as err:
             diverged = err
             record.skipped.append(_diverged(f"candidate {name or 'as configured'}", err))
@@ -157,7 +169,7 @@ def select_and_train(cfg: RunConfig, data: NIFData, build: Build, fit: Fit,
         mcfg, mdata = member_config(chosen, i), member_data(data, chosen, i)
         model = build(mcfg, mdata)
         try:
-            hist = fit(model, mdata, mcfg)
+            hist = train(f"member-{i}", model, mdata, mcfg)
         except TrainingDiverged as err:
             record.skipped.append(_diverged(f"member {i}", err))
             continue
