@@ -67,7 +67,7 @@ def plot_receptive_fields(maps: np.ndarray, geometry: Geometry, voxels: np.ndarr
         im = ax.imshow(maps[i], extent=(left, right, bottom, top), origin="upper",
                        cmap="magma", interpolation="nearest")
         ax.plot(cx[i], cy[i], "c+", ms=10, mew=2)
-        _field_axes(ax, image_size, visual_field_deg)
+        field_axes(ax, image_size, visual_field_deg)
         ax.set_title(f"{area} voxel {int(voxels[i])}  r={r[i]:.2f}", fontsize=9)
         fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="readout weight")
     fig.suptitle(f"{area}: spatial receptive fields of the {which} "
@@ -181,7 +181,9 @@ def _field_coords(x: np.ndarray, y: np.ndarray, image_size: tuple[int, int],
             ((h - 1) / 2 - np.asarray(y, float)) * dpp, "deg")
 
 
-def _field_axes(ax, image_size: tuple[int, int], visual_field_deg: float | None) -> None:
+def field_axes(ax, image_size: tuple[int, int], visual_field_deg: float | None) -> None:
+    """Limits, labels and aspect of a visual-field plot: stimulus pixels (rows downward) or,
+    with ``visual_field_deg``, degrees from the centre (up positive)."""
     h, w = image_size
     if visual_field_deg is None:
         ax.set_xlim(-0.5, w - 0.5)
@@ -232,7 +234,7 @@ def plot_coverage(prfs: dict[str, dict[str, np.ndarray]], image_size: tuple[int,
         cx, cy, _ = _field_coords(p["prf_x"][ok], p["prf_y"][ok], image_size,
                                   visual_field_deg)
         ax.plot(cx, cy, ".", color="white", ms=2, alpha=0.6)
-        _field_axes(ax, image_size, visual_field_deg)
+        field_axes(ax, image_size, visual_field_deg)
         ax.set_title(f"{area}: visual-field coverage ({int(ok.sum())} voxels)", fontsize=9)
         fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="pRFs covering point (1σ)")
     fig.suptitle(f"Coverage of the visual field by {title} pRFs (dots: centres)", fontsize=10)

@@ -174,28 +174,12 @@ def visual_field_maps(area: str, prf: dict[str, np.ndarray], image_size: tuple[i
     fig.colorbar(im, ax=axes[2], fraction=0.046, pad=0.04, label="pRFs covering point (1σ)")
     axes[2].set_title(f"{area}: coverage, {int(ok.sum())} pRFs", fontsize=9)
     for ax in axes:
-        _field_axes(ax, image_size, visual_field_deg)
+        plots.field_axes(ax, image_size, visual_field_deg)
     fig.suptitle(f"{area}: readout pRFs of voxels with {keep_note} ({int(ok.sum())} of "
                  f"{ok.size})", fontsize=10)
     fig.tight_layout()
     return Chart(_png(fig), {"n_shown": int(ok.sum()), "unit": unit,
                              "coverage_max": float(cover.max()) if cover.size else 0.0})
-
-
-def _field_axes(ax, image_size: tuple[int, int], visual_field_deg: float | None) -> None:
-    h, w = image_size
-    if visual_field_deg is None:
-        ax.set_xlim(-0.5, w - 0.5)
-        ax.set_ylim(h - 0.5, -0.5)  # image rows grow downward
-        ax.set_xlabel("x (stimulus px)")
-        ax.set_ylabel("y (stimulus px, downward)")
-    else:
-        dpp = degrees_per_pixel(image_size, visual_field_deg)
-        ax.set_xlim(-w / 2 * dpp, w / 2 * dpp)
-        ax.set_ylim(-h / 2 * dpp, h / 2 * dpp)
-        ax.set_xlabel("horizontal position (deg)")
-        ax.set_ylabel("vertical position (deg, up)")
-    ax.set_aspect("equal")
 
 
 def _coverage(x: np.ndarray, y: np.ndarray, s: np.ndarray, image_size: tuple[int, int],
