@@ -76,3 +76,21 @@ def test_without_real_scatter_the_sizes_follow_the_trend():
     # the moment estimate of τ² has a sampling SD of about √(2/n)·se² = 0.0057: within 3 SD
     assert prior["tau"] ** 2 < 3 * np.sqrt(2 / 500) * 0.3 ** 2
     assert np.corrcoef(post, true)[0, 1] > 0.95
+
+
+def test_a_slope_the_fits_do_not_support_is_not_imposed():
+    # uninformative fits: log sizes unrelated to eccentricity, each with a large error; the
+    # prior must not turn noise into a trend that every shrunk size then follows
+    rng = np.random.default_rng(7)
+    n = 60
+    ecc = rng.uniform(0, 20, n)
+    se = np.full(n, 1.5)
+    log_sigma = rng.normal(0.5, 1.5, n)
+    post, prior = shrink_log_sigma(log_sigma, se, ecc)
+    assert prior["slope"] == 0.0
+    # the same draw with a real trend keeps it
+    trended = log_sigma + 0.3 * ecc
+    _, prior = shrink_log_sigma(trended, se, ecc)
+    assert prior["slope"] == pytest.approx(0.3, abs=0.08)
+    # without the guard the noise-fitted slope would have been imposed on every size
+    assert abs(np.corrcoef(post, ecc)[0, 1]) < 0.5

@@ -96,6 +96,28 @@ def log_sigma_standard_errors(model: NIFModel, stim: Tensor, responses: dict[str
     return out
 
 
+SLOPE_Z = 2.0  # the eccentricity slope is kept when it is this many standard errors from 0
+
+
+def _fit_trend(x: np.ndarray, s2: np.ndarray, design: np.ndarray, iterations: int,
+               ) -> tuple[np.ndarray, float, np.ndarray]:
+    """Weighted least squares of ``x`` on ``design`` with weights 1 / (τ² + s²), and τ² by
+    the method of moments, alternated; returns the coefficients, τ² and their covariance."""
+    tau2 = float(np.var(x))
+    coef = np.zeros(design.shape[1])
+    for _ in range(iterations):
+        wts = 1.0 / (tau2 + s2)
+        coef = np.linalg.lstsq(design * np.sqrt(wts)[:, None], x * np.sqrt(wts), rcond=None)[0]
+        resid = x - design @ coef
+        new = max(float(np.sum(wts * (resid ** 2 - s2)) / np.sum(wts)), 1e-6)
+        if abs(new - tau2) < 1e-9:
+            break
+        tau2 = new
+    wts = 1.0 / (tau2 + s2)
+    cov = np.linalg.pinv((design * wts[:, None]).T @ design)
+    return coef, tau2, cov
+
+
 def shrink_log_sigma(log_sigma: np.ndarray, se: np.ndarray, eccentricity: np.ndarray,
                      iterations: int = 50) -> tuple[np.ndarray, dict[str, float]]:
     """Posterior-mean ``log σ`` under ``log σ_v ~ N(a + b · ecc_v, τ²)`` (module docstring).
@@ -123,16 +145,12 @@ def shrink_log_sigma(log_sigma: np.ndarray, se: np.ndarray, eccentricity: np.nda
                       "n_voxels": int(ok.sum())}
     xo, so, eo = x[ok], s2[ok], e[ok]
     design = np.stack([np.ones_like(eo), eo], 1)
-    tau2 = float(np.var(xo))
-    coef = np.zeros(2)
-    for _ in range(iterations):
-        wts = 1.0 / (tau2 + so)
-        coef = np.linalg.lstsq(design * np.sqrt(wts)[:, None], xo * np.sqrt(wts), rcond=None)[0]
-        resid = xo - design @ coef
-        new = max(float(np.sum(wts * (resid ** 2 - so)) / np.sum(wts)), 1e-6)
-        if abs(new - tau2) < 1e-9:
-            break
-        tau2 = new
+    coef, tau2, cov = _fit_trend(xo, so, design, iterations)
+    if abs(coef[1]) < SLOPE_Z * np.sqrt(cov[1, 1]):
+        # a slope the fits do not support would impose a trend fitted from noise (on a few
+        # dozen uninformative fits it made the sizes follow eccentricity with either sign)
+        c0, tau2, _ = _fit_trend(xo, so, design[:, :1], iterations)
+        coef = np.array([c0[0], 0.0])
     trend = coef[0] + coef[1] * e
     shrink = np.where(np.isfinite(s2), tau2 / (tau2 + np.where(np.isfinite(s2), s2, 0)), 0.0)
     post[usable] = (trend + shrink * (x - trend))[usable]
