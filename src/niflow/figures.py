@@ -490,3 +490,59 @@ def plot_noise_ceiling(r: dict[str, np.ndarray], ceiling: dict[str, np.ndarray],
     fig.suptitle("Prediction accuracy against the noise ceiling", fontsize=10)
     fig.tight_layout()
     return _save(fig, Path(path))
+
+
+def plot_hrfs(curves: np.ndarray, lags_s: np.ndarray, voxels: np.ndarray, r: np.ndarray,
+              area: str, path: str | Path) -> Path:
+    """Learned haemodynamic responses of chosen voxels.
+
+    Parameters
+    ----------
+    curves : ndarray of shape (n, n_lags)
+        Each voxel's HRF at ``lags_s``.
+    lags_s : ndarray of shape (n_lags,)
+        Seconds after the stimulus.
+    voxels, r : ndarray of shape (n,)
+        Voxel numbers (input columns) and held-out r, for the legend.
+    """
+    fig, ax = plt.subplots(figsize=(5.5, 3.4))
+    for i, (c, v, rv) in enumerate(zip(curves, voxels, r, strict=True)):
+        peak = c.max() if np.isfinite(c).all() and c.max() > 0 else 1.0
+        ax.plot(lags_s, c / peak, color=_colour(i), lw=1.3,
+                label=f"voxel {int(v)}, r {rv:.2f}, peak {lags_s[np.argmax(c)]:.1f} s")
+    ax.axhline(0, color="0.6", lw=0.8)
+    ax.set_xlabel("seconds after the stimulus")
+    ax.set_ylabel("HRF (peak = 1)")
+    ax.set_title(f"{area}: learned HRFs of the best-predicted voxels")
+    _legend(ax, fontsize=6, loc="upper right")
+    fig.tight_layout()
+    return _save(fig, Path(path))
+
+
+def plot_hrf_latencies(peaks: dict[str, np.ndarray], path: str | Path,
+                       note: str = "") -> Path:
+    """Distribution of the voxels' HRF peak latencies, one histogram per area.
+
+    Parameters
+    ----------
+    peaks : dict of area to ndarray of shape (n_voxels,)
+        Peak latency (seconds) of each voxel shown.
+    note : str
+        Which voxels are shown, for the title.
+    """
+    fig, ax = plt.subplots(figsize=(5.5, 3.4))
+    finite = [p[np.isfinite(p)] for p in peaks.values()]
+    values = np.concatenate(finite) if finite else np.zeros(0)
+    lo, hi = (float(values.min()), float(values.max())) if values.size else (0.0, 1.0)
+    bins = np.linspace(lo - 0.25, hi + 0.25, 25)
+    for i, (area, p) in enumerate(peaks.items()):
+        p = p[np.isfinite(p)]
+        if p.size:
+            ax.hist(p, bins=bins, histtype="step", lw=1.5, color=AREA_COLOURS[i % 6],
+                    label=f"{area} (n={p.size}, median {np.median(p):.2f} s)")
+    ax.set_xlabel("HRF peak latency (s)")
+    ax.set_ylabel("voxels")
+    ax.set_title("HRF peak latencies" + (f" ({note})" if note else ""))
+    _legend(ax, fontsize=7)
+    fig.tight_layout()
+    return _save(fig, Path(path))

@@ -76,6 +76,7 @@ class VideoNIF(nn.Module):
                  hrf_span_s: float = 32.0) -> None:
         super().__init__()
         self.fps = float(fps)
+        self.taps_s, self.hrf_span_s = float(taps_s), float(hrf_span_s)
         self.spatial = NIFModel(config, frame_shape, n_voxels)
         taps = max(1, int(round(taps_s * fps)))
         self.temporal = nn.ModuleDict({

@@ -42,6 +42,7 @@ from niflow.interpret.receptive_fields import ensemble_receptive_fields
 from niflow.model.fitted import FittedModel
 from niflow.model.gaussian import GaussianReadout
 from niflow.model.nif import NIFModel
+from niflow.model.video import VideoNIF
 
 
 class RunError(RuntimeError):
@@ -60,6 +61,59 @@ class Run(FittedModel):
         See :func:`niflow.interpret.ensemble_receptive_fields`.
         """
         return ensemble_receptive_fields(self, area)
+
+
+@dataclass
+class MovieRun(Run):
+    """A video model loaded from a movie run folder.
+
+    ``model`` is the video model's spatial part (:attr:`VideoNIF.spatial`), so receptive
+    fields, information flow and readout figures read it as for static runs; volumes are
+    predicted from a movie with :meth:`predict_volumes`.
+
+    Attributes
+    ----------
+    video : VideoNIF
+    tr : float
+        Seconds per volume of the training data.
+    """
+
+    video: VideoNIF | None = None
+    tr: float = 0.0
+
+    def predict(self, stim: np.ndarray) -> dict[str, np.ndarray]:
+        raise TypeError("a movie run predicts volumes from a movie, not responses to images: "
+                        "use run.predict_volumes(niflow.read_movie(stim, bold), volumes)")
+
+    def predict_volumes(self, files, volumes: np.ndarray | None = None,
+                        ) -> dict[str, np.ndarray]:
+        """Predicted volumes in the responses' units.
+
+        Parameters
+        ----------
+        files : niflow.data.movie.MovieFiles
+            A movie data set (its frames, fps and run timing are used).
+        volumes : ndarray of shape (n,), int, optional
+            Volume indices into the data set's concatenated responses; default all.
+
+        Returns
+        -------
+        dict of str to ndarray of shape (n, n_voxels)
+        """
+        from niflow.train.video import predict_video
+
+        assert self.video is not None
+        if tuple(files.frame_shape) != tuple(self.video.frame_shape):
+            c, h, w = self.video.frame_shape
+            raise ValueError(f"{files.sources['stim']}: frames of shape {files.frame_shape} "
+                             f"(channels, height, width) but the model was trained on "
+                             f"({c}, {h}, {w})")
+        if abs(files.timing.fps - self.video.fps) > 1e-9:
+            raise ValueError(f"{files.sources['stim']}: fps {files.timing.fps:g} but the model "
+                             f"was trained at {self.video.fps:g} fps")
+        vols = np.arange(files.timing.n_volumes) if volumes is None else np.asarray(volumes)
+        z = predict_video(self.video, files, vols)
+        return {a: self.scalers[a].inverse(p) for a, p in z.items()}
 
 
 def modelparams(model: NIFModel) -> dict[str, np.ndarray]:
@@ -105,12 +159,50 @@ def _save_model(run: Run, path: Path) -> None:
     atomic_write(path, lambda p: p.write_bytes(buf.getvalue()))
 
 
+def save_movie_model(run: MovieRun, path: Path) -> None:
+    """``model.pt`` of a movie run (``kind: "video"``)."""
+    video = run.video
+    assert video is not None
+    state = {
+        "niflow_version": __version__,
+        "kind": "video",
+        "config": run.config.to_dict(),
+        "frame_shape": video.frame_shape,
+        "n_voxels": {a: h.n_voxels for a, h in video.hrf.items()},
+        "fps": video.fps,
+        "tr": run.tr,
+        "taps_s": video.taps_s,
+        "hrf_span_s": video.hrf_span_s,
+        "state_dict": video.state_dict(),
+        "scalers": {a: {"mean": s.mean, "std": s.std} for a, s in run.scalers.items()},
+        "voxel_index": run.voxel_index,
+    }
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    atomic_write(path, lambda p: p.write_bytes(buf.getvalue()))
+
+
+def _load_movie_run(state: dict, path: Path) -> MovieRun:
+    cfg = cfgmod.from_dict(state["config"])
+    video = VideoNIF(cfg, tuple(state["frame_shape"]), state["n_voxels"], state["fps"],
+                     taps_s=state["taps_s"], hrf_span_s=state["hrf_span_s"])
+    video.load_state_dict(state["state_dict"])
+    video.eval()
+    scalers = {a: Standardizer(np.asarray(s["mean"]), np.asarray(s["std"]))
+               for a, s in state["scalers"].items()}
+    return MovieRun(cfg, video.spatial, scalers, state["voxel_index"], None, path=path,
+                    video=video, tr=float(state["tr"]))
+
+
 def load_run(path: str | Path) -> Run:
-    """Rebuild a trained model from a run folder's ``model.pt``."""
+    """Rebuild a trained model from a run folder's ``model.pt`` (a :class:`MovieRun` for a
+    movie run)."""
     path = Path(path)
     if not (path / "model.pt").exists():
         raise RunError(f"{path}: not a finished run (no model.pt)")
     state = torch.load(path / "model.pt", map_location="cpu", weights_only=False)
+    if state.get("kind") == "video":
+        return _load_movie_run(state, path)
     cfg = cfgmod.from_dict(state["config"])
     model = NIFModel(cfg, tuple(state["image_shape"]), state["n_voxels"])
     model.load_state_dict(state["state_dict"])

@@ -1,0 +1,256 @@
+"""Movie runs: a video model trained on a movie data set, written as a run folder.
+
+``train_movie`` reads a data set in the movie contract (:mod:`niflow.data.movie`), splits it
+by run, trains :class:`~niflow.model.video.VideoNIF` (choosing among
+``config.select.candidates`` on the validation runs when there are any) and fills the folder
+with the static run's files, in volumes instead of images::
+
+    run.json, config.json   as for static runs
+    split.json              kind "movie"; train / val / test volume indices; train_runs,
+                            val_runs, test_runs (run labels)
+    model.pt                kind "video": weights, frame shape, fps, tr, scalers
+    log.jsonl               one record per epoch of the kept model
+    selection.json          candidates' validation median r and the chosen one
+    metrics.json            per area: held-out summary, median HRF peak, noise ceiling
+    voxels.csv              area, voxel, r_test, r2_test, prf_x, prf_y, prf_sigma,
+                            prf_sigma_fit, hrf_peak_s, hrf_fwhm_s, noise_ceiling
+    stats_voxels.csv        r, R², noise ceiling from the test runs' repeats, r / ceiling
+    stats.json              per-area summaries and the ceiling method
+    predictions.npz         test-volume predictions <area>, measured_<area> (n_test, V) and
+                            test_rows: the volume indices into the concatenated responses
+    figures/                training.png, rf_<area>.png, hrf_<area>.png, hrf_latency.png,
+                            kernels_<first area>.png
+
+The run folder appears with ``run.json``, ``config.json`` and ``split.json`` or not at all;
+every later file is written atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from niflow import config as cfgmod
+from niflow._atomic import atomic_write_text
+from niflow.data.errors import DataError
+from niflow.data.io import save_npz
+from niflow.data.movie import MovieFiles, check_test_runs, read_movie
+from niflow.evaluate.statistics import area_summary, summarize, voxel_statistics
+from niflow.interpret.receptive_fields import spatial_maps
+from niflow.runs.evaluation import write_statistics
+from niflow.runs.folder import _create_run_dir, _write_run_info, check_run_dir
+from niflow.runs.inputs import check_config
+from niflow.runs.outputs import VOXELS_CSV, _write_csv
+from niflow.runs.run import MovieRun, RunError, save_movie_model
+from niflow.train.video import MovieFit, fit_movie
+
+__all__ = ["movie_outputs", "train_movie"]
+
+CEILING_NOTE = ("split-half reliability of the test runs' repeats (<AREA>_repeats), "
+                "Spearman-Brown corrected to their number; ceiling = sqrt(reliability)")
+
+
+def _say(progress: bool) -> Callable[[str], None] | None:
+    if not progress:
+        return None
+    import sys
+
+    return lambda line: print(line, file=sys.stderr, flush=True)
+
+
+def _candidates(cfg: cfgmod.RunConfig) -> list[tuple[str | None, cfgmod.RunConfig]]:
+    if not cfg.select.candidates:
+        return [(None, cfg)]
+    return [(name, cfgmod.candidate(cfg, name)) for name in cfg.select.candidates]
+
+
+def _select(files: MovieFiles, test_runs: list[int], cfg: cfgmod.RunConfig,
+            say: Callable[[str], None] | None, taps_s: float,
+            ) -> tuple[MovieFit, cfgmod.RunConfig, dict]:
+    """Train every candidate on the training runs; keep the best validation median r."""
+    start = time.perf_counter()
+    best: tuple[MovieFit, cfgmod.RunConfig] | None = None
+    scores: dict[str, dict] = {}
+    for name, c in _candidates(cfg):
+        if say is not None and name is not None:
+            say(f"candidate {name}")
+        fit = fit_movie(files, test_runs, c, say, taps_s=taps_s)
+        score = float(fit.history.best_val_r)
+        scores[name or "configured"] = {"val_median_r": score if np.isfinite(score) else None,
+                                        "best_epoch": fit.history.best_epoch,
+                                        "epochs_run": len(fit.history.epochs)}
+        if best is None or score > best[0].history.best_val_r:
+            best = (fit, c)
+    assert best is not None
+    chosen = next((n for n, c in _candidates(cfg) if c is best[1]), None)
+    info = {"chosen": chosen, "scores": scores, "members": [chosen or "configured"],
+            "criterion": "median r over all voxels on the validation runs",
+            "seconds": time.perf_counter() - start,
+            "note": "movie runs train one model of the chosen kind (no ensemble yet)"}
+    return best[0], best[1], info
+
+
+def train_movie(stim_path: str | Path, bold_path: str | Path, out: str | Path,
+                cfg: cfgmod.RunConfig, test_runs: list[int], *, force: bool = False,
+                progress: bool = True, taps_s: float = 0.5,
+                config_source: str = "config") -> MovieRun:
+    """Train a video model on a movie data set and write the run folder ``out``.
+
+    Parameters
+    ----------
+    stim_path, bold_path : path
+        Stimulus and response files in the movie contract (:mod:`niflow.data.movie`).
+    out : path
+        The run folder (absent or empty, or ``force``).
+    cfg : RunConfig
+        Areas, readout, training settings and ``select.candidates``; validation takes about
+        ``train.val_fraction`` of the training runs.
+    test_runs : list of int
+        Run labels held out for testing.
+    taps_s : float
+        Length of each area's causal temporal filter (seconds).
+
+    Returns
+    -------
+    MovieRun
+
+    Raises
+    ------
+    DataError, ConfigError, RunError
+        One line each, before anything is written.
+    """
+    out = Path(out)
+    files = read_movie(stim_path, bold_path, cfg.data.stim_variable)
+    test_runs = check_test_runs(files.timing, [int(r) for r in test_runs],
+                                files.sources["bold"])
+    check_config(cfg, files.frame_shape, config_source)
+    for area in files.responses:
+        if area not in cfg.area_names():
+            raise DataError(f"{bold_path}: area {area!r} is not in the configuration's areas "
+                            f"{cfg.area_names()}")
+        if not np.isfinite(files.responses[area]).all():
+            raise DataError(f"{bold_path}: variable {area!r} has NaN or Inf values")
+        files.repeats(area, test_runs)  # shape checked before anything is written
+    check_run_dir(out, force, resume=False)
+    started = time.time()
+    say = _say(progress)
+    from niflow.data.movie import movie_split
+
+    train, val, test = movie_split(files.timing, test_runs, cfg.train.val_fraction,
+                                   cfg.train.seed)
+    split = {"kind": "movie", "train": train, "val": val, "test": test,
+             "train_runs": sorted({int(r) for r in files.timing.volume_run[train]}),
+             "val_runs": sorted({int(r) for r in files.timing.volume_run[val]}),
+             "test_runs": test_runs, "tr": files.timing.tr, "fps": files.timing.fps}
+
+    def start_folder(folder: Path) -> None:
+        cfgmod.save(cfg, folder / "config.json")
+        atomic_write_text(folder / "split.json", json.dumps(_plain(split)) + "\n")
+        _write_run_info(folder, cfg, files.sources, started)
+
+    _create_run_dir(out, force, start_folder)
+    fit, chosen_cfg, selection = _select(files, test_runs, cfg, say, taps_s)
+    voxel_index = {a: np.arange(r.shape[1]) for a, r in files.responses.items()}
+    run = MovieRun(chosen_cfg, fit.model.spatial, fit.scalers, voxel_index, None, path=out,
+                   video=fit.model, tr=files.timing.tr)
+    if cfg.select.candidates:
+        atomic_write_text(out / "selection.json", json.dumps(_plain(selection), indent=2)
+                          + "\n")
+    movie_outputs(run, files, fit, test_runs)
+    info = json.loads((out / "run.json").read_text())
+    info["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime())
+    info["training_seconds"] = float(selection["seconds"])
+    atomic_write_text(out / "run.json", json.dumps(info, indent=2) + "\n")
+    return run
+
+
+def _plain(obj):
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, list | tuple):
+        return [_plain(v) for v in obj]
+    return obj
+
+
+def movie_outputs(run: MovieRun, files: MovieFiles, fit: MovieFit,
+                  test_runs: list[int]) -> None:
+    """Write weights, log, metrics, per-voxel tables, predictions and figures of a movie run."""
+    from niflow import figures as plots
+
+    out = run.path
+    if out is None:
+        raise RunError("a movie run needs a folder to write its outputs")
+    video = run.video
+    assert video is not None
+    save_movie_model(run, out / "model.pt")
+    log = [{"epoch": e["epoch"], "train_loss": e["train_loss"], "val_median_r": e["val_r"],
+            "seconds": e["seconds"]} for e in fit.history.epochs]
+    atomic_write_text(out / "log.jsonl", "".join(json.dumps(e) + "\n" for e in log))
+    test = fit.test
+    pred = fit.predict(files, test)
+    hrf = video.hrf_parameters()
+    rows, metrics, stats, measured = [], {}, {}, {}
+    peaks_shown = {}
+    for area, p in pred.items():
+        true = files.responses[area][test].astype(np.float64)
+        repeats = files.repeats(area, test_runs)
+        st = voxel_statistics(p, true, repeats, n_permutations=0)
+        stats[area] = {"voxel": run.voxel_index[area], "stats": st,
+                       "summary": area_summary(st, None if repeats is None else
+                                               repeats.shape[0])}
+        measured[f"measured_{area}"] = true.astype(np.float32)
+        prf = run.receptive_fields(area)
+        fitted = prf.get("prf_sigma_fit", prf["prf_sigma"])
+        peak, fwhm = hrf[area]["hrf_peak_s"], hrf[area]["hrf_fwhm_s"]
+        r = st["r"]
+        good = r > 0.3
+        metrics[area] = {**summarize(r), "median_noise_ceiling":
+                         stats[area]["summary"]["median_noise_ceiling"],
+                         "median_r_normalised": stats[area]["summary"]["median_r_normalised"],
+                         "median_hrf_peak_s": float(np.median(peak)),
+                         "median_hrf_peak_s_r_above_0.3": (float(np.median(peak[good]))
+                                                           if good.any() else None)}
+        for j in range(r.size):
+            rows.append([area, int(run.voxel_index[area][j]), r[j], st["r2"][j],
+                         prf["prf_x"][j], prf["prf_y"][j], prf["prf_sigma"][j], fitted[j],
+                         peak[j], fwhm[j], st["noise_ceiling"][j]])
+        order = np.argsort(-np.nan_to_num(r, nan=-2))[:8]
+        maps = spatial_maps(run.model, area)
+        plots.plot_receptive_fields(
+            maps[order], run.model.geometry(area), run.voxel_index[area][order], r[order],
+            (prf["prf_x"][order], prf["prf_y"][order]), area, out / "figures" / f"rf_{area}.png",
+            files.frame_shape[1:], visual_field_deg=run.config.data.visual_field_deg)
+        kernel = video.hrf[area].kernel().detach().double().cpu().numpy()
+        lags = np.arange(1, kernel.shape[1] + 1) / video.fps
+        plots.plot_hrfs(kernel[order[:6]], lags, run.voxel_index[area][order[:6]],
+                        r[order[:6]], area, out / "figures" / f"hrf_{area}.png")
+        peaks_shown[area] = peak[good] if good.any() else peak
+    plots.plot_hrf_latencies(peaks_shown, out / "figures" / "hrf_latency.png",
+                             "voxels with held-out r > 0.3, or all where none")
+    first = run.config.areas[0].name
+    plots.plot_kernels(run.model.graph.areas[first].kernel_weights().detach().numpy(), first,
+                       out / "figures" / f"kernels_{first}.png")
+    plots.plot_training(log, out / "figures" / "training.png", fit.history.best_epoch or None)
+    save_npz(out / "predictions.npz", {**{a: p.astype(np.float32) for a, p in pred.items()},
+                                       **measured, "test_rows": test.astype(np.int64)})
+    _write_csv(out / VOXELS_CSV, ["area", "voxel", "r_test", "r2_test", "prf_x", "prf_y",
+                                  "prf_sigma", "prf_sigma_fit", "hrf_peak_s", "hrf_fwhm_s",
+                                  "noise_ceiling"], rows)
+    write_statistics(stats, out, {"test_runs": test_runs, "n_test_volumes": int(test.size),
+                                  "noise_ceiling": CEILING_NOTE,
+                                  "p_values": "not computed for time series (row "
+                                  "permutations ignore autocorrelation)"})
+    summary = {"kind": "movie", "areas": metrics, "n_test_rows": int(test.size),
+               "test_runs": test_runs,
+               "training": {"best_epoch": fit.history.best_epoch,
+                            "epochs_run": len(fit.history.epochs),
+                            "best_val_median_r": (float(fit.history.best_val_r)
+                                                  if np.isfinite(fit.history.best_val_r)
+                                                  else None)}}
+    atomic_write_text(out / "metrics.json", json.dumps(summary, indent=2) + "\n")
