@@ -233,6 +233,10 @@ def _train(args) -> int:
 
     if args.resume and args.force:
         raise RunError("--resume and --force contradict each other; choose one")
+    from niflow.data.movie import is_movie_data
+
+    if args.test_runs is not None or is_movie_data(args.stim, args.bold):
+        return _train_movie(args)
     if args.resume and args.config is None and (args.out / "config.json").exists():
         args.config = args.out / "config.json"
     cfg = _resolve_config(args)
@@ -287,6 +291,57 @@ def _train(args) -> int:
     print(f"trained {len(hist.epochs)} epochs (best {hist.best_epoch}); held-out rows: "
           f"{data.split.test.size}")
     _print_area_table(metrics["areas"])
+    print(f"run folder: {args.out}")
+    return 0
+
+
+def _train_movie(args) -> int:
+    """``niflow train`` on a movie data set (:func:`niflow.runs.movie.train_movie`)."""
+    from niflow.data.movie import is_movie_data, parse_runs, read_movie
+    from niflow.runs.movie import train_movie
+
+    if not is_movie_data(args.stim, args.bold):
+        raise DataError(f"--test-runs is for movie data, but {args.stim} has no 'fps' and "
+                        f"{args.bold} no 'tr'; for images use --test-rows")
+    for flag, given in (("--resume", args.resume), ("--train-rows", args.train_rows),
+                        ("--compile", args.compile), ("--batch-size", args.batch_size),
+                        ("--test-rows", args.test_rows != "auto")):
+        if given:
+            raise RunError(f"{flag} is not available for movie data (a video model trains "
+                           f"on whole runs: choose them with --test-runs)")
+    if args.test_runs is None:
+        runs = read_movie(args.stim, args.bold).timing.runs
+        raise DataError(f"{args.bold}: movie data need --test-runs (held-out run labels); "
+                        f"its runs are {runs}")
+    cfg = _resolve_config(args)
+    from niflow.train.runtime import runtime_from_environment
+
+    runtime = runtime_from_environment(args.device, False)
+    if runtime.distributed:
+        raise RunError("movie runs train in one process; start niflow train without torchrun")
+    try:
+        train_movie(args.stim, args.bold, args.out, cfg, parse_runs(args.test_runs),
+                    force=args.force, progress=not args.quiet, device=str(runtime.device),
+                    config_source=str(args.config or "command line"))
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(f"interrupted; {args.out} is unfinished (movie runs cannot "
+                                f"be resumed yet: start again with --force)") from None
+    metrics = json.loads((args.out / "metrics.json").read_text())
+    selection = args.out / "selection.json"
+    if selection.exists():
+        sel = json.loads(selection.read_text())
+        scores = ", ".join(f"{k} {v['val_median_r']:.3f}" for k, v in sel["scores"].items()
+                           if v["val_median_r"] is not None)
+        print(f"selected {sel['chosen']} by validation median r ({scores}); "
+              f"{sel['seconds']:.0f} s")
+    tr = metrics["training"]
+    print(f"trained {tr['epochs_run']} epochs (best {tr['best_epoch']}); held-out volumes: "
+          f"{metrics['n_test_rows']} (runs {metrics['test_runs']})")
+    _print_area_table(metrics["areas"])
+    for area, m in metrics["areas"].items():
+        ceiling = m.get("median_noise_ceiling")
+        print(f"{area}: median HRF peak {m['median_hrf_peak_s']:.2f} s"
+              + (f"; median noise ceiling {ceiling:.3f}" if ceiling is not None else ""))
     print(f"run folder: {args.out}")
     return 0
 

@@ -68,6 +68,9 @@ def _add_train(sub) -> None:
     p.add_argument("--train-rows",
                    help="rows to train on, same forms (default: all rows not in "
                    "--test-rows); must not overlap --test-rows")
+    p.add_argument("--test-runs",
+                   help="movie data (fps in --stim, tr in --bold): held-out run labels, e.g. "
+                   "8 or 7,8; a video model trains on the other runs")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float)

@@ -29,7 +29,8 @@ from niflow.data.io import load_arrays
 from niflow.data.stream import H5Array
 
 __all__ = ["MovieFiles", "MovieTiming", "check_movie_timing", "check_repeats",
-           "check_test_runs", "movie_split", "read_movie", "read_scalar", "run_labels"]
+           "check_test_runs", "is_movie_data", "movie_split", "parse_runs", "read_movie",
+           "read_scalar", "run_labels"]
 
 RESERVED = ("fps", "tr", "run")
 REPEATS_SUFFIX = "_repeats"
@@ -293,7 +294,49 @@ def movie_split(timing: MovieTiming, test_runs: list[int], val_fraction: float, 
     return rows[: rows.size - n_val - gap], rows[rows.size - n_val:], test
 
 
+def variable_names(path: str | Path) -> set[str]:
+    """Names of a file's variables, read from its header only (HDF5, ``.npz``, ``.mat``);
+    empty when the file cannot be read (the loaders say why)."""
+    path = Path(path)
+    try:
+        if _is_hdf5_path(path):
+            import h5py
+
+            with h5py.File(path, "r") as fh:
+                return set(fh.keys())
+        if path.suffix.lower() == ".npz":
+            with np.load(path, allow_pickle=False) as z:
+                return set(z.files)
+        if path.suffix.lower() == ".mat":
+            from scipy.io import whosmat
+
+            return {name for name, _, _ in whosmat(str(path))}
+    except (OSError, ValueError):
+        return set()
+    return set()
+
+
+def is_movie_data(stim_path: str | Path, bold_path: str | Path) -> bool:
+    """Whether the files follow the movie contract: ``fps`` in the stimulus file or ``tr``
+    in the response file."""
+    return "fps" in variable_names(stim_path) or "tr" in variable_names(bold_path)
+
+
+def parse_runs(spec: str, what: str = "--test-runs") -> list[int]:
+    """``"8"`` or ``"7,8"`` → run labels."""
+    try:
+        runs = [int(v) for v in str(spec).split(",") if v.strip()]
+    except ValueError:
+        raise DataError(f"{what} {spec!r}: give run labels as integers, e.g. 8 or 7,8") \
+            from None
+    if not runs:
+        raise DataError(f"{what} {spec!r}: give at least one run label")
+    return runs
+
+
 def _is_hdf5_path(path: Path) -> bool:
+    if not path.is_file():
+        return False
     with open(path, "rb") as fh:
         return fh.read(8) == b"\x89HDF\r\n\x1a\n" or (fh.seek(512) == 512 and
                                                        fh.read(8) == b"\x89HDF\r\n\x1a\n")

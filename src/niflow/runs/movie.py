@@ -69,24 +69,24 @@ def _candidates(cfg: cfgmod.RunConfig) -> list[tuple[str | None, cfgmod.RunConfi
 
 
 def _select(files: MovieFiles, test_runs: list[int], cfg: cfgmod.RunConfig,
-            say: Callable[[str], None] | None, taps_s: float,
+            say: Callable[[str], None] | None, taps_s: float, device: str,
             ) -> tuple[MovieFit, cfgmod.RunConfig, dict]:
     """Train every candidate on the training runs; keep the best validation median r."""
     start = time.perf_counter()
-    best: tuple[MovieFit, cfgmod.RunConfig] | None = None
+    best: tuple[MovieFit, cfgmod.RunConfig, str | None] | None = None
     scores: dict[str, dict] = {}
     for name, c in _candidates(cfg):
         if say is not None and name is not None:
             say(f"candidate {name}")
-        fit = fit_movie(files, test_runs, c, say, taps_s=taps_s)
+        fit = fit_movie(files, test_runs, c, say, taps_s=taps_s, device=device)
         score = float(fit.history.best_val_r)
         scores[name or "configured"] = {"val_median_r": score if np.isfinite(score) else None,
                                         "best_epoch": fit.history.best_epoch,
                                         "epochs_run": len(fit.history.epochs)}
         if best is None or score > best[0].history.best_val_r:
-            best = (fit, c)
+            best = (fit, c, name)
     assert best is not None
-    chosen = next((n for n, c in _candidates(cfg) if c is best[1]), None)
+    chosen = best[2]
     info = {"chosen": chosen, "scores": scores, "members": [chosen or "configured"],
             "criterion": "median r over all voxels on the validation runs",
             "seconds": time.perf_counter() - start,
@@ -97,7 +97,7 @@ def _select(files: MovieFiles, test_runs: list[int], cfg: cfgmod.RunConfig,
 def train_movie(stim_path: str | Path, bold_path: str | Path, out: str | Path,
                 cfg: cfgmod.RunConfig, test_runs: list[int], *, force: bool = False,
                 progress: bool = True, taps_s: float = 0.5,
-                config_source: str = "config") -> MovieRun:
+                config_source: str = "config", device: str = "cpu") -> MovieRun:
     """Train a video model on a movie data set and write the run folder ``out``.
 
     Parameters
@@ -113,6 +113,8 @@ def train_movie(stim_path: str | Path, bold_path: str | Path, out: str | Path,
         Run labels held out for testing.
     taps_s : float
         Length of each area's causal temporal filter (seconds).
+    device : str
+        ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
 
     Returns
     -------
@@ -153,8 +155,9 @@ def train_movie(stim_path: str | Path, bold_path: str | Path, out: str | Path,
         _write_run_info(folder, cfg, files.sources, started)
 
     _create_run_dir(out, force, start_folder)
-    fit, chosen_cfg, selection = _select(files, test_runs, cfg, say, taps_s)
+    fit, chosen_cfg, selection = _select(files, test_runs, cfg, say, taps_s, device)
     voxel_index = {a: np.arange(r.shape[1]) for a, r in files.responses.items()}
+    fit.model.cpu()
     run = MovieRun(chosen_cfg, fit.model.spatial, fit.scalers, voxel_index, None, path=out,
                    video=fit.model, tr=files.timing.tr)
     if cfg.select.candidates:

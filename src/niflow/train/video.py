@@ -229,7 +229,7 @@ class MovieFit:
 
 def fit_movie(files: MovieFiles, test_runs: list[int], cfg: RunConfig,
               progress: Callable[[str], None] | None = None, taps_s: float = 0.5,
-              segment_s: float = 60.0) -> MovieFit:
+              segment_s: float = 60.0, device: torch.device | str = "cpu") -> MovieFit:
     """Split by run, z-score on the training volumes, initialise and train a video model.
 
     Parameters
@@ -240,6 +240,8 @@ def fit_movie(files: MovieFiles, test_runs: list[int], cfg: RunConfig,
     cfg : RunConfig
         Areas, spatial readout and training settings (``train.val_fraction`` of the
         training runs validate).
+    device : torch.device or str
+        Where the model trains (frames are read on the CPU and moved per segment).
     """
     t = files.timing
     train, val, test = movie_split(t, test_runs, cfg.train.val_fraction, cfg.train.seed)
@@ -254,5 +256,6 @@ def fit_movie(files: MovieFiles, test_runs: list[int], cfg: RunConfig,
     model.spatial.set_input_stats(float(frames.mean()), float(frames.std()))
     model.initialize_readouts(torch.as_tensor(frames),
                               {a: torch.as_tensor(r[init]) for a, r in z.items()})
+    model.to(device)
     hist = fit_video(model, files, z, train, val, cfg, progress, segment_s)
     return MovieFit(model, scalers, train, val, test, hist)

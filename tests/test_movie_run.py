@@ -1,0 +1,152 @@
+"""Movie runs: ``niflow train`` on a movie data set writes the run folder's contract in
+volumes (split by run, per-voxel HRF columns, the repeats' noise ceiling), loads back, and
+refuses bad inputs with one line."""
+
+from __future__ import annotations
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+
+from _cli import run_many
+from niflow import config as cfgmod
+from niflow.data.io import save_mat
+from niflow.data.movie import read_movie
+from niflow.data.simulate.movie import simulate_movie, write_movie_simulation
+from niflow.evaluate.statistics import read_table
+from niflow.runs.movie import train_movie
+from niflow.runs.run import MovieRun, load_run
+
+
+def _config(epochs: int = 4) -> cfgmod.RunConfig:
+    cfg = cfgmod.candidate(cfgmod.preset("default"), "gabor-gaussian")
+    cfg.train.epochs, cfg.train.patience, cfg.train.val_fraction = epochs, 4, 0.34
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def movie_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("movie_run")
+    sim = simulate_movie(n_train_runs=3, run_seconds=60.0, fps=4.0, tr=1.0, size=20,
+                         n_voxels={"V1": 30, "V2": 12}, ceiling_range=(0.6, 0.8), seed=2)
+    paths = write_movie_simulation(sim, root / "data")
+    run = train_movie(paths["stim"], paths["bold"], root / "run", _config(), [sim.test_run],
+                      progress=False)
+    return sim, paths, run, root / "run"
+
+
+def test_the_run_folder_holds_the_contract_in_volumes(movie_run):
+    sim, paths, run, out = movie_run
+    names = {p.name for p in out.iterdir()}
+    assert {"run.json", "config.json", "split.json", "model.pt", "log.jsonl", "metrics.json",
+            "voxels.csv", "stats.json", "stats_voxels.csv", "predictions.npz"} <= names
+    assert {"hrf_V1.png", "hrf_V2.png", "hrf_latency.png", "rf_V1.png", "training.png"} <= {
+        p.name for p in (out / "figures").iterdir()}
+    split = json.loads((out / "split.json").read_text())
+    with h5py.File(paths["bold"], "r") as fh:
+        vol_run = np.asarray(fh["run"][()])
+        bold = {a: np.asarray(fh[a][()]) for a in ("V1", "V2")}
+        repeats = {a: np.asarray(fh[f"{a}_repeats"][()]) for a in ("V1", "V2")}
+    assert split["kind"] == "movie" and split["test_runs"] == [sim.test_run]
+    assert np.array_equal(split["test"], np.flatnonzero(vol_run == sim.test_run))
+    # validation is a whole training run, never a test volume
+    assert set(vol_run[split["val"]]) == set(split["val_runs"]) and len(split["val_runs"]) == 1
+    assert not set(split["val_runs"]) & set(split["train_runs"])
+    pred = np.load(out / "predictions.npz")
+    assert np.array_equal(pred["test_rows"], split["test"])
+    table = read_table(out / "voxels.csv")
+    for area in ("V1", "V2"):
+        measured = bold[area][split["test"]]
+        assert np.allclose(pred[f"measured_{area}"], measured, atol=1e-6)
+        m = table["area"] == area
+        # r in the table is the Pearson r of the stored predictions, computed naively here
+        r = [np.corrcoef(pred[area][:, v], measured[:, v])[0, 1]
+             for v in range(measured.shape[1])]
+        assert np.allclose(table["r_test"][m].astype(float), r, atol=1e-5)
+        # the ceiling comes from the repeats: sqrt of a split-half reliability, within the
+        # range a naive two-halves estimate spans
+        ceiling = table["noise_ceiling"][m].astype(float)
+        rep = repeats[area]
+        half = rep.shape[0] // 2
+        a, b = rep[:half].mean(0), rep[half:2 * half].mean(0)
+        rel = np.array([np.corrcoef(a[:, v], b[:, v])[0, 1] for v in range(rep.shape[2])])
+        naive = np.sqrt(np.clip(2 * rel / (1 + rel), 0, None))
+        assert np.median(np.abs(ceiling - naive)) < 0.08
+        true_ceiling = np.median(sim.truth[area]["noise_ceiling"])
+        assert np.median(ceiling) == pytest.approx(true_ceiling, abs=0.1)
+        peaks = table["hrf_peak_s"][m].astype(float)
+        assert np.allclose(peaks, run.video.hrf_parameters()[area]["hrf_peak_s"], atol=0.01)
+        assert np.all((peaks > 2) & (peaks < 11)) and np.all(table["hrf_fwhm_s"][m].astype(
+            float) > 1)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["kind"] == "movie" and metrics["n_test_rows"] == len(split["test"])
+
+
+def test_a_movie_run_predicts_held_out_volumes_above_chance(movie_run):
+    _, _, _, out = movie_run
+    table = read_table(out / "voxels.csv")
+    r = table["r_test"][table["area"] == "V1"].astype(float)
+    # 60 test volumes of an autocorrelated signal: chance r is within about ±0.2; the
+    # simulation's V1 ceiling is 0.6-0.8
+    assert np.median(r) > 0.25
+
+
+def test_the_loaded_run_predicts_what_training_stored(movie_run):
+    _, paths, _, out = movie_run
+    run = load_run(out)
+    assert isinstance(run, MovieRun)
+    files = read_movie(paths["stim"], paths["bold"])
+    pred = np.load(out / "predictions.npz")
+    got = run.predict_volumes(files, pred["test_rows"])
+    for area in ("V1", "V2"):
+        assert np.allclose(got[area], pred[area], rtol=1e-4, atol=1e-4)
+    with pytest.raises(TypeError, match="predict_volumes"):
+        run.predict(np.zeros((2, 20, 20)))
+    other = read_movie(paths["stim"], paths["bold"])
+    other.stim = other.stim.read(np.arange(other.timing.n_frames))[:, :16, :16]
+    with pytest.raises(ValueError, match=r"frames of shape \(1, 16, 16\).*\(1, 20, 20\)"):
+        run.predict_volumes(other, pred["test_rows"])
+    prf = run.receptive_fields("V1")
+    table = read_table(out / "voxels.csv")
+    assert np.allclose(prf["prf_x"], table["prf_x"][table["area"] == "V1"].astype(float),
+                       atol=1e-3)
+
+
+def test_bad_movie_inputs_get_one_line(movie_run, tmp_path):
+    sim, paths, _, _ = movie_run
+    stim, bold = str(paths["stim"]), str(paths["bold"])
+    save_mat(tmp_path / "img.mat", {"stim": np.zeros((20, 16, 16), np.uint8)})
+    save_mat(tmp_path / "img_bold.mat", {"V1": np.zeros((20, 5), np.float32)})
+    with h5py.File(tmp_path / "tiny.h5", "w") as fh:
+        fh["stim"] = np.zeros((320, 4, 4), np.uint8)
+        fh["fps"] = 4.0
+        fh["run"] = np.repeat([1, 2, 3, 4], 80)
+    with h5py.File(tmp_path / "slow_bold.h5", "w") as fh:
+        fh["V1"] = np.random.default_rng(0).standard_normal((80, 5)).astype(np.float32)
+        fh["tr"] = 4.0
+        fh["run"] = np.repeat([1, 2, 3, 4], 20)
+    jobs = {
+        "no_runs": ["train", "--stim", stim, "--bold", bold, "--out", "a"],
+        "unknown_run": ["train", "--stim", stim, "--bold", bold, "--out", "b",
+                        "--test-runs", "9"],
+        "rows": ["train", "--stim", stim, "--bold", bold, "--out", "c", "--test-runs", "4",
+                 "--test-rows", "0:10"],
+        "static": ["train", "--stim", "img.mat", "--bold", "img_bold.mat", "--out", "d",
+                   "--test-runs", "1"],
+        "durations": ["train", "--stim", "tiny.h5", "--bold", "slow_bold.h5", "--out", "f",
+                      "--test-runs", "4"],
+    }
+    res = run_many(jobs, tmp_path)
+    want = {"no_runs": "need --test-runs", "unknown_run": "test run(s) [9] not found",
+            "rows": "--test-rows is not available for movie data",
+            "static": "for images use --test-rows",
+            "durations": "each run must last as long in both files"}
+    for name, text in want.items():
+        r = res[name]
+        assert r.rc != 0, name
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and text in lines[0], (name, r.stderr)
+    for name in jobs:
+        assert not (tmp_path / jobs[name][jobs[name].index("--out") + 1]).exists()
