@@ -150,3 +150,12 @@ def test_bad_movie_inputs_get_one_line(movie_run, tmp_path):
         assert len(lines) == 1 and text in lines[0], (name, r.stderr)
     for name in jobs:
         assert not (tmp_path / jobs[name][jobs[name].index("--out") + 1]).exists()
+
+
+def test_the_report_shows_a_movie_runs_haemodynamics(movie_run):
+    from niflow.report.html import write_report
+
+    _, _, _, out = movie_run
+    page = write_report(out, probe_if_missing=False).read_text()
+    assert "Haemodynamic responses" in page
+    assert "V1: learned HRFs" in page and "V2: learned HRFs" in page

@@ -299,8 +299,11 @@ def plot_prf_agreement(pairs: dict[str, dict[str, np.ndarray]], path: str | Path
         for ax, key in zip(row[:2], ("x", "y"), strict=True):
             a, b = p[f"readout_{key}"], p[f"insilico_{key}"]
             ax.plot(a, b, ".", ms=3, alpha=0.5)
-            lo, hi = np.nanmin([a.min(), b.min()]), np.nanmax([a.max(), b.max()])
-            ax.plot([lo, hi], [lo, hi], "k--", lw=1, label="identity")
+            both = np.concatenate([a, b])
+            both = both[np.isfinite(both)]
+            if both.size:  # an area may have no voxel to compare
+                ax.plot([both.min(), both.max()], [both.min(), both.max()], "k--", lw=1,
+                        label="identity")
             ax.set_xlabel(f"readout-map centre {key} ({unit})")
             ax.set_ylabel(f"in-silico centre {key} ({unit})")
             ax.set_title(f"{area}: pRF centre {key}", fontsize=9)
@@ -309,8 +312,8 @@ def plot_prf_agreement(pairs: dict[str, dict[str, np.ndarray]], path: str | Path
         ax.plot(p["readout_sigma"], p["insilico_sigma"], ".", ms=3, alpha=0.5)
         ax.set_xlabel(f"readout-map size σ ({unit})")
         ax.set_ylabel(f"in-silico size σ ({unit})")
-        ax.set_title(f"{area}: size; centre distance median {np.nanmedian(d):.2f} {unit}",
-                     fontsize=9)
+        median = f"{np.nanmedian(d):.2f} {unit}" if np.isfinite(d).any() else "n/a (no voxel)"
+        ax.set_title(f"{area}: size; centre distance median {median}", fontsize=9)
     fig.suptitle("In-silico bar-sweep pRFs against readout-map pRFs", fontsize=10)
     fig.tight_layout()
     return _save(fig, Path(path))

@@ -41,6 +41,8 @@ FOLDER_FIGURES = (
      "held-out r per area, and inter-area weight norms."),
     ("ceiling", "noise_ceiling.png", "Held-out r against each voxel's noise ceiling."),
     ("model", "kernels_{first}.png", "{first} convolution kernels."),
+    ("hrf", "hrf_latency.png", "Movie runs: distribution of the voxels' learned HRF peak "
+     "latencies per area (voxels with held-out r > 0.3, or all where none)."),
 )
 
 CSS = """
@@ -197,7 +199,7 @@ def _page(run_dir: Path, vf: float | None, image_size: tuple[int, int],
                  for p in sorted(run_dir.glob("baseline_*.json"))}
     data = area_data(run_dir, image_size, vf)
     first = config.get("areas", [{}])[0].get("name", "V1") if config.get("areas") else "V1"
-    folder = {sec: [] for sec in ("insilico", "flow", "ceiling", "model")}
+    folder = {sec: [] for sec in ("insilico", "flow", "ceiling", "model", "hrf")}
     # the in-silico figures and size_ecc.png are in the unit of the last probe (or training)
     drawn_vf = (probe_info or {}).get("visual_field_deg", config.get("data", {}).get(
         "visual_field_deg"))
@@ -218,6 +220,8 @@ def _page(run_dir: Path, vf: float | None, image_size: tuple[int, int],
             image_size, voxels.get(area), redrawn)))
     sections.append(("voxels", "Per-voxel table",
                      f'<p class="note">Positions and sizes in {unit}.</p>' + voxel_table(data)))
+    if folder["hrf"]:
+        sections.append(("hrf", "Haemodynamic responses", "".join(folder["hrf"])))
     if folder["insilico"]:
         sections.append(("insilico", "In-silico experiments", "".join(folder["insilico"])))
     flow = _flow_section(run_dir)
@@ -419,6 +423,10 @@ def _area(run_dir: Path, area: str, d: dict | None, metrics: dict, stats: dict |
     if isinstance(rf, bytes) or rf.exists():
         figs.append(_img(rf, f"{area}: readout maps of the best-predicted voxels (+: centre).",
                          wide=True))
+    hrf_png = run_dir / "figures" / f"hrf_{area}.png"
+    if hrf_png.exists():
+        figs.append(_img(hrf_png, f"{area}: learned HRFs of the best-predicted voxels (each "
+                                  f"scaled to peak 1), with their peak latencies."))
     chosen_png = run_dir / "figures" / f"rf_chosen_{area}.png"
     if chosen and chosen_png.exists():
         figs.append(_img(chosen_png, f"{area}: readout maps of the chosen voxels "
