@@ -18,6 +18,7 @@ stops on a whole volume).
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -395,10 +396,12 @@ class MovieFiles:
         kind = np.dtype(self.stim.dtype)
         if kind.kind in "ui":
             return x / np.float32(np.iinfo(kind).max)
-        peak = self.float_peak()
+        peak = self.float_peak
         return x / np.float32(peak) if peak > 1 else x
 
+    @functools.cached_property
     def float_peak(self) -> float:
+        """Largest absolute value of up to 64 evenly spread frames (read once)."""
         n = int(self.stim.shape[0])
         sample = np.unique(np.linspace(0, n - 1, min(n, 64)).round().astype(np.int64))
         raw = self.stim.read(sample) if isinstance(self.stim, H5Array) else self.stim[sample]

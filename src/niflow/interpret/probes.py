@@ -81,7 +81,7 @@ def _carriers(image_size: tuple[int, int], wavelengths: tuple[float, ...]) -> np
     return np.array(out)
 
 
-def _model_input(run: FittedModel, images: np.ndarray) -> torch.Tensor:
+def _probe_input(run: FittedModel, images: np.ndarray) -> torch.Tensor:
     """Images in [0, 1] or uint8, (n, h, w) or (n, c, h, w) → the model's input tensor
     (n, c, h, w) in training units."""
     import torch
@@ -126,7 +126,7 @@ def model_responses(run: FittedModel, images: np.ndarray, batch: int = 256,
     """
     from niflow.model.fitted import predict
 
-    return predict(run.model, _model_input(run, images), batch_size=batch)
+    return predict(run.model, _probe_input(run, images), batch_size=batch)
 
 
 def fit_gaussian_prf(apertures: np.ndarray, responses: np.ndarray,

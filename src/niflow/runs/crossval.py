@@ -57,6 +57,7 @@ from niflow.data.errors import DataError
 from niflow.data.io import save_npz
 from niflow.evaluate.folds import fold_centred_r, group_codes, make_folds, per_fold_r
 from niflow.evaluate.statistics import summarize, write_table
+from niflow.runs.folder import check_location
 from niflow.runs.run import RunError
 
 PRF_KEYS = ("prf_x", "prf_y", "prf_sigma")
@@ -330,13 +331,7 @@ def _add_baselines(result: CVResult, x: np.ndarray, responses: dict[str, np.ndar
 def check_out(out: Path, force: bool) -> None:
     """Refuse an ``out`` that is a file, lies under a file, or holds files (unless
     ``force``); nothing is created or changed."""
-    if out.exists() and not out.is_dir():
-        raise RunError(f"{out}: exists and is not a folder; choose another --out")
-    for parent in out.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise RunError(f"{out}: cannot create the folder ({parent} is a file)")
-            break
+    check_location(out)
     if out.exists() and any(out.iterdir()) and not force:
         raise RunError(f"{out}: folder exists and is not empty; use --force to overwrite it "
                       f"or choose another --out")

@@ -39,13 +39,7 @@ def check_run_dir(out: Path, force: bool, resume: bool) -> None:
     A new run needs ``out`` absent or empty (or ``force``); ``resume`` needs a run folder
     (one with ``run.json``).
     """
-    if out.exists() and not out.is_dir():
-        raise RunError(f"{out}: exists and is not a folder; choose another --out")
-    for parent in out.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise RunError(f"{out}: cannot create the run folder ({parent} is a file)")
-            break
+    check_location(out, "run folder")
     if resume:
         if not out.exists():
             raise RunError(f"{out}: nothing to resume (no such run folder); start the run "
@@ -56,6 +50,18 @@ def check_run_dir(out: Path, force: bool, resume: bool) -> None:
     if out.exists() and any(out.iterdir()) and not force:
         raise RunError(f"{out}: run folder exists and is not empty; use --force to "
                        f"overwrite or --resume to continue it")
+
+
+def check_location(out: Path, what: str = "folder") -> None:
+    """Refuse an ``out`` that is a file or lies under a file; ``what`` names it in the
+    message."""
+    if out.exists() and not out.is_dir():
+        raise RunError(f"{out}: exists and is not a folder; choose another --out")
+    for parent in out.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise RunError(f"{out}: cannot create the {what} ({parent} is a file)")
+            break
 
 
 def _create_run_dir(out: Path, force: bool, write: Callable[[Path], None]) -> None:
