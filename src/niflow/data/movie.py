@@ -29,7 +29,8 @@ from niflow.data.io import load_arrays
 from niflow.data.stream import H5Array
 
 __all__ = ["MovieFiles", "MovieTiming", "check_movie_timing", "check_repeats",
-           "check_test_runs", "movie_split", "read_movie", "read_scalar", "run_labels"]
+           "check_test_runs", "is_movie_data", "movie_split", "read_movie", "read_scalar",
+           "run_labels"]
 
 RESERVED = ("fps", "tr", "run")
 REPEATS_SUFFIX = "_repeats"
@@ -304,6 +305,54 @@ def _small_hdf5_variables(path: Path, names: tuple[str, ...]) -> dict[str, np.nd
 
     with h5py.File(path, "r") as fh:
         return {n: np.asarray(fh[n][()]) for n in names if n in fh}
+
+
+def _variable_names(path: Path) -> set[str]:
+    """Names of a file's variables, read without loading them (empty if it cannot be read:
+    the loaders then say what is wrong with it)."""
+    import zipfile
+
+    import scipy.io
+
+    from niflow.data.io import _check_mat5_structure
+
+    try:
+        if not path.is_file():
+            return set()
+        if _is_hdf5_path(path):
+            import h5py
+
+            with h5py.File(path, "r") as fh:
+                return set(fh.keys())
+        suffix = path.suffix.lower()
+        if suffix == ".npz" and zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as zf:
+                return {n[:-4] if n.endswith(".npy") else n for n in zf.namelist()}
+        if suffix == ".mat":
+            _check_mat5_structure(path)  # scipy trusts the file; a damaged one can crash it
+            return {name for name, _, _ in scipy.io.whosmat(path)}
+    except Exception:  # unreadable here means "not recognised as a movie"
+        return set()
+    return set()
+
+
+def is_movie_data(stim_path: str | Path, bold_path: str | Path) -> bool:
+    """Whether two files hold a movie data set: the response file has ``tr`` or the
+    stimulus file has ``fps``.
+
+    Only the variables' names are read (HDF5 and MATLAB v7.3 keys, ``.npz`` members, MATLAB
+    v5 headers), the response file first; a file that cannot be read counts as not movie.
+
+    Parameters
+    ----------
+    stim_path, bold_path : str or Path
+
+    Returns
+    -------
+    bool
+    """
+    return ("tr" in _variable_names(Path(bold_path))
+            or "fps" in _variable_names(Path(stim_path)))
 
 
 @dataclass
