@@ -115,6 +115,21 @@ def test_ridge_matches_scikit_learn_and_picks_alpha_by_left_out_runs():
     assert alpha[3] > alpha[0]  # the pure-noise voxel is shrunk harder
 
 
+
+@pytest.mark.parametrize("n_features", [12, 200])  # more rows than features, and fewer
+def test_ridge_path_is_exact_ridge_for_tall_and_wide_designs(n_features):
+    from niflow.evaluate.motion_energy import _ridge_path
+
+    rng = np.random.default_rng(3)
+    x, y, x_new = (rng.normal(size=(40, n_features)), rng.normal(size=(40, 3)),
+                   rng.normal(size=(7, n_features)))
+    x_new, x = x_new - x.mean(0), x - x.mean(0)  # loro_ridge passes standardised features
+    alphas = np.array([0.1, 3.0, 1e4])
+    got = _ridge_path(x, y, x_new, alphas)
+    for i, a in enumerate(alphas):
+        ref = Ridge(alpha=a).fit(x, y).predict(x_new)
+        assert np.allclose(got[i], ref, rtol=1e-7, atol=1e-9)
+
 @pytest.mark.slow
 def test_motion_energy_ridge_predicts_a_simulated_movie():
     sim = simulate_movie(n_train_runs=3, run_seconds=90.0, fps=8.0, tr=1.0, size=24,

@@ -77,12 +77,25 @@ def cmd_probe(args) -> int:
 def cmd_baseline(args) -> int:
     from niflow.data.dataset import is_auto, parse_rows
     from niflow.data.io import load_responses, load_stimuli
+    from niflow.data.movie import is_movie_data
     from niflow.runs.evaluation import baseline_folder
 
     if args.permutations < 0:
         raise ConfigError(f"--permutations must be >= 0, got {args.permutations}")
     if args.out.exists() and not args.out.is_dir():
         raise RunError(f"{args.out}: exists and is not a folder")
+    if is_movie_data(args.stim, args.bold):
+        from niflow.cli.movie import movie_baseline
+
+        return movie_baseline(args)
+    if args.test_runs is not None:
+        raise ConfigError(f"--test-runs is for movie data ({args.stim} has no 'fps', "
+                          f"{args.bold} no 'tr'); for images give the test rows with "
+                          f"--test-rows")
+    args.features = args.features or ["pixels", "gabor"]
+    if "motion-energy" in args.features:
+        raise ConfigError(f"--features motion-energy needs movie data ({args.stim} has no "
+                          f"'fps', {args.bold} no 'tr'); for images choose pixels and/or gabor")
     stim = load_stimuli(args.stim)
     resp = load_responses(args.bold)
     for area, r in resp.items():

@@ -198,16 +198,24 @@ def _add_science(sub) -> None:
     p = sub.add_parser("baseline", help="voxelwise ridge baselines on the same split",
                        description="Voxelwise ridge regression (scikit-learn RidgeCV, per-voxel "
                        "alpha by leave-one-out CV on the training rows) on pixels and/or a "
-                       "fixed Gabor-energy feature bank. When --out is a run folder its test "
-                       "rows and voxels are used and the scores join its report.")
+                       "fixed Gabor-energy feature bank. Movie data (a stimulus file with "
+                       "'fps' or a response file with 'tr'): ridge on FIR-delayed motion "
+                       "energy, per-voxel alpha by leave-one-run-out on the training runs, "
+                       "scored on --test-runs (with the noise ceiling when the response file "
+                       "has <AREA>_repeats). When --out is a run folder its test rows (runs) "
+                       "and voxels are used and the scores join its report.")
     p.add_argument("--stim", type=Path, required=True, help="stimulus file (as for train)")
     p.add_argument("--bold", type=Path, required=True, help="response file (as for train)")
     p.add_argument("--out", type=Path, required=True, help="run folder or a new folder")
-    p.add_argument("--features", nargs="+", choices=("pixels", "gabor"),
-                   default=["pixels", "gabor"], help="feature sets (default: both)")
+    p.add_argument("--features", nargs="+", choices=("pixels", "gabor", "motion-energy"),
+                   help="feature sets (default: pixels and gabor for images, motion-energy "
+                   "for movies, the only one for movies)")
     p.add_argument("--test-rows", default="auto",
                    help="held-out rows when --out is not a run folder (default auto: "
                    "288:360 for the 360 rows of the BRAINS layout, otherwise required)")
+    p.add_argument("--test-runs", metavar="RUNS",
+                   help="movie data: held-out runs, a comma list of run labels (e.g. 5 or "
+                   "4,5), when --out is not a movie run folder")
     p.add_argument("--permutations", type=int, default=1000,
                    help="permutations for the p-values of r (default 1000)")
 

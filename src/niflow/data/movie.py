@@ -295,34 +295,6 @@ def movie_split(timing: MovieTiming, test_runs: list[int], val_fraction: float, 
     return rows[: rows.size - n_val - gap], rows[rows.size - n_val:], test
 
 
-def variable_names(path: str | Path) -> set[str]:
-    """Names of a file's variables, read from its header only (HDF5, ``.npz``, ``.mat``);
-    empty when the file cannot be read (the loaders say why)."""
-    path = Path(path)
-    try:
-        if _is_hdf5_path(path):
-            import h5py
-
-            with h5py.File(path, "r") as fh:
-                return set(fh.keys())
-        if path.suffix.lower() == ".npz":
-            with np.load(path, allow_pickle=False) as z:
-                return set(z.files)
-        if path.suffix.lower() == ".mat":
-            from scipy.io import whosmat
-
-            return {name for name, _, _ in whosmat(str(path))}
-    except (OSError, ValueError):
-        return set()
-    return set()
-
-
-def is_movie_data(stim_path: str | Path, bold_path: str | Path) -> bool:
-    """Whether the files follow the movie contract: ``fps`` in the stimulus file or ``tr``
-    in the response file."""
-    return "fps" in variable_names(stim_path) or "tr" in variable_names(bold_path)
-
-
 def parse_runs(spec: str, what: str = "--test-runs") -> list[int]:
     """``"8"`` or ``"7,8"`` → run labels."""
     try:
@@ -348,6 +320,54 @@ def _small_hdf5_variables(path: Path, names: tuple[str, ...]) -> dict[str, np.nd
 
     with h5py.File(path, "r") as fh:
         return {n: np.asarray(fh[n][()]) for n in names if n in fh}
+
+
+def _variable_names(path: Path) -> set[str]:
+    """Names of a file's variables, read without loading them (empty if it cannot be read:
+    the loaders then say what is wrong with it)."""
+    import zipfile
+
+    import scipy.io
+
+    from niflow.data.io import _check_mat5_structure
+
+    try:
+        if not path.is_file():
+            return set()
+        if _is_hdf5_path(path):
+            import h5py
+
+            with h5py.File(path, "r") as fh:
+                return set(fh.keys())
+        suffix = path.suffix.lower()
+        if suffix == ".npz" and zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as zf:
+                return {n[:-4] if n.endswith(".npy") else n for n in zf.namelist()}
+        if suffix == ".mat":
+            _check_mat5_structure(path)  # scipy trusts the file; a damaged one can crash it
+            return {name for name, _, _ in scipy.io.whosmat(path)}
+    except Exception:  # unreadable here means "not recognised as a movie"
+        return set()
+    return set()
+
+
+def is_movie_data(stim_path: str | Path, bold_path: str | Path) -> bool:
+    """Whether two files hold a movie data set: the response file has ``tr`` or the
+    stimulus file has ``fps``.
+
+    Only the variables' names are read (HDF5 and MATLAB v7.3 keys, ``.npz`` members, MATLAB
+    v5 headers), the response file first; a file that cannot be read counts as not movie.
+
+    Parameters
+    ----------
+    stim_path, bold_path : str or Path
+
+    Returns
+    -------
+    bool
+    """
+    return ("tr" in _variable_names(Path(bold_path))
+            or "fps" in _variable_names(Path(stim_path)))
 
 
 @dataclass

@@ -199,14 +199,20 @@ def baseline_csv(kind: str) -> str:
 
 def write_baseline(results: dict[str, dict], out_dir: str | Path, kind: str,
                    info: dict | None = None) -> dict[str, Path]:
-    """Write ``baseline_<kind>.csv`` (area, voxel, r_test, r2_test, p_perm, q_fdr, alpha) and
-    ``baseline_<kind>.json`` (per-area summaries) into ``out_dir``."""
+    """Write ``baseline_<kind>.csv`` (area, voxel, r_test, r2_test, p_perm, q_fdr, alpha and,
+    where any voxel has a noise ceiling, noise_ceiling and r_normalised) and
+    ``baseline_<kind>.json`` (per-area summaries, then ``info``, whose keys win) into
+    ``out_dir``."""
     from niflow._atomic import atomic_write_text
     from niflow.evaluate.statistics import write_table
 
     out = Path(out_dir)
     cols: dict[str, list] = {k: [] for k in ("area", "voxel", "r_test", "r2_test", "p_perm",
                                              "q_fdr", "alpha")}
+    ceiling = any(np.isfinite(r["stats"].get("noise_ceiling", np.nan)).any()
+                  for r in results.values())
+    if ceiling:
+        cols.update(noise_ceiling=[], r_normalised=[])
     for area, res in results.items():
         n = len(res["voxel"])
         cols["area"] += [area] * n
@@ -216,6 +222,9 @@ def write_baseline(results: dict[str, dict], out_dir: str | Path, kind: str,
         cols["p_perm"] += list(res["stats"]["p_perm"])
         cols["q_fdr"] += list(res["stats"]["q_fdr"])
         cols["alpha"] += list(res["alpha"])
+        if ceiling:
+            cols["noise_ceiling"] += list(res["stats"]["noise_ceiling"])
+            cols["r_normalised"] += list(res["stats"]["r_normalised"])
     csv_path = write_table(out / baseline_csv(kind), cols)
     payload = {"features": kind, "model": "voxelwise ridge (scikit-learn RidgeCV, per-voxel "
                "alpha by leave-one-out CV on the training rows)",

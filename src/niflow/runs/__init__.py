@@ -29,6 +29,9 @@ from niflow.runs.inputs import (
     check_config,
     validate_inputs,
 )
+from niflow.runs.movie_baseline import (
+    movie_baseline_folder,
+)
 from niflow.runs.nifti import (
     export_nifti,
 )
@@ -83,6 +86,7 @@ __all__ = [
     "write_statistics",
     "evaluate_folder",
     "baseline_folder",
+    "movie_baseline_folder",
     "probe_checks",
     "probe_run",
     "export_nifti",

@@ -12,7 +12,8 @@ Files this module adds to a run folder (every one written atomically)::
     stats.json          `niflow evaluate`: per-area summaries, ceiling method
     probe_voxels.csv    `niflow probe`: in-silico pRF and tuning per voxel, readout pRF beside
     probe.json          `niflow probe`: per-area medians and the retinotopy checks
-    baseline_<f>.csv    `niflow baseline`: ridge on pixels / gabor, same test rows
+    baseline_<f>.csv    `niflow baseline`: ridge on pixels / gabor, same test rows; on a
+                        movie run, motion_energy (runs.movie_baseline), same test runs
     predictions.npz     (written with the weights) test-row predictions <area> and the
                         measured responses measured_<area> (n_test, n_voxels), test_rows
     figures/            coverage.png, size_ecc.png, flow.png, probe_prf.png, probe_tuning.png,
