@@ -479,6 +479,10 @@ def _baseline_section(areas: list[str], metrics: dict,
         for b in baselines.values():
             row.append(_num((b or {}).get("areas", {}).get(a, {}).get("median_r")))
         rows.append(row)
+    # each baseline file says how it was fitted (leave-one-out for images, leave-one-run-out
+    # for movies)
+    notes = [f"ridge on {html.escape(k)}: {html.escape(str((b or {}).get('model', '')))}"
+             for k, b in baselines.items() if (b or {}).get("model")]
     return ("<h2>Baselines (same test rows)</h2>" + _table(head, rows, "baselines")
-            + '<p class="note">Voxelwise ridge regression (scikit-learn RidgeCV), per-voxel '
-              "alpha by leave-one-out cross-validation on the training rows only.</p>")
+            + '<p class="note">' + "<br>".join(notes or ["Voxelwise ridge regression."])
+            + "</p>")
