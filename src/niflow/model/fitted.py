@@ -105,7 +105,8 @@ class FittedModel:
 
         Parameters
         ----------
-        stim : ndarray of shape (n, height, width) or (n, channels, height, width), as read
+        stim : ndarray of shape (n, height, width) or colour (n, height, width, 3) or
+            (n, 3, height, width), as read
 
         Returns
         -------
@@ -123,9 +124,9 @@ def model_and_input(model: NIFModel | FittedModel, stim: np.ndarray | torch.Tens
     ----------
     model : FittedModel (a :class:`niflow.Run` is one) or NIFModel
     stim : ndarray
-        For a FittedModel: as loaded, (n, height, width) or (n, channels, height, width),
-        uint8 or float (:meth:`FittedModel.model_input` scales them as in training). For a
-        bare NIFModel: already scaled, (n, channels, height, width).
+        For a FittedModel: as loaded, (n, height, width) or colour (n, height, width, 3) or
+        (n, 3, height, width), uint8 or float (:meth:`FittedModel.model_input` scales them
+        as in training). For a bare NIFModel: already scaled, (n, channels, height, width).
 
     Returns
     -------
@@ -165,9 +166,9 @@ def predict(model: NIFModel | FittedModel, stim: np.ndarray | torch.Tensor,
     ----------
     model : FittedModel (a :class:`niflow.Run` is one) or NIFModel
     stim : array
-        For a FittedModel: stimuli as loaded, (n_samples, height, width) or (n_samples,
-        channels, height, width), uint8 or float. For a NIFModel: (n_samples, channels,
-        height, width), float32, scaled as in training.
+        For a FittedModel: stimuli as loaded, (n_samples, height, width) or colour
+        (n_samples, height, width, 3) or (n_samples, 3, height, width), uint8 or float. For
+        a NIFModel: (n_samples, channels, height, width), float32, scaled as in training.
 
     Returns
     -------

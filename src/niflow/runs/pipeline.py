@@ -70,7 +70,8 @@ def train_run(stim: np.ndarray, responses: dict[str, np.ndarray], out: str | Pat
 
     Parameters
     ----------
-    stim : ndarray of shape (n_samples, height, width) or (n_samples, channels, h, w)
+    stim : ndarray of shape (n_samples, height, width) or colour (n_samples, height, width, 3)
+        or (n_samples, 3, height, width) (:mod:`niflow.data.layout`)
     responses : dict of str to ndarray of shape (n_samples, n_voxels)
         Keys must be area names of ``cfg``.
     test_rows : ndarray of int or str
