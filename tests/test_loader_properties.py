@@ -65,7 +65,8 @@ def _elements(dtype: np.dtype):
 
 
 def _image_stacks():
-    """Arrays that are valid stimuli: 3-D or 4-D, non-empty, finite."""
+    """Arrays that may be valid stimuli: 3-D or 4-D (valid when grey or colour, see
+    :mod:`niflow.data.layout`), non-empty, finite."""
     shape = hnp.array_shapes(min_dims=3, max_dims=4, min_side=1, max_side=4)
     dtypes = st.sampled_from([np.bool_, np.uint8, np.int16, np.float16, np.float32,
                               np.float64])
@@ -184,7 +185,9 @@ def test_load_stimuli_loads_exactly_the_valid_image_stacks(fmt, arr, other):
     got = _load(load_stimuli, path)
     event("loaded" if got is not None else "refused")
     shape = _stored_shape(fmt, arr)
-    valid = (arr.dtype.kind in "biuf" and len(shape) in (3, 4) and arr.size > 0
+    # 4-D: colour channel-last (last axis 3) or channel-first (axis 1 is 3, or 1 for grey)
+    layout_ok = len(shape) == 3 or (len(shape) == 4 and (shape[3] == 3 or shape[1] in (1, 3)))
+    valid = (arr.dtype.kind in "biuf" and layout_ok and arr.size > 0
              and (arr.dtype.kind != "f" or bool(np.isfinite(arr).all())))
     assert (got is not None) == valid, (arr.dtype, shape)
     if got is not None:

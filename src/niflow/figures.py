@@ -82,9 +82,15 @@ def plot_kernels(weights: np.ndarray, area: str, path: str | Path) -> Path:
     Parameters
     ----------
     weights : ndarray of shape (out_channels, in_channels, k, k)
-        Only input channel 0 is drawn when there are several.
+        One input channel: drawn blue (negative) to red (positive). Three (colour stimuli):
+        each kernel drawn as an RGB image, channel c at ``0.5 + 0.5 · w_c / lim`` with ``lim``
+        the largest |weight| of all kernels, so mid-grey is zero, a red blob is a kernel that
+        weighs the red channel positively and a dark grey one weighs all channels
+        negatively. Any other number of input channels: channel 0 only.
     """
-    k = weights[:, 0]
+    weights = np.asarray(weights, dtype=np.float64)
+    colour = weights.shape[1] == 3
+    k = weights if colour else weights[:, 0]
     n = k.shape[0]
     cols = min(8, n)
     rows = int(np.ceil(n / cols))
@@ -97,10 +103,16 @@ def plot_kernels(weights: np.ndarray, area: str, path: str | Path) -> Path:
         if i >= n:
             ax.axis("off")
             continue
-        im = ax.imshow(k[i], cmap="RdBu_r", vmin=-lim, vmax=lim, interpolation="nearest")
+        if colour:
+            rgb = np.clip(0.5 + 0.5 * k[i].transpose(1, 2, 0) / lim, 0.0, 1.0)
+            ax.imshow(rgb, interpolation="nearest")
+        else:
+            im = ax.imshow(k[i], cmap="RdBu_r", vmin=-lim, vmax=lim, interpolation="nearest")
         ax.set_title(f"ch {i}", fontsize=8)
-    fig.suptitle(f"{area} convolution kernels ({k.shape[-1]}×{k.shape[-1]} px, "
-                 f"shared colour scale)", fontsize=10)
+    scale = (f"RGB: grey = 0, full colour = ±{lim:.2g}" if colour else "shared colour scale")
+    # above the kernels' titles (bbox_inches="tight" keeps it in the saved image)
+    fig.suptitle(f"{area} convolution kernels ({k.shape[-1]}×{k.shape[-1]} px, {scale})",
+                 fontsize=10, **({"y": 1.0 + 0.12 / rows} if colour else {}))
     if im is not None:
         fig.colorbar(im, ax=axes.ravel().tolist(), fraction=0.02, pad=0.02, label="weight")
     return _save(fig, Path(path))

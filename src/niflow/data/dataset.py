@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from niflow.data.errors import DataError
+from niflow.data.layout import channels_first
 
 
 @dataclass(frozen=True)
@@ -207,11 +208,10 @@ def scale_stimuli(stim: np.ndarray, mode: str = "auto", reference_max: float | N
 
     Integers are divided by their dtype's maximum (uint8 → /255); floats whose maximum
     (``reference_max``, else their own) exceeds 1 are divided by it. A 3-D input gets a
-    channel axis of 1.
+    channel axis of 1; channel-last colour images ``(n, height, width, 3)`` are moved to
+    ``(n, 3, height, width)`` (:func:`niflow.data.layout.channels_first`).
     """
-    stim = np.asarray(stim)
-    if stim.ndim == 3:
-        stim = stim[:, None]
+    stim = channels_first(stim)
     out = stim.astype(np.float32)
     if mode == "none":
         return out
@@ -272,7 +272,8 @@ def build_dataset(stim: np.ndarray, responses: dict[str, np.ndarray], test_rows:
 
     Parameters
     ----------
-    stim : ndarray of shape (n_samples, height, width) or (n_samples, channels, height, width)
+    stim : ndarray of shape (n_samples, height, width) or (n_samples, height, width, 3)
+        Grey or colour; also (n_samples, 3, height, width) (:mod:`niflow.data.layout`).
     responses : dict of str to ndarray of shape (n_samples, n_voxels)
     test_rows : ndarray of int
         Held-out rows (never used for fitting anything, z-scoring included).

@@ -255,12 +255,18 @@ def load_arrays(path: str | Path) -> dict[str, np.ndarray]:
 
 
 def load_stimuli(path: str | Path, variable: str = "stim") -> np.ndarray:
-    """Read stimuli.
+    """Read stimuli: grey or colour images, one per row.
 
     Returns
     -------
-    ndarray of shape (n_samples, height, width) or (n_samples, channels, height, width)
-        In the file's dtype (uint8 or float).
+    ndarray of shape (n_samples, height, width) or colour (n_samples, height, width, 3)
+        or (n_samples, 3, height, width).
+        As stored (axes of MATLAB v7.3 files un-reversed), in the file's dtype (uint8 or
+        float). A 4-D array whose last axis is 3 is channel-last colour, else one whose axis
+        1 is 3 is channel-first colour; any other 4-D array raises a :class:`DataError`
+        naming the file, the variable and the shape (:mod:`niflow.data.layout`). The
+        network's input is always (n_samples, channels, height, width)
+        (:func:`niflow.data.dataset.scale_stimuli`).
     """
     from niflow.data.validate import check_stimulus_array
 

@@ -7,7 +7,9 @@ DataLoader worker processes (each opens the files itself; h5py handles are not s
 processes). Memory grows with the batch and the chunk size, not with the number of samples.
 
 Both plain HDF5 (``.h5``/``.hdf5``, row-major) and MATLAB v7.3 ``.mat`` files (HDF5 written
-column-major, so sample rows are the LAST axis on disk) are read.
+column-major, so sample rows are the LAST axis on disk) are read. Shapes are logical (v7.3
+axes un-reversed) before the colour rule of :mod:`niflow.data.layout` is applied: MATLAB's
+``n × H × W × 3`` colour stack is stored as (3, W, H, n) and read as (n, H, W, 3).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from niflow.data.dataset import (
     make_split,
 )
 from niflow.data.errors import DataError
+from niflow.data.layout import channels_first, image_shape
 
 
 @dataclass(frozen=True)
@@ -199,7 +202,9 @@ class StreamingData:
     Attributes
     ----------
     stim : H5Array
-        Logical shape (n_samples, height, width) or (n_samples, channels, height, width).
+        Logical shape (n_samples, height, width), or colour (n_samples, height, width, 3) or
+        (n_samples, 3, height, width) (:mod:`niflow.data.layout`); batches are read in the
+        network's layout (n, channels, height, width).
     sources : dict of str to H5Array
         Per area, logical shape (n_samples, n_voxels_in_file).
     split : Split
@@ -252,9 +257,8 @@ class StreamingData:
         back = np.empty_like(order)
         back[order] = np.arange(order.size)
         fhs = fhs or {}
-        x = self.stim.read(sorted_rows, fhs.get("stim"))[back].astype(np.float32)
-        if x.ndim == 3:
-            x = x[:, None]
+        x = channels_first(self.stim.read(sorted_rows, fhs.get("stim"))[back]
+                           ).astype(np.float32)
         x /= np.float32(self.stim_divisor)
         y = {}
         for area, src in self.sources.items():
@@ -328,9 +332,7 @@ def open_streaming(stim_path: str | Path, bold_path: str | Path, test_rows: np.n
     """
     stim = H5Array.open(stim_path, stim_variable)
     shape = stim.shape
-    if len(shape) not in (3, 4):
-        raise DataError(f"{stim_path}: variable {stim_variable!r} has shape {shape}; expected "
-                        f"(n_samples, height, width) or (n_samples, channels, height, width)")
+    image = image_shape(shape, f"{stim_path}: variable {stim_variable!r}")
     n = shape[0]
     if areas is None:
         with h5py.File(bold_path, "r") as fh:
@@ -371,9 +373,8 @@ def open_streaming(stim_path: str | Path, bold_path: str | Path, test_rows: np.n
         divisor = peak if peak > 1.0 else 1.0
     px_mean = px_s1 / max(px_n, 1)
     px_std = float(np.sqrt(max(px_s2 / max(px_n, 1) - px_mean ** 2, 0.0)))
-    image_shape = (1, *shape[1:]) if len(shape) == 3 else tuple(shape[1:])
     return StreamingData(stim, sources, split, scalers, voxel_index, divisor, num_workers,
-                         tuple(int(s) for s in image_shape), px_mean / divisor,
+                         image, px_mean / divisor,
                          px_std / divisor, peak if stim.dtype.kind == "f" else None)
 
 

@@ -10,7 +10,8 @@ Checked here:
 
 * files: missing, unreadable, of an unsupported kind, without the expected variable (in
   :mod:`niflow.data.io`, through :func:`check_stimulus_array` and :func:`check_response_array`);
-* stimuli: numeric, one 2-D image (or channels × image) per row, at least one row, finite;
+* stimuli: numeric, one grey or colour image per row (layouts: :mod:`niflow.data.layout`),
+  at least one row, finite;
 * responses: numeric, one 2-D (n_samples, n_voxels) array per area, at least one voxel;
 * row counts of stimuli and responses, with a diagnosis of arrays that look transposed
   (MATLAB stores images as height × width × n; a voxel-by-sample matrix is common too);
@@ -34,15 +35,17 @@ from niflow.data.dataset import (
     parse_rows,
 )
 from niflow.data.errors import DataError
+from niflow.data.layout import CHANNELS_LAST, LAYOUTS_TEXT, stimulus_layout
+from niflow.data.layout import image_shape as _layout_image_shape
 
-STIM_LAYOUT = "(n_samples, height, width) or (n_samples, channels, height, width)"
+STIM_LAYOUT = LAYOUTS_TEXT
 RowSpec = str | Path | np.ndarray | list[int] | None
 
 
 def image_shape(stim: np.ndarray) -> tuple[int, int, int]:
-    """``(channels, height, width)`` of the stimuli ``(n, h, w)`` or ``(n, c, h, w)``."""
-    shape = tuple(int(s) for s in stim.shape[1:])
-    return (1, *shape) if len(shape) == 2 else shape  # type: ignore[return-value]
+    """``(channels, height, width)`` of the stimuli ``(n, h, w)``, ``(n, h, w, 3)`` or
+    ``(n, c, h, w)`` (:mod:`niflow.data.layout`)."""
+    return _layout_image_shape(stim.shape)
 
 
 def _where(source: str, name: str) -> str:
@@ -62,11 +65,14 @@ def _describe(arr: object) -> str:
 
 def check_stimulus_array(stim: object, source: str = "stimuli", variable: str = "stim",
                          ) -> np.ndarray:
-    """Check that ``stim`` holds one finite image (or channels × image) per row.
+    """Check that ``stim`` holds one finite grey or colour image per row.
 
     Parameters
     ----------
-    stim : ndarray of shape (n_samples, height, width) or (n_samples, channels, height, width)
+    stim : ndarray of shape (n_samples, height, width) or colour (n_samples, height, width, 3)
+        or (n_samples, 3, height, width). A 4-D array whose last axis is 3 is channel-last,
+        else one whose axis 1 is 3 (or 1, grey) is channel-first; any other 4-D array is
+        refused (:mod:`niflow.data.layout`).
     source, variable : str
         Where it came from, for messages (file path and variable name).
 
@@ -78,10 +84,7 @@ def check_stimulus_array(stim: object, source: str = "stimuli", variable: str = 
     if not _is_numeric(stim):
         raise DataError(f"{where} is not a numeric array (got {_describe(stim)})")
     assert isinstance(stim, np.ndarray)
-    if stim.ndim not in (3, 4):
-        hint = ("; reshape flattened images to (n_samples, height, width)" if stim.ndim == 2
-                else "")
-        raise DataError(f"{where} has shape {stim.shape}; expected images, {STIM_LAYOUT}{hint}")
+    stimulus_layout(stim.shape, where)
     if stim.size == 0:
         raise DataError(f"{where} has shape {stim.shape}: no images (or empty images)")
     if stim.dtype.kind == "f" and not np.isfinite(stim).all():
@@ -138,7 +141,8 @@ def check_rows(stim: np.ndarray, responses: dict[str, np.ndarray], stim_source: 
         (_where(bold_source, a), a, r, False) for a, r in responses.items()]
     candidates = [n]
     # square images put equal sizes last; only then could a correct stack look transposed
-    if stim.shape[-1] != stim.shape[-2]:
+    # (a channel-last colour stack ends in its colour axis, never in a sample count)
+    if stim.shape[-1] != stim.shape[-2] and stimulus_layout(stim.shape) != CHANNELS_LAST:
         candidates.append(stim.shape[-1])
     for m in candidates:
         flipped = []

@@ -157,8 +157,9 @@ def information_flow(model: FittedModel | NIFModel, stim: np.ndarray,
         Of a FittedModel the first (chosen) model of its ensemble is measured.
     stim : ndarray
         Stimuli of the scored rows. With a FittedModel as loaded, (n_rows, height, width) or
-        (n_rows, channels, height, width), uint8 or float (scaled as in training here); with
-        a bare NIFModel already scaled, (n_rows, channels, height, width).
+        colour (n_rows, height, width, 3) or (n_rows, 3, height, width), uint8 or float
+        (scaled as in training here); with a bare NIFModel already scaled, (n_rows,
+        channels, height, width).
     true : dict of str to ndarray of shape (n_rows, n_voxels)
         Measured responses of those rows per area (any affine scale: r is used); the
         voxels (columns) the model predicts, e.g. ``responses[area][:, run.voxel_index[area]]``.

@@ -113,7 +113,8 @@ def model_responses(run: FittedModel, images: np.ndarray, batch: int = 256,
         A fitted model (a :class:`niflow.Run` is one); its first (chosen) model answers.
     images : ndarray of shape (n, height, width) or (n, channels, height, width)
         Grey images, float in [0, 1] (0 = black background, 1 = white: the glyphs' polarity)
-        or uint8 0-255; brought to the training data's units here.
+        or uint8 0-255; brought to the training data's units here. A colour model gets a
+        grey (n, height, width) image on each of its channels (R = G = B).
 
     Returns
     -------

@@ -1,8 +1,9 @@
 """A fitted model with the input transform it was trained with: what a run loads.
 
-:class:`FittedModel` takes stimuli as the user loaded them, ``(n, height, width)`` or
-``(n, channels, height, width)``, uint8 or float, and applies the model's own transform
-(:func:`niflow.data.dataset.scale_stimuli` with the training set's peak) before the network;
+:class:`FittedModel` takes stimuli as the user loaded them, ``(n, height, width)`` or, in
+colour, ``(n, height, width, 3)`` or ``(n, 3, height, width)``, uint8 or float, and applies
+the model's own transform (:func:`niflow.data.dataset.scale_stimuli` with the training set's
+peak) before the network;
 predictions come back in the responses' original units. An ensemble (``members``) predicts
 the mean of its models.
 """
@@ -16,6 +17,8 @@ import torch
 
 from niflow.config import RunConfig
 from niflow.data.dataset import Standardizer, scale_stimuli
+from niflow.data.errors import DataError
+from niflow.data.layout import image_shape
 from niflow.model.nif import NIFModel
 
 __all__ = ["FittedModel", "ensemble_predict", "model_and_input", "predict"]
@@ -64,8 +67,9 @@ class FittedModel:
 
         Parameters
         ----------
-        stim : ndarray of shape (n, height, width) or (n, channels, height, width)
-            uint8 or float, as read from the stimulus file.
+        stim : ndarray of shape (n, height, width) or (n, height, width, 3)
+            uint8 or float, as read from the stimulus file: grey, or colour channel-last (or
+            channel-first, (n, 3, height, width)) (:mod:`niflow.data.layout`).
 
         Returns
         -------
@@ -80,10 +84,15 @@ class FittedModel:
         if stim.ndim == 2:
             stim = stim[None]
         c, h, w = self.image_shape
-        if stim.ndim not in (3, 4) or tuple(stim.shape[-2:]) != (h, w) or (
-                (stim.shape[1] if stim.ndim == 4 else 1) != c):
+        try:
+            given = image_shape(stim.shape)
+        except DataError:  # not an image stack at all: said below, with the model's shape
+            given = None
+        if given != (c, h, w):
+            layouts = (f"(n, {h}, {w}) or (n, 1, {h}, {w})" if c == 1 else
+                       f"(n, {h}, {w}, {c}) or (n, {c}, {h}, {w})")
             raise ValueError(f"stimuli of shape {tuple(stim.shape)} do not match the model's "
-                             f"images: expected (n, {h}, {w}) or (n, {c}, {h}, {w})")
+                             f"images: expected {layouts}")
         peak = self.stim_peak
         if peak is None and stim.dtype.kind == "f":
             # trained on integer images (divided by their dtype's maximum): floats above 1
@@ -96,7 +105,8 @@ class FittedModel:
 
         Parameters
         ----------
-        stim : ndarray of shape (n, height, width) or (n, channels, height, width), as read
+        stim : ndarray of shape (n, height, width) or colour (n, height, width, 3) or
+            (n, 3, height, width), as read
 
         Returns
         -------
@@ -114,9 +124,9 @@ def model_and_input(model: NIFModel | FittedModel, stim: np.ndarray | torch.Tens
     ----------
     model : FittedModel (a :class:`niflow.Run` is one) or NIFModel
     stim : ndarray
-        For a FittedModel: as loaded, (n, height, width) or (n, channels, height, width),
-        uint8 or float (:meth:`FittedModel.model_input` scales them as in training). For a
-        bare NIFModel: already scaled, (n, channels, height, width).
+        For a FittedModel: as loaded, (n, height, width) or colour (n, height, width, 3) or
+        (n, 3, height, width), uint8 or float (:meth:`FittedModel.model_input` scales them
+        as in training). For a bare NIFModel: already scaled, (n, channels, height, width).
 
     Returns
     -------
@@ -156,9 +166,9 @@ def predict(model: NIFModel | FittedModel, stim: np.ndarray | torch.Tensor,
     ----------
     model : FittedModel (a :class:`niflow.Run` is one) or NIFModel
     stim : array
-        For a FittedModel: stimuli as loaded, (n_samples, height, width) or (n_samples,
-        channels, height, width), uint8 or float. For a NIFModel: (n_samples, channels,
-        height, width), float32, scaled as in training.
+        For a FittedModel: stimuli as loaded, (n_samples, height, width) or colour
+        (n_samples, height, width, 3) or (n_samples, 3, height, width), uint8 or float. For
+        a NIFModel: (n_samples, channels, height, width), float32, scaled as in training.
 
     Returns
     -------

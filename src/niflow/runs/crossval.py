@@ -151,7 +151,8 @@ def cross_validate(stim: np.ndarray, responses: dict[str, np.ndarray], cfg: RunC
 
     Parameters
     ----------
-    stim : ndarray of shape (n_samples, height, width) or (n_samples, channels, h, w)
+    stim : ndarray of shape (n_samples, height, width) or colour (n_samples, height, width, 3)
+        or (n_samples, 3, height, width) (:mod:`niflow.data.layout`)
     responses : dict of str to ndarray of shape (n_samples, n_voxels)
         Keys must be area names of ``cfg``.
     cfg : RunConfig

@@ -30,7 +30,8 @@ def evaluate_run(run: Run, stim: np.ndarray, responses: dict[str, np.ndarray],
     Parameters
     ----------
     run : niflow.Run
-    stim : ndarray of shape (n_samples, height, width) or (n_samples, c, h, w)
+    stim : ndarray of shape (n_samples, height, width) or colour (n_samples, height, width, 3)
+        or (n_samples, 3, height, width)
     responses : dict of str to ndarray of shape (n_samples, n_voxels_in_file)
         Columns as in the training file; the run's ``voxel_index`` picks the trained ones.
     rows : ndarray of int, optional

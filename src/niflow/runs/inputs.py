@@ -42,8 +42,8 @@ class Inputs:
 
     Attributes
     ----------
-    stim : ndarray of shape (n_samples, height, width) or (n_samples, channels, height, width)
-        As read (dtype unchanged).
+    stim : ndarray of shape (n_samples, height, width) or colour (n_samples, height, width, 3)
+        or (n_samples, 3, height, width), as read (dtype and layout unchanged).
     responses : dict of str to ndarray of shape (n_samples, n_voxels)
         Every column of the input, dropped voxels included (``voxel_index`` selects).
     config : RunConfig
@@ -121,7 +121,8 @@ def check_arrays(stim: np.ndarray, responses: dict[str, np.ndarray], cfg: RunCon
 
     Parameters
     ----------
-    stim : ndarray of shape (n_samples, height, width) or (n_samples, channels, height, width)
+    stim : ndarray of shape (n_samples, height, width) or colour (n_samples, height, width, 3)
+        or (n_samples, 3, height, width) (:mod:`niflow.data.layout`)
     responses : dict of str to ndarray of shape (n_samples, n_voxels)
     cfg : RunConfig
     test_rows : str, path or array of int
@@ -202,7 +203,8 @@ def validate_inputs(stim_path: str | Path, bold_path: str | Path, cfg: RunConfig
     ----------
     stim_path : path
         Stimulus file (``.mat`` v5/v7.3, ``.npz``, ``.h5``) with variable
-        ``cfg.data.stim_variable`` of shape (n_samples, height, width).
+        ``cfg.data.stim_variable`` of shape (n_samples, height, width), or colour
+        (n_samples, height, width, 3) or (n_samples, 3, height, width).
     bold_path : path
         Response file with one (n_samples, n_voxels) variable per area.
     cfg : RunConfig

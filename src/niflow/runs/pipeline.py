@@ -20,6 +20,7 @@ from niflow.config import RunConfig
 from niflow.data.dataset import NIFData, Split, build_dataset
 from niflow.data.errors import DataError
 from niflow.data.io import load_responses, load_stimuli
+from niflow.data.layout import image_shape as layout_image_shape
 from niflow.data.stream import (
     H5Array,
     StreamingData,
@@ -29,7 +30,6 @@ from niflow.data.stream import (
     require_hdf5,
 )
 from niflow.data.validate import (
-    STIM_LAYOUT,
     RowSpec,
     check_areas,
     check_evaluation_arrays,
@@ -70,7 +70,8 @@ def train_run(stim: np.ndarray, responses: dict[str, np.ndarray], out: str | Pat
 
     Parameters
     ----------
-    stim : ndarray of shape (n_samples, height, width) or (n_samples, channels, h, w)
+    stim : ndarray of shape (n_samples, height, width) or colour (n_samples, height, width, 3)
+        or (n_samples, 3, height, width) (:mod:`niflow.data.layout`)
     responses : dict of str to ndarray of shape (n_samples, n_voxels)
         Keys must be area names of ``cfg``.
     test_rows : ndarray of int or str
@@ -349,11 +350,8 @@ def _checked_stream_inputs(cfg: RunConfig, stim_path: str | Path, bold_path: str
     import h5py
 
     stim = H5Array.open(stim_path, cfg.data.stim_variable)
-    shape = stim.shape
-    if len(shape) not in (3, 4):
-        raise DataError(f"{stim_path}: variable {cfg.data.stim_variable!r} has shape {shape}; "
-                        f"expected {STIM_LAYOUT}")
-    check_config(cfg, (1, *shape[1:]) if len(shape) == 3 else tuple(shape[1:]), source)
+    where = f"{stim_path}: variable {cfg.data.stim_variable!r}"
+    check_config(cfg, layout_image_shape(stim.shape, where), source)
     require_hdf5(bold_path)
     with h5py.File(bold_path, "r") as fh:
         names = {k: None for k, v in fh.items() if isinstance(v, h5py.Dataset)
@@ -362,7 +360,7 @@ def _checked_stream_inputs(cfg: RunConfig, stim_path: str | Path, bold_path: str
         raise DataError(f"{bold_path}: no 2-D numeric variable (one (n_samples, n_voxels) "
                         f"array per area is expected)")
     check_areas(names, cfg, str(bold_path))
-    return int(shape[0])
+    return int(stim.shape[0])
 
 
 def _held_out_data(data: StreamingData, reference: np.ndarray) -> NIFData:
