@@ -159,3 +159,23 @@ def test_the_report_shows_a_movie_runs_haemodynamics(movie_run):
     page = write_report(out, probe_if_missing=False).read_text()
     assert "Haemodynamic responses" in page
     assert "V1: learned HRFs" in page and "V2: learned HRFs" in page
+
+
+def test_a_colour_movie_trains_on_its_red_channel(movie_run, tmp_path):
+    """The simulation's movie in the red channel, independent noise in green and blue: a
+    colour video model trains from (n_frames, H, W, 3) frames and predicts held-out volumes
+    above chance."""
+    sim, paths, _, _ = movie_run
+    rng = np.random.default_rng(0)
+    colour = np.stack([sim.stim, rng.integers(0, 256, sim.stim.shape, dtype=np.uint8),
+                       rng.integers(0, 256, sim.stim.shape, dtype=np.uint8)], axis=-1)
+    with h5py.File(paths["stim"], "r") as src, h5py.File(tmp_path / "colour.h5", "w") as fh:
+        fh["stim"] = colour
+        fh["fps"] = src["fps"][()]
+        fh["run"] = src["run"][()]
+    run = train_movie(tmp_path / "colour.h5", paths["bold"], tmp_path / "run", _config(3),
+                      [sim.test_run], progress=False)
+    assert run.video.frame_shape == (3, 20, 20)
+    table = read_table(tmp_path / "run" / "voxels.csv")
+    r = table["r_test"][table["area"] == "V1"].astype(float)
+    assert np.median(r) > 0.15  # chance: within about ±0.1 for the median over 30 voxels

@@ -127,3 +127,15 @@ def test_a_video_model_learns_a_simulated_movie(movie):
     assert np.median(r) > 0.1  # chance: about ±0.1 over 60 volumes
     peaks = fit.model.hrf_parameters()["V1"]["hrf_peak_s"]
     assert np.all((peaks > 2.0) & (peaks < 10.5))
+
+
+def test_the_gabor_bank_gives_the_same_energies_in_chunks(monkeypatch):
+    """A movie segment of hundreds of frames goes through the bank in chunks that bound its
+    memory; the energies equal those of one pass."""
+    import niflow.model.filters as filters
+
+    bank = filters.GaborBank(1, (24, 24), 4, np.array([4.0, 8.0]))
+    x = torch.rand(37, 1, 24, 24)
+    whole = bank(x)
+    monkeypatch.setattr(filters, "CHUNK_BYTES", 1)  # one image per chunk
+    assert torch.equal(bank(x), whole)

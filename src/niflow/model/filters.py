@@ -51,6 +51,9 @@ def bank_wavelengths(width: int, n_scales: int, lo: float = 4.0,
     return np.geomspace(lo, hi, n_scales) if n_scales > 1 else np.array([lo])
 
 
+CHUNK_BYTES = 256 * 2**20
+
+
 class GaborBank(nn.Module):
     """Local energies of a quadrature Gabor bank on a one- or multi-channel image.
 
@@ -106,15 +109,25 @@ class GaborBank(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """Energies (B, n_orientations · n_scales, H, W) of images (B, C, H, W)."""
         img = torch.einsum("bchw,c->bhw", x, self.colour.to(x.dtype))
+        kern = (self._transform(self.kernels) if self.learn
+                else torch.complex(self.spectrum_re.float(), self.spectrum_im.float()))
+        # the product of every image's and kernel's spectra is the largest intermediate
+        # (B × 2F × fy × fx/2 complex values): images go in chunks that keep it near
+        # CHUNK_BYTES, so that a movie segment of hundreds of frames needs no more memory
+        # than a batch of images
+        per_image = 8 * kern.numel()
+        step = max(1, CHUNK_BYTES // per_image)
+        parts = [self._energy(img[i:i + step], kern) for i in range(0, img.shape[0], step)]
+        out = parts[0] if len(parts) == 1 else torch.cat(parts)
+        return out.to(x.dtype)
+
+    def _energy(self, img: Tensor, kern: Tensor) -> Tensor:
         fy, fx = self.fft_size
         h, w = self.image_size
         spec = torch.fft.rfft2(img.float(), s=(fy, fx))  # (B, fy, fx//2+1)
-        kern = (self._transform(self.kernels) if self.learn
-                else torch.complex(self.spectrum_re.float(), self.spectrum_im.float()))
         out = torch.fft.irfft2(spec[:, None, None] * kern[None], s=(fy, fx))
         out = out[..., :h, :w]
-        energy = torch.sqrt(out[:, :, 0] ** 2 + out[:, :, 1] ** 2 + 1e-8)
-        return energy.to(x.dtype)
+        return torch.sqrt(out[:, :, 0] ** 2 + out[:, :, 1] ** 2 + 1e-8)
 
     def _transform(self, kernels: Tensor) -> Tensor:
         """FFT (F, 2, fy, fx//2+1) of the kernels, centred on index (0, 0)."""
