@@ -139,3 +139,26 @@ def test_the_gabor_bank_gives_the_same_energies_in_chunks(monkeypatch):
     whole = bank(x)
     monkeypatch.setattr(filters, "CHUNK_BYTES", 1)  # one image per chunk
     assert torch.equal(bank(x), whole)
+
+
+def test_the_latency_search_recovers_the_latencies_that_made_the_responses(movie):
+    """Responses made by the model itself with known per-voxel HRF peaks: after resetting
+    every HRF to 5 s, the grid search finds each voxel's peak exactly."""
+    from niflow.train.video import initialize_hrf_latencies, predict_video
+
+    _, files = movie
+    torch.manual_seed(0)
+    model = VideoNIF(_config(), files.frame_shape,
+                     {a: r.shape[1] for a, r in files.responses.items()}, files.timing.fps)
+    rng = np.random.default_rng(0)
+    grid = tuple(np.arange(3.5, 8.01, 0.5))
+    truth = {a: rng.choice(grid, h.n_voxels) for a, h in model.hrf.items()}
+    for a, h in model.hrf.items():
+        h.initialize(torch.as_tensor(truth[a]))
+    volumes = np.arange(files.timing.n_volumes)
+    made = predict_video(model, files, volumes)
+    for h in model.hrf.values():
+        h.initialize(5.0)
+    found = initialize_hrf_latencies(model, files, made, volumes, grid=grid)
+    for a in truth:
+        assert np.array_equal(found[a], truth[a]), (found[a], truth[a])

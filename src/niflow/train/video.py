@@ -124,6 +124,8 @@ def initialize_hrf_latencies(model: VideoNIF, files: MovieFiles,
         The chosen peak latency of each voxel (seconds).
     """
     device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()  # the drive predictions are made with (batch norm's running statistics)
     segs = make_segments(files.timing, volumes, model.history, seconds)
     order = np.random.default_rng(seed).permutation(len(segs))
     g = len(grid)
@@ -151,6 +153,7 @@ def initialize_hrf_latencies(model: VideoNIF, files: MovieFiles,
         r = np.where(den > 0, cov / np.where(den > 0, den, 1), -np.inf)
         chosen[a] = np.asarray(grid)[np.argmax(r, axis=0)]
         h.initialize(torch.as_tensor(chosen[a]))
+    model.train(was_training)
     return chosen
 
 
