@@ -179,3 +179,28 @@ def test_a_colour_movie_trains_on_its_red_channel(movie_run, tmp_path):
     table = read_table(tmp_path / "run" / "voxels.csv")
     r = table["r_test"][table["area"] == "V1"].astype(float)
     assert np.median(r) > 0.15  # chance: within about ±0.1 for the median over 30 voxels
+
+
+def test_two_gloo_processes_train_a_movie_run(movie_run, tmp_path):
+    """``torchrun --nproc_per_node 2`` on movie data: each process takes one segment per
+    step, gradients are averaged, both end with the same weights (checked inside training)
+    and rank 0 alone writes a run folder that predicts held-out volumes above chance."""
+    import os
+    import subprocess
+    import sys
+
+    sim, paths, _, _ = movie_run
+    config = tmp_path / "cfg.json"
+    config.write_text(json.dumps({"select": {"candidates": []}, "train": {
+        "epochs": 3, "patience": 4, "val_fraction": 0.34}}))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+           "2", "-m", "niflow", "train", "--stim", str(paths["stim"]), "--bold",
+           str(paths["bold"]), "--out", str(tmp_path / "ddp"), "--test-runs",
+           str(sim.test_run), "--config", str(config), "--quiet", "--device", "cpu"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("run folder:") == 1  # rank 0 reports
+    table = read_table(tmp_path / "ddp" / "voxels.csv")
+    r = table["r_test"][table["area"] == "V1"].astype(float)
+    assert np.median(r) > 0.15

@@ -330,15 +330,15 @@ def _train_movie(args) -> int:
     from niflow.train.runtime import runtime_from_environment
 
     runtime = runtime_from_environment(args.device, False)
-    if runtime.distributed:
-        raise RunError("movie runs train in one process; start niflow train without torchrun")
     try:
         train_movie(args.stim, args.bold, args.out, cfg, parse_runs(args.test_runs),
                     force=args.force, progress=not args.quiet, device=str(runtime.device),
-                    config_source=str(args.config or "command line"))
+                    config_source=str(args.config or "command line"), runtime=runtime)
     except KeyboardInterrupt:
         raise KeyboardInterrupt(f"interrupted; {args.out} is unfinished (movie runs cannot "
                                 f"be resumed yet: start again with --force)") from None
+    if not runtime.is_main:
+        return 0  # rank 0 writes and reports
     metrics = json.loads((args.out / "metrics.json").read_text())
     selection = args.out / "selection.json"
     if selection.exists():

@@ -46,6 +46,7 @@ from niflow.runs.folder import _create_run_dir, _write_run_info, check_run_dir
 from niflow.runs.inputs import check_config
 from niflow.runs.outputs import VOXELS_CSV, _write_csv
 from niflow.runs.run import MovieRun, RunError, save_movie_model
+from niflow.train.runtime import Runtime
 from niflow.train.video import MovieFit, fit_movie
 
 __all__ = ["movie_outputs", "train_movie"]
@@ -70,7 +71,7 @@ def _candidates(cfg: cfgmod.RunConfig) -> list[tuple[str | None, cfgmod.RunConfi
 
 def _select(files: MovieFiles, test_runs: list[int], cfg: cfgmod.RunConfig,
             say: Callable[[str], None] | None, taps_s: float, device: str,
-            ) -> tuple[MovieFit, cfgmod.RunConfig, dict]:
+            runtime: Runtime | None) -> tuple[MovieFit, cfgmod.RunConfig, dict]:
     """Train every candidate on the training runs; keep the best validation median r."""
     start = time.perf_counter()
     best: tuple[MovieFit, cfgmod.RunConfig, str | None] | None = None
@@ -78,7 +79,8 @@ def _select(files: MovieFiles, test_runs: list[int], cfg: cfgmod.RunConfig,
     for name, c in _candidates(cfg):
         if say is not None and name is not None:
             say(f"candidate {name}")
-        fit = fit_movie(files, test_runs, c, say, taps_s=taps_s, device=device)
+        fit = fit_movie(files, test_runs, c, say, taps_s=taps_s, device=device,
+                        runtime=runtime)
         score = float(fit.history.best_val_r)
         scores[name or "configured"] = {"val_median_r": score if np.isfinite(score) else None,
                                         "best_epoch": fit.history.best_epoch,
@@ -97,7 +99,8 @@ def _select(files: MovieFiles, test_runs: list[int], cfg: cfgmod.RunConfig,
 def train_movie(stim_path: str | Path, bold_path: str | Path, out: str | Path,
                 cfg: cfgmod.RunConfig, test_runs: list[int], *, force: bool = False,
                 progress: bool = True, taps_s: float = 0.5,
-                config_source: str = "config", device: str = "cpu") -> MovieRun:
+                config_source: str = "config", device: str = "cpu",
+                runtime: Runtime | None = None) -> MovieRun:
     """Train a video model on a movie data set and write the run folder ``out``.
 
     Parameters
@@ -115,6 +118,9 @@ def train_movie(stim_path: str | Path, bold_path: str | Path, out: str | Path,
         Length of each area's causal temporal filter (seconds).
     device : str
         ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+    runtime : Runtime, optional
+        Under ``torchrun`` every process trains (one segment each per step, gradients
+        averaged) and rank 0 alone writes the folder.
 
     Returns
     -------
@@ -138,8 +144,13 @@ def train_movie(stim_path: str | Path, bold_path: str | Path, out: str | Path,
             raise DataError(f"{bold_path}: variable {area!r} has NaN or Inf values")
         files.repeats(area, test_runs)  # shape checked before anything is written
     check_run_dir(out, force, resume=False)
+    runtime = runtime or Runtime()
+    if runtime.distributed:
+        import torch.distributed as dist
+
+        dist.barrier()  # every process has checked the folder before rank 0 creates it
     started = time.time()
-    say = _say(progress)
+    say = _say(progress and runtime.is_main)
     from niflow.data.movie import movie_split
 
     train, val, test = movie_split(files.timing, test_runs, cfg.train.val_fraction,
@@ -154,12 +165,15 @@ def train_movie(stim_path: str | Path, bold_path: str | Path, out: str | Path,
         atomic_write_text(folder / "split.json", json.dumps(_plain(split)) + "\n")
         _write_run_info(folder, cfg, files.sources, started)
 
-    _create_run_dir(out, force, start_folder)
-    fit, chosen_cfg, selection = _select(files, test_runs, cfg, say, taps_s, device)
+    if runtime.is_main:
+        _create_run_dir(out, force, start_folder)
+    fit, chosen_cfg, selection = _select(files, test_runs, cfg, say, taps_s, device, runtime)
     voxel_index = {a: np.arange(r.shape[1]) for a, r in files.responses.items()}
     fit.model.cpu()
     run = MovieRun(chosen_cfg, fit.model.spatial, fit.scalers, voxel_index, None, path=out,
                    video=fit.model, tr=files.timing.tr)
+    if not runtime.is_main:
+        return run
     if cfg.select.candidates:
         atomic_write_text(out / "selection.json", json.dumps(_plain(selection), indent=2)
                           + "\n")

@@ -17,11 +17,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+import torch.distributed as dist
 
 from niflow.config import RunConfig
 from niflow.data.dataset import Standardizer
 from niflow.data.movie import MovieFiles, MovieTiming, movie_split
 from niflow.model.video import HRF_INIT_WINDOW_S, VideoNIF
+from niflow.train.runtime import Runtime, all_reduce_sum
 
 __all__ = ["MovieFit", "Segment", "fit_movie", "fit_video", "hrf_window_frames",
            "initialize_hrf_latencies", "make_segments", "predict_video",
@@ -205,10 +207,32 @@ class VideoHistory:
     best_val_r: float = -np.inf
 
 
+def _steps(n_segments: int, order: np.ndarray, runtime: Runtime) -> list[int]:
+    """This process's segment at every step: step ``i`` takes ``world`` consecutive
+    segments of ``order``, one per process (the last group wraps around to the start)."""
+    world, rank = runtime.world_size, runtime.rank
+    n_steps = -(-n_segments // world)
+    return [int(order[(i * world + rank) % n_segments]) for i in range(n_steps)]
+
+
+def _average_gradients(model: VideoNIF, runtime: Runtime) -> None:
+    """Every process's gradient replaced by their mean: one step on ``world`` segments."""
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    if not grads:
+        return
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    flat /= runtime.world_size
+    i = 0
+    for g in grads:
+        g.copy_(flat[i:i + g.numel()].view_as(g))
+        i += g.numel()
+
+
 def fit_video(model: VideoNIF, files: MovieFiles, responses: dict[str, np.ndarray],
               train: np.ndarray, val: np.ndarray, cfg: RunConfig,
               progress: Callable[[str], None] | None = None,
-              segment_s: float = 60.0) -> VideoHistory:
+              segment_s: float = 60.0, runtime: Runtime | None = None) -> VideoHistory:
     """Adam on segments of the training runs; keep the epoch with the best validation r.
 
     Parameters
@@ -219,7 +243,12 @@ def fit_video(model: VideoNIF, files: MovieFiles, responses: dict[str, np.ndarra
         Volume indices.
     cfg : RunConfig
         ``train.lr``, ``epochs``, ``patience``, ``weight_decay``, ``seed`` are used.
+    runtime : Runtime, optional
+        Under ``torchrun`` every process takes one segment per step and the gradients are
+        averaged (batch-norm statistics span the processes); every process validates on all
+        validation volumes, so all stop at the same epoch with the same weights.
     """
+    runtime = runtime or Runtime()
     tc = cfg.train
     torch.manual_seed(tc.seed)
     rng = np.random.default_rng(tc.seed)
@@ -233,7 +262,7 @@ def fit_video(model: VideoNIF, files: MovieFiles, responses: dict[str, np.ndarra
     for epoch in range(1, tc.epochs + 1):
         start, total = time.perf_counter(), 0.0
         model.train()
-        for i in rng.permutation(len(segs)):
+        for i in _steps(len(segs), rng.permutation(len(segs)), runtime):
             seg = segs[i]
             pred = model(_frames(files, seg, device), torch.as_tensor(seg.last, device=device))
             # every voxel counts once, whatever its area's size
@@ -242,8 +271,13 @@ def fit_video(model: VideoNIF, files: MovieFiles, responses: dict[str, np.ndarra
                        for a, p in pred.items()) / n_vox
             opt.zero_grad()
             (loss + model.regularizer()).backward()
+            if runtime.distributed:
+                _average_gradients(model, runtime)
             opt.step()
             total += float(loss.detach()) * len(seg.volumes)
+        if runtime.distributed:  # the epoch's loss over every process's segments
+            total = float(all_reduce_sum(torch.tensor([total], dtype=torch.float64),
+                                         runtime)[0])
         val_r = _median_r(predict_video(model, files, np.sort(val), segment_s), val_true)
         rec = {"epoch": epoch, "train_loss": total / max(sum(len(s.volumes) for s in segs), 1),
                "val_r": val_r, "seconds": time.perf_counter() - start}
@@ -260,7 +294,22 @@ def fit_video(model: VideoNIF, files: MovieFiles, responses: dict[str, np.ndarra
                 break
     if best_state is not None:
         model.load_state_dict(best_state)
+    if runtime.distributed:
+        _check_in_step(model, runtime)
     return hist
+
+
+def _check_in_step(model: VideoNIF, runtime: Runtime) -> None:
+    """Raise unless every process ended with the same weights (they take the same averaged
+    steps; a difference means the processes saw different data or settings)."""
+    flat = torch.cat([t.detach().double().reshape(-1).cpu() for t in model.state_dict().values()
+                      if t.is_floating_point()])
+    mine = torch.stack([flat.sum(), (flat * flat).sum()])
+    every = [torch.zeros_like(mine) for _ in range(runtime.world_size)]
+    dist.all_gather(every, mine)
+    if any(not torch.allclose(e, every[0], rtol=1e-6, atol=1e-9) for e in every):
+        raise RuntimeError("the data-parallel processes ended with different weights; check "
+                           "that every process reads the same files with the same settings")
 
 
 @dataclass
@@ -293,7 +342,8 @@ class MovieFit:
 def fit_movie(files: MovieFiles, test_runs: list[int], cfg: RunConfig,
               progress: Callable[[str], None] | None = None, taps_s: float = 0.5,
               segment_s: float = 60.0, device: torch.device | str = "cpu",
-              hrf_search: bool = False, hrf_refine: bool = True) -> MovieFit:
+              hrf_search: bool = False, hrf_refine: bool = True,
+              runtime: Runtime | None = None) -> MovieFit:
     """Split by run, z-score on the training volumes, initialise and train a video model.
 
     Parameters
@@ -314,6 +364,8 @@ def fit_movie(files: MovieFiles, test_runs: list[int], cfg: RunConfig,
     hrf_refine : bool
         After training, search the latencies again with the trained drive
         (:func:`refine_hrf_latencies`).
+    runtime : Runtime, optional
+        ``torchrun``: see :func:`fit_video` (the model trains on ``runtime.device``).
     """
     t = files.timing
     train, val, test = movie_split(t, test_runs, cfg.train.val_fraction, cfg.train.seed)
@@ -328,10 +380,10 @@ def fit_movie(files: MovieFiles, test_runs: list[int], cfg: RunConfig,
     model.spatial.set_input_stats(float(frames.mean()), float(frames.std()))
     model.initialize_readouts(torch.as_tensor(frames),
                               {a: torch.as_tensor(r[init]) for a, r in z.items()})
-    model.to(device)
+    model.to(runtime.device if runtime is not None and runtime.distributed else device)
     if hrf_search:
         initialize_hrf_latencies(model, files, z, train, cfg.train.seed)
-    hist = fit_video(model, files, z, train, val, cfg, progress, segment_s)
+    hist = fit_video(model, files, z, train, val, cfg, progress, segment_s, runtime)
     if hrf_refine:
         refine_hrf_latencies(model, files, z, train, val, hist, cfg.train.seed, segment_s,
                              progress)
