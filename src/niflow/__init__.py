@@ -15,6 +15,7 @@ from niflow.config import ConfigError, RunConfig, preset  # noqa: E402
 from niflow.data.dataset import parse_rows
 from niflow.data.errors import DataError
 from niflow.data.io import load_responses, load_stimuli
+from niflow.data.movie import MovieFiles, read_movie  # noqa: E402
 from niflow.data.nifti import load_nifti_responses, voxel_maps_to_nifti  # noqa: E402
 from niflow.data.simulate.files import simulate
 from niflow.evaluate.baselines import baseline_scores, gabor_features  # noqa: E402
@@ -45,10 +46,12 @@ from niflow.report.html import write_report  # noqa: E402
 from niflow.runs.crossval import CVResult, cross_validate  # noqa: E402
 from niflow.runs.evaluation import evaluate_run  # noqa: E402
 from niflow.runs.folder import RunComplete  # noqa: E402
+from niflow.runs.movie import train_movie  # noqa: E402
+from niflow.runs.movie_baseline import movie_baseline_folder  # noqa: E402
 from niflow.runs.nifti import export_nifti  # noqa: E402
 from niflow.runs.pipeline import evaluate_files, train_run, train_stream  # noqa: E402
 from niflow.runs.probe import probe_run  # noqa: E402
-from niflow.runs.run import Run, RunError, load_run  # noqa: E402
+from niflow.runs.run import MovieRun, Run, RunError, load_run  # noqa: E402
 from niflow.train.loop import fit  # noqa: E402
 from niflow.train.runtime import Runtime, runtime_from_environment  # noqa: E402
 from niflow.train.safety import (  # noqa: E402
@@ -57,6 +60,7 @@ from niflow.train.safety import (  # noqa: E402
     TrainingError,
     TrainingInterrupted,
 )
+from niflow.train.video import MovieFit, fit_movie  # noqa: E402
 
 __all__ = [
     "ConfigError", "DataError", "FittedModel", "NIFModel", "Run", "RunConfig", "RunError",
@@ -74,6 +78,9 @@ __all__ = [
     "CVResult", "cross_validate", "make_folds",
     # comparing runs
     "compare_runs",
+    # movies
+    "MovieFiles", "MovieFit", "MovieRun", "fit_movie", "movie_baseline_folder", "read_movie",
+    "train_movie",
     # safe failures
     "CheckpointError", "RunComplete", "TrainingDiverged", "TrainingError",
     "TrainingInterrupted",
