@@ -159,6 +159,7 @@ def test_the_report_shows_a_movie_runs_haemodynamics(movie_run):
     page = write_report(out, probe_if_missing=False).read_text()
     assert "Haemodynamic responses" in page
     assert "V1: learned HRFs" in page and "V2: learned HRFs" in page
+    assert "HRF peak (s)" in page  # a column of the per-voxel table
 
 
 def test_a_colour_movie_trains_on_its_red_channel(movie_run, tmp_path):

@@ -68,7 +68,10 @@ def area_data(run_dir: Path, image_size: tuple[int, int],
                      "q": col.get("q_fdr", np.full(voxel.size, np.nan)), "ridge": ridge,
                      "ceiling": _by_voxel(run_dir / STATS_CSV, area, voxel, "noise_ceiling"),
                      "r_norm": _by_voxel(run_dir / STATS_CSV, area, voxel, "r_normalised"),
-                     "prf": prf, "unit": "deg" if visual_field_deg else "px"}
+                     "prf": prf, "unit": "deg" if visual_field_deg else "px",
+                     # movie runs: each voxel's learned HRF
+                     "hrf": ({k: col[k] for k in ("hrf_peak_s", "hrf_fwhm_s")}
+                             if "hrf_peak_s" in col else None)}
     return out
 
 
@@ -101,6 +104,9 @@ def voxel_table(areas: dict[str, dict]) -> str:
         head += [("noise ceiling", "num"), ("r / ceiling", "num")]
     head += [(f"x ({unit})", "num"), (f"y ({unit})", "num"), (f"σ ({unit})", "num"),
              (f"eccentricity ({unit})", "num"), ("polar angle (deg)", "num")]
+    hrf = any(d.get("hrf") is not None for d in areas.values())
+    if hrf:
+        head += [("HRF peak (s)", "num"), ("HRF FWHM (s)", "num")]
     rows = []
     for area, d in areas.items():
         n = d["voxel"].size
@@ -116,6 +122,9 @@ def voxel_table(areas: dict[str, dict]) -> str:
             p = d["prf"]
             cells += [_cell(p["x"][j], 2), _cell(p["y"][j], 2), _cell(p["sigma"][j], 2),
                       _cell(p["ecc"][j], 2), _cell(p["angle"][j], 1)]
+            if hrf:
+                h = d.get("hrf") or {"hrf_peak_s": nan, "hrf_fwhm_s": nan}
+                cells += [_cell(h["hrf_peak_s"][j], 2), _cell(h["hrf_fwhm_s"][j], 2)]
             rows.append("<tr>" + "".join(cells) + "</tr>")
     ths = "".join(f'<th data-type="{kind}" data-col="{i}" title="click to sort">'
                   f"{html.escape(name)}</th>" for i, (name, kind) in enumerate(head))
