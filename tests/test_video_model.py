@@ -162,3 +162,61 @@ def test_the_latency_search_recovers_the_latencies_that_made_the_responses(movie
     found = initialize_hrf_latencies(model, files, made, volumes, grid=grid)
     for a in truth:
         assert np.array_equal(found[a], truth[a]), (found[a], truth[a])
+
+
+def _full_config() -> cfgmod.RunConfig:
+    cfg = default_config(3)  # learned areas: full space-time kernels apply to them
+    cfg.video.space_time = "full"
+    return cfg
+
+
+def test_full_space_time_kernels_are_a_causal_sum_of_2d_convolutions():
+    """CausalConv3d equals the naive Σ_l conv2d(x[t − l], W_l) with zeros before frame 0."""
+    import torch.nn.functional as F
+
+    from niflow.model.video import CausalConv3d
+
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(2, 3, 3, padding=2, dilation=2)
+    layer = CausalConv3d(conv, taps=3)
+    with torch.no_grad():
+        layer.past.normal_()
+    x = torch.randn(2, 5, 2, 9, 9)
+    got = layer(x).unflatten(0, (2, 5))
+    weight = torch.cat([layer.past, conv.weight[:, :, None]], dim=2)  # lags 2, 1, 0
+    for t in range(5):
+        want = conv.bias[None, :, None, None].expand(2, 3, 9, 9).clone()
+        for lag in range(3):
+            if t - lag >= 0:
+                want += F.conv2d(x[:, t - lag], weight[:, :, 2 - lag], padding=2, dilation=2)
+        assert torch.allclose(got[:, t], want, atol=1e-5)
+
+
+def test_a_full_space_time_model_starts_as_the_factorised_one_and_stays_causal():
+    torch.manual_seed(0)
+    factorised = VideoNIF(default_config(3), (1, 16, 16), {"V1": 7, "V2": 5}, 4.0)
+    torch.manual_seed(0)
+    full = VideoNIF(_full_config(), (1, 16, 16), {"V1": 7, "V2": 5}, 4.0)
+    assert set(full.space_time_conv) == {"V1", "V2"} and not full.temporal
+    x = torch.rand(1, 12, 1, 16, 16)
+    a, b = factorised.drive(x), full.drive(x)
+    for area in a:
+        assert torch.allclose(a[area], b[area], atol=1e-5)
+    with torch.no_grad():
+        for m in full.space_time_conv.values():
+            m.past.normal_(std=0.1)
+    full.eval()  # in training, batch-norm statistics span the whole segment
+    before = full.drive(x)
+    y = x.clone()
+    y[:, 6] = torch.rand(16, 16)
+    after = full.drive(y)
+    for area in before:
+        assert torch.allclose(before[area][:, :6], after[area][:, :6], atol=1e-6)
+        assert not torch.allclose(before[area][:, 6:], after[area][:, 6:])
+    # the past kernels are trained, and the model rebuilds from its config and weights
+    names = {g["name"]: g for g in full.parameter_groups(0.01)}
+    assert any(p is full.space_time_conv["V1"].past for p in names["temporal"]["params"])
+    again = VideoNIF(_full_config(), (1, 16, 16), {"V1": 7, "V2": 5}, 4.0)
+    again.load_state_dict(full.state_dict())
+    again.eval()
+    assert torch.allclose(again.drive(y)["V1"], after["V1"])

@@ -172,6 +172,26 @@ class SelectConfig:
 
 
 @dataclass
+class VideoConfig:
+    """Movie models (:mod:`niflow.model.video`); unused for static images.
+
+    ``space_time``: ``"factorised"`` ((2+1)D: each area's 2D filters per frame, then a
+    causal temporal filter per channel) or ``"full"`` (learned areas filter space and time
+    at once with causal 3D kernels; a fixed Gabor bank stays factorised). ``taps_s``: the
+    temporal extent of each area's filters (seconds). ``hrf_span_s``: the longest
+    haemodynamic lag. ``segment_s``: volumes per training step (seconds of a run).
+    """
+
+    space_time: str = "factorised"
+    taps_s: float = 0.5
+    hrf_span_s: float = 32.0
+    segment_s: float = 60.0
+
+
+SPACE_TIME = ("factorised", "full")
+
+
+@dataclass
 class RunConfig:
     """Everything needed to rebuild and retrain a model."""
 
@@ -181,6 +201,7 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     data: DataConfig = field(default_factory=DataConfig)
     select: SelectConfig = field(default_factory=SelectConfig)
+    video: VideoConfig = field(default_factory=VideoConfig)
 
     def area(self, name: str) -> AreaConfig:
         for area in self.areas:
@@ -319,13 +340,13 @@ def from_dict(data: dict[str, Any]) -> RunConfig:
     """
     if not isinstance(data, dict):
         raise ConfigError(f"config: expected a mapping, got {type(data).__name__}")
-    allowed = {"preset", "areas", "readout", "train", "data", "select"}
+    allowed = {"preset", "areas", "readout", "train", "data", "select", "video"}
     unknown = sorted(set(data) - allowed)
     if unknown:
         raise ConfigError(f"config: unknown key(s) {unknown}; allowed: {sorted(allowed)}")
     base = preset(data.get("preset", "default"))
     merged = base.to_dict()
-    for section in ("readout", "train", "data", "select"):
+    for section in ("readout", "train", "data", "select", "video"):
         if section in data:
             if not isinstance(data[section], dict):
                 raise ConfigError(f"config.{section}: expected a mapping")
@@ -342,6 +363,7 @@ def from_dict(data: dict[str, Any]) -> RunConfig:
         train=_from_fields(TrainConfig, merged["train"], "config.train"),
         data=_from_fields(DataConfig, merged["data"], "config.data"),
         select=_from_fields(SelectConfig, merged["select"], "config.select"),
+        video=_from_fields(VideoConfig, merged["video"], "config.video"),
     )
     return cfg.validate()
 
@@ -474,6 +496,14 @@ def validate(cfg: RunConfig) -> None:
     _check_type(sel.budget_s, (int, float), "config.select.budget_s")
     _check(sel.budget_s >= 0 and math.isfinite(sel.budget_s),
            "config.select.budget_s: must be a finite number >= 0 (0 = no limit)")
+    v = cfg.video
+    _check(v.space_time in SPACE_TIME,
+           f"config.video.space_time: {v.space_time!r} not in {SPACE_TIME}")
+    for name in ("taps_s", "hrf_span_s", "segment_s"):
+        value = getattr(v, name)
+        _check_type(value, (int, float), f"config.video.{name}")
+        _check(math.isfinite(value) and value > 0,
+               f"config.video.{name}: must be a positive number of seconds, got {value}")
     d = cfg.data
     _check_type(d.stim_variable, str, "config.data.stim_variable")
     _check(d.stim_scale in ("auto", "none"), f"config.data.stim_scale: {d.stim_scale!r}")

@@ -2,7 +2,9 @@
 
 Every area is the static area of :mod:`niflow.model.areas` applied to each frame, followed
 by a causal temporal filter per channel (factorised space-time: the Sensorium-style (2+1)D
-core), so an area's output at frame ``t`` depends on frames ``t, t−1, …`` only. The temporal
+core), or, with ``config.video.space_time = "full"``, a learned area filters space and time
+at once with causal 3D kernels (:class:`CausalConv3d`); either way an area's output at frame
+``t`` depends on frames ``t, t−1, …`` only. The temporal
 filters start as the identity, which makes the static model the special case of a movie of
 one frame. Each area's spatial readout (Gaussian pRF or low-rank) gives every voxel's drive
 at every frame; :class:`~niflow.model.hrf.HRFReadout` turns the drive into the volumes.
@@ -53,6 +55,38 @@ class CausalTemporal(nn.Module):
         return y.reshape(b, h, w, c, t).permute(0, 4, 3, 1, 2)
 
 
+class CausalConv3d(nn.Module):
+    """An area's 2D convolution extended into the past: causal 3D kernels whose lag-0 slice
+    is the area's own 2D kernel (so the kernel figures and ``modelparams`` stay the current
+    frame's filters) and whose earlier lags start at zero (the static area at the start).
+
+    Parameters
+    ----------
+    conv : nn.Conv2d
+        The area's spatial convolution (stride 1); its weight and bias are shared.
+    taps : int
+        Frames of the kernel (lag 0 to ``taps − 1``).
+    """
+
+    def __init__(self, conv: nn.Conv2d, taps: int) -> None:
+        super().__init__()
+        if conv.stride != (1, 1) or conv.groups != 1:
+            raise ValueError("a full space-time area needs a stride-1, ungrouped convolution")
+        self.conv = conv
+        self.taps = int(taps)
+        out_c, in_c, kh, kw = conv.weight.shape
+        self.past = nn.Parameter(torch.zeros(out_c, in_c, self.taps - 1, kh, kw))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``x`` (B, T, C, H, W) → (B·T, C_out, H', W'); frames before the first are zero."""
+        b, t = x.shape[:2]
+        weight = torch.cat([self.past, self.conv.weight[:, :, None]], dim=2)
+        y = F.conv3d(F.pad(x.transpose(1, 2), (0, 0, 0, 0, self.taps - 1, 0)), weight,
+                     self.conv.bias, padding=(0, *self.conv.padding),
+                     dilation=(1, *self.conv.dilation))
+        return y.transpose(1, 2).flatten(0, 1)
+
+
 class VideoNIF(nn.Module):
     """Predict the volumes of several areas from the frames before them.
 
@@ -65,29 +99,40 @@ class VideoNIF(nn.Module):
     n_voxels : dict of str to int
     fps : float
         Frames per second.
-    taps_s : float
-        Length of each area's temporal filter (seconds).
-    hrf_span_s : float
-        Longest haemodynamic lag.
+    taps_s : float, optional
+        Length of each area's temporal filter (seconds); default ``config.video.taps_s``.
+    hrf_span_s : float, optional
+        Longest haemodynamic lag; default ``config.video.hrf_span_s``.
     """
 
     def __init__(self, config: RunConfig, frame_shape: tuple[int, int, int],
-                 n_voxels: dict[str, int], fps: float, taps_s: float = 0.5,
-                 hrf_span_s: float = 32.0) -> None:
+                 n_voxels: dict[str, int], fps: float, taps_s: float | None = None,
+                 hrf_span_s: float | None = None) -> None:
         super().__init__()
         self.fps = float(fps)
-        self.taps_s, self.hrf_span_s = float(taps_s), float(hrf_span_s)
+        self.taps_s = float(config.video.taps_s if taps_s is None else taps_s)
+        self.hrf_span_s = float(config.video.hrf_span_s if hrf_span_s is None else hrf_span_s)
+        self.space_time = config.video.space_time
         self.spatial = NIFModel(config, frame_shape, n_voxels)
-        taps = max(1, int(round(taps_s * fps)))
+        taps = max(1, int(round(self.taps_s * fps)))
+        full = {name for name, area in self.spatial.graph.areas.items()
+                if self.space_time == "full" and taps > 1
+                and isinstance(area.conv, nn.Conv2d)}
+        # learned areas of a "full" model filter space and time at once; the others (and a
+        # fixed Gabor bank) filter each frame, then each channel in time
+        self.space_time_conv = nn.ModuleDict({
+            name: CausalConv3d(self.spatial.graph.areas[name].conv, taps) for name in full})
         self.temporal = nn.ModuleDict({
             name: CausalTemporal(self.spatial.geometry(name).channels, taps)
-            for name in self.spatial.graph.areas})
+            for name in self.spatial.graph.areas if name not in full})
+        hrf_span_s = self.hrf_span_s
         self.hrf = nn.ModuleDict({a: HRFReadout(n, fps, hrf_span_s) for a, n in n_voxels.items()})
 
     @property
     def history(self) -> int:
         """Frames before a volume's last frame that reach its prediction."""
-        taps = sum(t.taps - 1 for t in self.temporal.values())
+        taps = sum(t.taps - 1 for t in (*self.temporal.values(),
+                                         *self.space_time_conv.values()))
         return max(h.n_lags for h in self.hrf.values()) + taps
 
     @property
@@ -106,7 +151,12 @@ class VideoNIF(nn.Module):
         b, t = frames.shape[:2]
         feats: dict[str, Tensor] = {STIMULUS: self.spatial.standardize(frames.flatten(0, 1))}
         for name, area in self.spatial.graph.areas.items():
-            y = area([feats[s] for s in area.cfg.sources])
+            inputs = [feats[s] for s in area.cfg.sources]
+            if name in self.space_time_conv:
+                gathered = area._gather(inputs).unflatten(0, (b, t))
+                feats[name] = area(inputs, bank=self.space_time_conv[name](gathered))
+                continue
+            y = area(inputs)
             feats[name] = self.temporal[name](y.unflatten(0, (b, t))).flatten(0, 1)
         del feats[STIMULUS]
         return {a: f.unflatten(0, (b, t)) for a, f in feats.items()}
@@ -157,7 +207,9 @@ class VideoNIF(nn.Module):
 
     def parameter_groups(self, lr: float) -> list[dict]:
         groups = self.spatial.parameter_groups(lr)
-        groups.append({"params": list(self.temporal.parameters()), "lr": lr,
+        past = [p for name, p in self.space_time_conv.named_parameters()
+                if name.endswith(".past")]
+        groups.append({"params": list(self.temporal.parameters()) + past, "lr": lr,
                        "name": "temporal"})
         groups.append({"params": list(self.hrf.parameters()), "lr": lr, "name": "hrf"})
         return groups

@@ -70,7 +70,7 @@ def _candidates(cfg: cfgmod.RunConfig) -> list[tuple[str | None, cfgmod.RunConfi
 
 
 def _select(files: MovieFiles, test_runs: list[int], cfg: cfgmod.RunConfig,
-            say: Callable[[str], None] | None, taps_s: float, device: str,
+            say: Callable[[str], None] | None, taps_s: float | None, device: str,
             runtime: Runtime | None) -> tuple[MovieFit, cfgmod.RunConfig, dict]:
     """Train every candidate on the training runs; keep the best validation median r."""
     start = time.perf_counter()
@@ -98,7 +98,7 @@ def _select(files: MovieFiles, test_runs: list[int], cfg: cfgmod.RunConfig,
 
 def train_movie(stim_path: str | Path, bold_path: str | Path, out: str | Path,
                 cfg: cfgmod.RunConfig, test_runs: list[int], *, force: bool = False,
-                progress: bool = True, taps_s: float = 0.5,
+                progress: bool = True, taps_s: float | None = None,
                 config_source: str = "config", device: str = "cpu",
                 runtime: Runtime | None = None) -> MovieRun:
     """Train a video model on a movie data set and write the run folder ``out``.
@@ -114,8 +114,9 @@ def train_movie(stim_path: str | Path, bold_path: str | Path, out: str | Path,
         ``train.val_fraction`` of the training runs.
     test_runs : list of int
         Run labels held out for testing.
-    taps_s : float
-        Length of each area's causal temporal filter (seconds).
+    taps_s : float, optional
+        Length of each area's causal temporal filter (seconds); default
+        ``cfg.video.taps_s``.
     device : str
         ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
     runtime : Runtime, optional

@@ -340,8 +340,8 @@ class MovieFit:
 
 
 def fit_movie(files: MovieFiles, test_runs: list[int], cfg: RunConfig,
-              progress: Callable[[str], None] | None = None, taps_s: float = 0.5,
-              segment_s: float = 60.0, device: torch.device | str = "cpu",
+              progress: Callable[[str], None] | None = None, taps_s: float | None = None,
+              segment_s: float | None = None, device: torch.device | str = "cpu",
               hrf_search: bool = False, hrf_refine: bool = True,
               runtime: Runtime | None = None) -> MovieFit:
     """Split by run, z-score on the training volumes, initialise and train a video model.
@@ -353,7 +353,9 @@ def fit_movie(files: MovieFiles, test_runs: list[int], cfg: RunConfig,
         Held-out runs (never seen in training or validation).
     cfg : RunConfig
         Areas, spatial readout and training settings (``train.val_fraction`` of the
-        training runs validate).
+        training runs validate); ``video`` for the space-time filters and segments.
+    taps_s, segment_s : float, optional
+        Override ``cfg.video.taps_s`` and ``cfg.video.segment_s``.
     device : torch.device or str
         Where the model trains (frames are read on the CPU and moved per segment).
     hrf_search : bool
@@ -368,6 +370,7 @@ def fit_movie(files: MovieFiles, test_runs: list[int], cfg: RunConfig,
         ``torchrun``: see :func:`fit_video` (the model trains on ``runtime.device``).
     """
     t = files.timing
+    segment_s = cfg.video.segment_s if segment_s is None else segment_s
     train, val, test = movie_split(t, test_runs, cfg.train.val_fraction, cfg.train.seed)
     fit_rows = np.concatenate([train, val])
     scalers = {a: Standardizer.fit(r[fit_rows]) for a, r in files.responses.items()}
