@@ -45,7 +45,7 @@ def _parse_voxels(specs: list[str]) -> dict[str, list[int]]:
 def cmd_probe(args) -> int:
     from niflow.interpret.probes import ProbeSettings
     from niflow.runs.probe import probe_run
-    from niflow.runs.run import load_run
+    from niflow.runs.run import MovieRun, load_run
 
     if args.visual_field_deg is not None and not args.visual_field_deg > 0:
         raise ConfigError(f"--visual-field-deg must be > 0, got {args.visual_field_deg}")
@@ -53,6 +53,10 @@ def cmd_probe(args) -> int:
             args.bar_width is not None and args.bar_width <= 0):
         raise ConfigError("--bar-step and --bar-width must be > 0")
     run = load_run(args.run)
+    if isinstance(run, MovieRun):
+        from niflow.cli.movie_probe import probe_movie
+
+        return probe_movie(args, run)
     res = probe_run(run, args.out, ProbeSettings(bar_step=args.bar_step,
                                                  bar_width=args.bar_width),
                     args.visual_field_deg)

@@ -37,7 +37,7 @@ PRF_MAPPING_CONFIG = SimConfig(n_orientations=4, wavelengths=(4.0, 8.0),
                                v1_sigma_intercept=1.0, v1_sigma_slope=0.15)
 
 
-def bar_sweep_run(size: int, fps: float, tr: float,
+def bar_sweep_run(size: int | tuple[int, int], fps: float, tr: float,
                   directions: Sequence[float] = DIRECTIONS_DEG, step: str = "tr",
                   bar_width: float | None = None, steps_per_sweep: int | None = None,
                   blank_s: float = 12.0, blank_every: int = 2, reversal_hz: float = 4.0,
@@ -46,8 +46,9 @@ def bar_sweep_run(size: int, fps: float, tr: float,
 
     Parameters
     ----------
-    size : int
-        Frame height and width (pixels); the field is the disc of radius ``size / 2``.
+    size : int or (int, int)
+        Frame height and width (pixels), or ``(height, width)``; the field is the disc of
+        radius ``min(height, width) / 2`` around the frame's centre.
     fps, tr : float
         Frames per second; seconds per volume (a step lasts one TR).
     directions : sequence of float
@@ -55,7 +56,7 @@ def bar_sweep_run(size: int, fps: float, tr: float,
     step : {"tr", "frame"}
         The bar moves once per TR, or by a fraction of a step every frame.
     bar_width : float, optional
-        Pixels; default ``size / 8``.
+        Pixels; default an eighth of the field's diameter.
     steps_per_sweep : int, optional
         Default: steps of half the bar's width from just outside the field to just outside
         the other side.
@@ -66,21 +67,22 @@ def bar_sweep_run(size: int, fps: float, tr: float,
 
     Returns
     -------
-    stim : ndarray of shape (n_frames, size, size), uint8
+    stim : ndarray of shape (n_frames, height, width), uint8
         Mid-grey (128) background, checks at 1 and 255.
-    aperture : ndarray of shape (n_frames, size, size), uint8
+    aperture : ndarray of shape (n_frames, height, width), uint8
         1 where the bar is shown, else 0.
     """
     if step not in ("tr", "frame"):
         raise ValueError(f"step must be 'tr' or 'frame', got {step!r}")
-    width = size / 8 if bar_width is None else float(bar_width)
-    radius = size / 2
+    h, w = (size, size) if isinstance(size, int | np.integer) else (int(size[0]), int(size[1]))
+    radius = min(h, w) / 2
+    width = 2 * radius / 8 if bar_width is None else float(bar_width)
     n_steps = (int(math.ceil((2 * radius + width) / (width / 2))) if steps_per_sweep is None
                else int(steps_per_sweep))
     if width <= 0 or n_steps < 1 or fps <= 0 or tr <= 0:
         raise ValueError("need bar_width > 0, steps_per_sweep >= 1, fps > 0 and tr > 0")
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
-    dx, dy_up = xx - (size - 1) / 2, (size - 1) / 2 - yy
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    dx, dy_up = xx - (w - 1) / 2, (h - 1) / 2 - yy
     inside = np.hypot(dx, dy_up) <= radius
     check = width / 2
     per_reversal = max(1, int(round(fps / min(reversal_hz, fps))))
@@ -107,8 +109,8 @@ def bar_sweep_run(size: int, fps: float, tr: float,
         aps.append(ap.astype(np.uint8))
         frame += sweep_frames
         if blank_frames and (i + 1) % blank_every == 0:
-            stims.append(np.full((blank_frames, size, size), 128, np.uint8))
-            aps.append(np.zeros((blank_frames, size, size), np.uint8))
+            stims.append(np.full((blank_frames, h, w), 128, np.uint8))
+            aps.append(np.zeros((blank_frames, h, w), np.uint8))
             frame += blank_frames
     return np.concatenate(stims), np.concatenate(aps)
 
