@@ -232,3 +232,7 @@ def test_fit_with_fps_and_tr_instead_of_a_timing_and_bad_inputs():
         fit_prf(ap, np.where(np.eye(*bold.shape) > 0, np.nan, bold), timing)
     with pytest.raises(ValueError, match="no frame covers"):
         fit_prf(np.zeros_like(ap), bold, timing)
+    # a constant voxel gets no estimate, the others are unaffected
+    flat = fit_prf(ap, np.column_stack([bold[:, 0], np.ones(len(bold))]), timing)
+    assert np.isnan([flat.x[1], flat.r[1], flat.grid_r[1]]).all()
+    assert flat.x[0] == pytest.approx(fit.x[0], abs=1e-6)

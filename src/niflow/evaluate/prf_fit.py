@@ -273,7 +273,7 @@ def grid_search(apertures: np.ndarray, bold: np.ndarray, sampler: VolumeSampler,
     Parameters
     ----------
     apertures : ndarray of shape (k, H, W)
-        Distinct frames (:func:`_distinct_frames`), float.
+        The distinct frames of the apertures, float (the columns of ``sampler``).
     bold : ndarray of shape (n, V)
         The volumes ``sampler`` predicts.
     sampler : VolumeSampler
@@ -281,19 +281,20 @@ def grid_search(apertures: np.ndarray, bold: np.ndarray, sampler: VolumeSampler,
     grid : PRFGrid
     normalise : bool
         Unit-mass Gaussians (the time course is the fraction of the pRF covered) rather than
-        unit-peak ones; r does not depend on it except through the image border.
+        unit-peak ones; r does not depend on it (a constant per pRF), the amplitude does.
     max_values : int
         Bound on the predictions held at once (volumes × grid points).
 
     Returns
     -------
     best : ndarray of shape (V,), int64
-        Flat grid index (:meth:`PRFGrid.points`); -1 where no grid prediction varies.
+        Flat grid index (:meth:`PRFGrid.points`); -1 where no grid prediction varies or the
+        voxel's BOLD is constant.
     r : ndarray of shape (V,)
         Its Pearson r (-inf where ``best`` is -1).
     """
     n, v = bold.shape
-    zy, _ = _zscore_columns(np.asarray(bold, dtype=np.float64))
+    zy, varies = _zscore_columns(np.asarray(bold, dtype=np.float64))
     best = np.full(v, -1, dtype=np.int64)
     best_r = np.full(v, -np.inf)
     _, h, w = apertures.shape
@@ -317,6 +318,7 @@ def grid_search(apertures: np.ndarray, bold: np.ndarray, sampler: VolumeSampler,
                 better = rj > best_r
                 flat = ((i_p * grid.sigma.size + i_s) * ny + y0) * nx + j
                 best[better], best_r[better] = flat[better], rj[better]
+    best[~varies], best_r[~varies] = -1, -np.inf
     return best, best_r
 
 
@@ -391,7 +393,8 @@ class PRFFit:
     Attributes
     ----------
     x, y, sigma : ndarray of shape (V,)
-        Centre (column, row) and size, pixels; NaN where no grid prediction varied.
+        Centre (column, row) and size, pixels; NaN (as every attribute) where the voxel's
+        BOLD or every grid prediction is constant.
     hrf_peak_s : ndarray of shape (V,)
         Peak latency of the chosen canonical HRF, seconds.
     amplitude, baseline : ndarray of shape (V,)
@@ -547,6 +550,7 @@ def fit_prf(apertures: np.ndarray, bold: np.ndarray, timing: MovieTiming | None 
         fit_a, fit_b, r, th, pk = max(scored, key=lambda c: (c[0] > 0, c[2]))
         out["x"][j], out["y"][j], out["sigma"][j] = th
         out["peak"][j], out["a"][j], out["b"][j], out["r"][j] = pk, fit_a, fit_b, r
+    grid_r = np.where(best >= 0, grid_r, np.nan)
     return PRFFit(out["x"], out["y"], out["sigma"], out["peak"], out["a"], out["b"], out["r"],
                   grid_r, normalise, HRF_SPAN_S,
                   {"grid_points": grid.size, "refined": bool(refine),
