@@ -45,7 +45,7 @@ def _parse_voxels(specs: list[str]) -> dict[str, list[int]]:
 def cmd_probe(args) -> int:
     from niflow.interpret.probes import ProbeSettings
     from niflow.runs.probe import probe_run
-    from niflow.runs.run import load_run
+    from niflow.runs.run import MovieRun, load_run
 
     if args.visual_field_deg is not None and not args.visual_field_deg > 0:
         raise ConfigError(f"--visual-field-deg must be > 0, got {args.visual_field_deg}")
@@ -53,6 +53,10 @@ def cmd_probe(args) -> int:
             args.bar_width is not None and args.bar_width <= 0):
         raise ConfigError("--bar-step and --bar-width must be > 0")
     run = load_run(args.run)
+    if isinstance(run, MovieRun):
+        from niflow.cli.movie_probe import probe_movie
+
+        return probe_movie(args, run)
     res = probe_run(run, args.out, ProbeSettings(bar_step=args.bar_step,
                                                  bar_width=args.bar_width),
                     args.visual_field_deg)
@@ -181,10 +185,19 @@ def _resolve_config(args) -> cfgmod.RunConfig:
 
 def _simulate_video(args) -> int:
     from niflow.data.simulate.movie import simulate_movie, write_movie_simulation
+    from niflow.data.simulate.prf_mapping import simulate_prf_mapping
 
-    sim = simulate_movie(n_train_runs=args.runs, run_seconds=args.run_seconds, fps=args.fps,
-                         tr=args.tr, size=args.size, n_voxels={"V1": args.v1, "V2": args.v2},
-                         n_repeats=args.repeats, nonlinear=args.nonlinear, seed=args.seed)
+    if args.prf_mapping and args.nonlinear:
+        raise ConfigError("--prf-mapping simulates the energy cortex; drop --nonlinear")
+    if args.prf_mapping:
+        sim = simulate_prf_mapping(n_train_runs=args.runs, size=args.size, fps=args.fps,
+                                   tr=args.tr, n_voxels={"V1": args.v1, "V2": args.v2},
+                                   n_repeats=args.repeats, seed=args.seed)
+    else:
+        sim = simulate_movie(n_train_runs=args.runs, run_seconds=args.run_seconds,
+                             fps=args.fps, tr=args.tr, size=args.size,
+                             n_voxels={"V1": args.v1, "V2": args.v2}, n_repeats=args.repeats,
+                             nonlinear=args.nonlinear, seed=args.seed)
     paths = write_movie_simulation(sim, args.out)
     ceil = {a: float(np.median(t["noise_ceiling"])) for a, t in sim.truth.items()}
     print(f"wrote {paths['stim']} ({sim.stim.shape[0]} frames of {args.size}x{args.size} at "
@@ -195,6 +208,8 @@ def _simulate_video(args) -> int:
 
 
 def cmd_simulate(args) -> int:
+    if args.prf_mapping and not args.video:
+        raise ConfigError("--prf-mapping is a movie experiment: add --video")
     if args.video:
         return _simulate_video(args)
     from niflow.data.io import load_stimuli

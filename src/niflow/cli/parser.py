@@ -43,6 +43,11 @@ def _add_simulate(sub) -> None:
     v.add_argument("--repeats", type=int, default=6, help="repeats of the test run")
     v.add_argument("--nonlinear", action="store_true",
                    help="normalised, thresholded V1 and an end-stopping V2")
+    v.add_argument("--prf-mapping", action="store_true",
+                   help="a pRF-mapping experiment instead of movie clips: checkerboard bars "
+                   "sweeping in 8 directions, one step per TR, blanks after every second "
+                   "sweep; stim.h5 also holds the binary 'aperture'; each run lasts as long "
+                   "as its sweeps (--run-seconds is not used)")
 
 
 def _add_train(sub) -> None:

@@ -82,11 +82,18 @@ def probe_run(run: Run, out_dir: str | Path | None = None,
 
     Returns
     -------
-    dict with ``insilico`` (per area :func:`probe` results), ``readout`` and ``checks``.
+    dict with ``insilico`` (per area :func:`probe` results), ``readout`` and ``checks``; for
+    a movie run (:class:`~niflow.runs.run.MovieRun`) the bar-sweep pRF-mapping probe of
+    :func:`niflow.runs.movie_probe.probe_movie_run` and its result (``settings`` and
+    ``visual_field_deg`` do not apply).
     """
     from niflow import figures as plots
     from niflow.interpret.probes import probe
-    from niflow.runs.run import RunError
+    from niflow.runs.movie_probe import probe_movie_run
+    from niflow.runs.run import MovieRun, RunError
+
+    if isinstance(run, MovieRun):
+        return probe_movie_run(run, out_dir)
 
     if out_dir is None and run.path is None:
         raise RunError("the run has no folder; give out_dir for the probe's outputs")

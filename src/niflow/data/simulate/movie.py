@@ -27,8 +27,8 @@ from niflow.data.simulate.cortex import simulate_responses
 from niflow.data.simulate.settings import SimConfig
 from niflow.data.simulate.stimuli import make_stimuli
 
-__all__ = ["MovieSimulation", "double_gamma_hrf", "hrf_shape", "make_movie", "simulate_movie",
-           "write_movie_simulation"]
+__all__ = ["MovieSimulation", "double_gamma_hrf", "hrf_shape", "make_movie", "simulate_bold",
+           "simulate_movie", "write_movie_simulation"]
 
 _MOVIE_STREAM = 3307
 _CLIP_FAMILIES = ("grating", "textures", "natural", "dots", "bars", "letters")
@@ -153,6 +153,8 @@ class MovieSimulation:
         ``prf_x``, ``prf_y``, ``prf_sigma`` (pixels), ``hrf_peak_s``, ``hrf_fwhm_s`` (the
         HRF's measured maximum and width), ``hrf_param_s`` (its latency parameter),
         ``transient`` (weight of the transient drive, 0-1), ``noise_ceiling``.
+    aperture : ndarray of shape (n_frames, size, size), uint8 0/1, optional
+        Where each frame shows the stimulus (a pRF-mapping experiment's bar apertures).
     """
 
     stim: np.ndarray
@@ -165,6 +167,7 @@ class MovieSimulation:
     repeats: dict[str, np.ndarray]
     signal: dict[str, np.ndarray]
     truth: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    aperture: np.ndarray | None = None
 
 
 def _zscore(x: NDArray) -> NDArray[np.float64]:
@@ -248,11 +251,42 @@ def simulate_movie(n_train_runs: int = 4, run_seconds: float = 120.0, fps: float
     frame_run = np.concatenate([np.full(len(m), r) for m, r in zip(movies, runs, strict=True)])
     n_vol = int(math.floor(run_seconds / tr + 1e-9))
     volume_run = np.repeat(runs, n_vol).astype(np.int64)
-    static = simulate_responses(stim, n_voxels, seed=seed, config=cfg)
+    return simulate_bold(stim, frame_run, volume_run, fps, tr, n_voxels, n_repeats,
+                         ceiling_range, cfg, seed)
+
+
+def simulate_bold(stim: NDArray, frame_run: NDArray, volume_run: NDArray, fps: float,
+                  tr: float, n_voxels: Mapping[str, int], n_repeats: int = 6,
+                  ceiling_range: tuple[float, float] = (0.3, 0.7),
+                  config: SimConfig | None = None, seed: int = 0) -> MovieSimulation:
+    """Voxels, HRFs and noise for a given movie; the last run is the repeated test run.
+
+    Parameters
+    ----------
+    stim : ndarray of shape (n_frames, H, W), uint8
+    frame_run : ndarray of shape (n_frames,), int
+        Run labels, runs in order.
+    volume_run : ndarray of shape (n_TR,), int
+        The same runs; each lasts as long as its frames (within one TR).
+    fps, tr : float
+    n_voxels : dict of str to int
+    n_repeats : int
+    ceiling_range : tuple of float
+    config : SimConfig, optional
+        The static cortex (pRF law, feature stages); default ``SimConfig()``.
+    seed : int
+
+    Returns
+    -------
+    MovieSimulation
+    """
+    frame_run = np.asarray(frame_run, dtype=np.int64)
+    volume_run = np.asarray(volume_run, dtype=np.int64)
     starts = np.flatnonzero(np.r_[True, frame_run[1:] != frame_run[:-1]])
+    runs = [int(r) for r in frame_run[starts]]
+    static = simulate_responses(stim, n_voxels, seed=seed, config=config)
     rng = np.random.default_rng([seed, _MOVIE_STREAM, 1])
-    out = MovieSimulation(stim, fps, tr, frame_run.astype(np.int64), volume_run, runs[-1],
-                          {}, {}, {})
+    out = MovieSimulation(stim, fps, tr, frame_run, volume_run, runs[-1], {}, {}, {})
     for area, v in n_voxels.items():
         sustained = _zscore(static.signal[area].astype(np.float64))
         transient = _zscore(_transient(sustained, starts))
@@ -260,7 +294,8 @@ def simulate_movie(n_train_runs: int = 4, run_seconds: float = 120.0, fps: float
         neural = (1 - w) * sustained + w * transient
         peaks = np.round(rng.uniform(*PEAK_RANGE, v) / PEAK_STEP) * PEAK_STEP
         bold = np.concatenate([
-            _run_bold(neural[frame_run == r], peaks, fps, tr, n_vol) for r in runs])
+            _run_bold(neural[frame_run == r], peaks, fps, tr, int(np.sum(volume_run == r)))
+            for r in runs])
         bold = _zscore(bold)
         ceiling = rng.uniform(*ceiling_range, v)
         # the mean of R repeats with noise sd s correlates 1 / sqrt(1 + s² / R) with the signal
@@ -287,7 +322,9 @@ def simulate_movie(n_train_runs: int = 4, run_seconds: float = 120.0, fps: float
 
 def write_movie_simulation(sim: MovieSimulation, out_dir: str | Path) -> dict[str, Path]:
     """Write ``stim.h5``, ``bold.h5`` (the contract of :mod:`niflow.data.movie`) and
-    ``truth.npz`` (``<AREA>_<key>`` arrays) into ``out_dir``; each file atomically."""
+    ``truth.npz`` (``<AREA>_<key>`` arrays) into ``out_dir``; each file atomically.
+    ``stim.h5`` also holds ``aperture`` (uint8 0/1, like ``stim``) when the simulation has
+    one."""
     import h5py
 
     from niflow._atomic import atomic_write
@@ -301,6 +338,9 @@ def write_movie_simulation(sim: MovieSimulation, out_dir: str | Path) -> dict[st
                                                              *sim.stim.shape[1:]))
             fh["fps"] = sim.fps
             fh["run"] = sim.frame_run
+            if sim.aperture is not None:
+                fh.create_dataset("aperture", data=sim.aperture.astype(np.uint8),
+                                  chunks=(min(64, len(sim.stim)), *sim.stim.shape[1:]))
 
     def bold_file(p: Path) -> None:
         with h5py.File(p, "w") as fh:
