@@ -289,3 +289,17 @@ def test_shipped_config_files(path):
             assert got["areas"] == base["areas"]
     # and the model it describes can be built on BRAINS-sized stimuli
     NIFModel(cfg, (1, 56, 56), {cfg.areas[0].name: 3})
+
+
+def test_the_video_section_is_checked_and_optional():
+    """``video`` configures movie models; configs without it (every run folder written
+    before it existed) take the preset's values."""
+    old = preset("default").to_dict()
+    del old["video"]
+    assert from_dict(old).video.space_time == "factorised"
+    full = from_dict({"video": {"space_time": "full", "taps_s": 1.0}})
+    assert (full.video.space_time, full.video.taps_s, full.video.segment_s) == ("full", 1.0, 60.0)
+    for bad, match in (({"space_time": "3d"}, "space_time"), ({"taps_s": 0}, "taps_s"),
+                       ({"segment_s": float("inf")}, "segment_s"), ({"frames": 3}, "frames")):
+        with pytest.raises(ConfigError, match=match):
+            from_dict({"video": bad})
