@@ -138,18 +138,21 @@ def test_bad_movie_inputs_get_one_line(movie_run, tmp_path):
         "durations": ["train", "--stim", "tiny.h5", "--bold", "slow_bold.h5", "--out", "f",
                       "--test-runs", "4"],
     }
+    jobs["evaluate"] = ["evaluate", str(movie_run[3]), "--stim", stim, "--bold", bold]
     res = run_many(jobs, tmp_path)
     want = {"no_runs": "need --test-runs", "unknown_run": "test run(s) [9] not found",
             "rows": "--test-rows is not available for movie data",
             "static": "for images use --test-rows",
-            "durations": "each run must last as long in both files"}
+            "durations": "each run must last as long in both files",
+            "evaluate": "a movie run; niflow evaluate scores image runs"}
     for name, text in want.items():
         r = res[name]
         assert r.rc != 0, name
         lines = r.stderr.strip().splitlines()
         assert len(lines) == 1 and text in lines[0], (name, r.stderr)
     for name in jobs:
-        assert not (tmp_path / jobs[name][jobs[name].index("--out") + 1]).exists()
+        if "--out" in jobs[name]:
+            assert not (tmp_path / jobs[name][jobs[name].index("--out") + 1]).exists()
 
 
 def test_the_report_shows_a_movie_runs_haemodynamics(movie_run):

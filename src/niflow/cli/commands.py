@@ -519,6 +519,9 @@ def cmd_evaluate(args) -> int:
     if not 0 < args.alpha < 1:
         raise ConfigError(f"--alpha must be between 0 and 1, got {args.alpha}")
     run = load_run(args.run)
+    if getattr(run, "video", None) is not None:
+        raise RunError(f"{args.run}: a movie run; niflow evaluate scores image runs (the movie "
+                       f"run's test runs are scored in its stats.json and voxels.csv)")
     stim = load_stimuli(args.stim, run.config.data.stim_variable)
     resp, repeats = (load_response_repeats(args.bold) if args.bold is not None
                      else (None, None))
