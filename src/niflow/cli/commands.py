@@ -308,14 +308,7 @@ def _train(args) -> int:
     if not runtime.is_main:
         return 0  # rank 0 writes and reports
     metrics = json.loads((args.out / "metrics.json").read_text())
-    selection = args.out / "selection.json"
-    if selection.exists():
-        sel = json.loads(selection.read_text())
-        scores = ", ".join(f"{k} {v['val_median_r']:.3f}" for k, v in sel["scores"].items()
-                           if v["val_median_r"] is not None)
-        print(f"selected {sel['chosen'] or 'the configured model'} by validation median r"
-              f"{' (' + scores + ')' if scores else ''}; ensemble of {len(sel['members'])} "
-              f"model(s); {sel['seconds']:.0f} s")
+    _print_selection(args.out)
     print(f"trained {len(hist.epochs)} epochs (best {hist.best_epoch}); held-out rows: "
           f"{data.split.test.size}")
     _print_area_table(metrics["areas"])
@@ -355,13 +348,7 @@ def _train_movie(args) -> int:
     if not runtime.is_main:
         return 0  # rank 0 writes and reports
     metrics = json.loads((args.out / "metrics.json").read_text())
-    selection = args.out / "selection.json"
-    if selection.exists():
-        sel = json.loads(selection.read_text())
-        scores = ", ".join(f"{k} {v['val_median_r']:.3f}" for k, v in sel["scores"].items()
-                           if v["val_median_r"] is not None)
-        print(f"selected {sel['chosen']} by validation median r ({scores}); "
-              f"{sel['seconds']:.0f} s")
+    _print_selection(args.out)
     tr = metrics["training"]
     print(f"trained {tr['epochs_run']} epochs (best {tr['best_epoch']}); held-out volumes: "
           f"{metrics['n_test_rows']} (runs {metrics['test_runs']})")
@@ -372,6 +359,19 @@ def _train_movie(args) -> int:
               + (f"; median noise ceiling {ceiling:.3f}" if ceiling is not None else ""))
     print(f"run folder: {args.out}")
     return 0
+
+
+def _print_selection(out: Path) -> None:
+    """One line on the model selection recorded in ``out/selection.json``, if any."""
+    selection = out / "selection.json"
+    if not selection.exists():
+        return
+    sel = json.loads(selection.read_text())
+    scores = ", ".join(f"{k} {v['val_median_r']:.3f}" for k, v in sel["scores"].items()
+                       if v["val_median_r"] is not None)
+    print(f"selected {sel['chosen'] or 'the configured model'} by validation median r"
+          f"{' (' + scores + ')' if scores else ''}; ensemble of {len(sel['members'])} "
+          f"model(s); {sel['seconds']:.0f} s")
 
 
 AUTO_ROWS_NOTE = "test rows: 288:360 (BRAINS layout; pass --test-rows to change)"
