@@ -38,13 +38,13 @@ from niflow import config as cfgmod
 from niflow._atomic import atomic_write_text
 from niflow.data.errors import DataError
 from niflow.data.io import save_npz
-from niflow.data.movie import MovieFiles, check_test_runs, read_movie
+from niflow.data.movie import MovieFiles, check_test_runs, movie_split, read_movie
 from niflow.evaluate.statistics import area_summary, summarize, voxel_statistics
 from niflow.interpret.receptive_fields import spatial_maps
 from niflow.runs.evaluation import write_statistics
-from niflow.runs.folder import _create_run_dir, _write_run_info, check_run_dir
+from niflow.runs.folder import _create_run_dir, _timestamp, _write_run_info, check_run_dir
 from niflow.runs.inputs import check_config
-from niflow.runs.outputs import VOXELS_CSV, _write_csv
+from niflow.runs.outputs import VOXELS_CSV, _jsonable, _write_csv
 from niflow.runs.run import MovieRun, RunError, save_movie_model
 from niflow.train.runtime import Runtime
 from niflow.train.video import MovieFit, fit_movie
@@ -152,8 +152,6 @@ def train_movie(stim_path: str | Path, bold_path: str | Path, out: str | Path,
         dist.barrier()  # every process has checked the folder before rank 0 creates it
     started = time.time()
     say = _say(progress and runtime.is_main)
-    from niflow.data.movie import movie_split
-
     train, val, test = movie_split(files.timing, test_runs, cfg.train.val_fraction,
                                    cfg.train.seed)
     split = {"kind": "movie", "train": train, "val": val, "test": test,
@@ -163,7 +161,7 @@ def train_movie(stim_path: str | Path, bold_path: str | Path, out: str | Path,
 
     def start_folder(folder: Path) -> None:
         cfgmod.save(cfg, folder / "config.json")
-        atomic_write_text(folder / "split.json", json.dumps(_plain(split)) + "\n")
+        atomic_write_text(folder / "split.json", json.dumps(_jsonable(split)) + "\n")
         _write_run_info(folder, cfg, files.sources, started)
 
     if runtime.is_main:
@@ -176,24 +174,14 @@ def train_movie(stim_path: str | Path, bold_path: str | Path, out: str | Path,
     if not runtime.is_main:
         return run
     if cfg.select.candidates:
-        atomic_write_text(out / "selection.json", json.dumps(_plain(selection), indent=2)
+        atomic_write_text(out / "selection.json", json.dumps(_jsonable(selection), indent=2)
                           + "\n")
     movie_outputs(run, files, fit, test_runs)
     info = json.loads((out / "run.json").read_text())
-    info["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime())
+    info["finished"] = _timestamp(time.time())
     info["training_seconds"] = float(selection["seconds"])
     atomic_write_text(out / "run.json", json.dumps(info, indent=2) + "\n")
     return run
-
-
-def _plain(obj):
-    if isinstance(obj, dict):
-        return {k: _plain(v) for k, v in obj.items()}
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, list | tuple):
-        return [_plain(v) for v in obj]
-    return obj
 
 
 def movie_outputs(run: MovieRun, files: MovieFiles, fit: MovieFit,
