@@ -50,6 +50,37 @@ def test_forward_is_the_causal_sum_over_preceding_frames():
     assert np.allclose(m(later, last)[:, :3].detach().numpy(), got[:, :3])
 
 
+def test_the_drive_before_a_run_is_the_baseline():
+    rng = np.random.default_rng(3)
+    m = _readout(np.array([4.0, 6.5]), fps=4.0)
+    with torch.no_grad():
+        m.baseline.copy_(torch.tensor([0.7, -1.3], dtype=torch.float64))
+    drive = torch.as_tensor(rng.normal(size=(1, 50, 2)))
+    last = torch.tensor([0, 5, 30, 49])
+    got = m(drive, last).detach().numpy()
+    k = m.kernel().detach().numpy()
+    base = m.baseline.detach().numpy()
+    for j, f in enumerate(last.tolist()):
+        for v in range(2):
+            # frames f - lag < 0 were not shown: the voxel's drive there is its baseline
+            want = sum(k[v, lag] * (drive[0, f - lag, v].item() if f - lag >= 0 else base[v])
+                       for lag in range(m.n_lags)) / m.fps
+            assert got[0, j, v] == pytest.approx(want, abs=1e-12)
+    steady = m(torch.as_tensor(base)[None, None].repeat(1, 50, 1), last)[0].detach().numpy()
+    area = k.sum(1) / m.fps  # a run that shows the baseline has no onset ramp
+    assert np.allclose(steady, base * area, atol=1e-12)
+
+
+def test_weights_saved_without_a_baseline_load_as_zero_baseline():
+    m = _readout(np.array([5.0, 6.0]))
+    old = {k: v for k, v in m.state_dict().items() if k != "baseline"}
+    fresh = HRFReadout(2, 8.0).double()
+    with torch.no_grad():
+        fresh.baseline.fill_(3.0)
+    fresh.load_state_dict(old)
+    assert torch.equal(fresh.baseline, torch.zeros(2, dtype=torch.float64))
+
+
 def test_matches_the_simulated_bold_of_a_run():
     # the simulator's volume j reflects frames with onset before j·tr; at 8 fps and TR 1 s
     # the last of them is frame 8j − 1

@@ -223,3 +223,36 @@ def test_a_full_space_time_run_saves_and_loads(movie_run, tmp_path):
     stored = np.load(tmp_path / "full" / "predictions.npz")
     got = run.predict_volumes(read_movie(paths["stim"], paths["bold"]), stored["test_rows"])
     assert np.allclose(got["V2"], stored["V2"], rtol=1e-4, atol=1e-4)
+
+
+def test_an_ensemble_of_movie_models_averages_its_members(movie_run, tmp_path):
+    """``select.members = 2``: a second model of the chosen kind with the next seed; the run
+    stores both, predicts their mean, and reports the members' median HRFs and pRFs."""
+    from niflow.interpret.receptive_fields import readout_prf
+    from niflow.train.video import predict_video
+
+    sim, paths, _, _ = movie_run
+    cfg = _config(2)
+    cfg.select.members = 2
+    run = train_movie(paths["stim"], paths["bold"], tmp_path / "ens", cfg, [sim.test_run],
+                      progress=False)
+    assert len(run.videos) == 2
+    selection = json.loads((tmp_path / "ens" / "selection.json").read_text())
+    assert [m["seed"] for m in selection["members"]] == [cfg.train.seed, cfg.train.seed + 1]
+    loaded = load_run(tmp_path / "ens")
+    assert len(loaded.videos) == 2
+    files = read_movie(paths["stim"], paths["bold"])
+    stored = np.load(tmp_path / "ens" / "predictions.npz")
+    rows = stored["test_rows"]
+    table = read_table(tmp_path / "ens" / "voxels.csv")
+    for area in ("V1", "V2"):
+        each = [loaded.scalers[area].inverse(predict_video(v, files, rows)[area])
+                for v in loaded.videos]
+        assert not np.allclose(each[0], each[1], atol=1e-3)  # two different models
+        assert np.allclose(stored[area], (each[0] + each[1]) / 2, rtol=1e-4, atol=1e-4)
+        m = table["area"] == area
+        peaks = [v.hrf_parameters()[area]["hrf_peak_s"] for v in loaded.videos]
+        assert np.allclose(table["hrf_peak_s"][m].astype(float), np.median(peaks, axis=0),
+                           atol=1e-3)
+        xs = [readout_prf(v.spatial, area)["prf_x"] for v in loaded.videos]
+        assert np.allclose(table["prf_x"][m].astype(float), np.median(xs, axis=0), atol=1e-3)

@@ -11,8 +11,15 @@ from _configs import default_config
 from niflow import config as cfgmod
 from niflow.data.movie import MovieTiming, read_movie
 from niflow.data.simulate.movie import simulate_movie, write_movie_simulation
+from niflow.model.areas import DivisiveNorm
 from niflow.model.video import CausalTemporal, VideoNIF
-from niflow.train.video import fit_movie, hrf_window_frames, make_segments
+from niflow.train.video import (
+    fit_movie,
+    hrf_weighted_features,
+    hrf_window_frames,
+    make_segments,
+    predict_video,
+)
 
 
 def _config() -> cfgmod.RunConfig:
@@ -220,3 +227,41 @@ def test_a_full_space_time_model_starts_as_the_factorised_one_and_stays_causal()
     again.load_state_dict(full.state_dict())
     again.eval()
     assert torch.allclose(again.drive(y)["V1"], after["V1"])
+
+
+def test_hrf_weighted_features_are_what_a_fresh_models_readout_predicts(movie):
+    # at the start (temporal filters the identity) the model is linear in its features: its
+    # volumes are the readout of the HRF-weighted features, the bias scaled by the HRF's
+    # area, when the baseline is the mean frame's drive
+    sim, files = movie
+    torch.manual_seed(0)
+    model = VideoNIF(_config(), files.frame_shape, {"V1": 40, "V2": 20}, files.timing.fps)
+    model.spatial.set_input_stats(0.5, 0.2)
+    model.eval()
+    vols = files.timing.volumes_of([1, 2])
+    used, feats, mean = hrf_weighted_features(model, files, vols, peaks=(4.5, 6.0),
+                                              seconds=20.0)
+    assert used.size == vols.size - 2  # each run's first volume: no frame before it
+    for peak in (4.5, 6.0):
+        for a, ro in model.spatial.readouts.items():
+            with torch.no_grad():
+                model.hrf[a].initialize(peak)
+                model.hrf[a].baseline.copy_(ro(mean[a][None])[0])
+                area = model.hrf[a].kernel().sum(1) / model.fps
+                want = (ro(feats[peak][a]) - ro.bias + ro.bias * area).numpy()
+            got = predict_video(model, files, used)[a]
+            assert np.allclose(got, want, atol=1e-4 * np.abs(want).max())
+
+
+def test_a_weak_divisive_normalisation_passes_its_mean_drive_unscaled():
+    norm = DivisiveNorm(window=1)
+    x = torch.full((1, 3, 4, 4), 2.0)
+    norm.set_strength(100.0, 2.0)
+    assert torch.allclose(norm(x), x, atol=1e-6)
+    weaker = norm(2 * x) / (2 * x)  # twice the contrast: hardly normalised
+    assert float(weaker.detach().mean()) == pytest.approx(102 / 104, rel=1e-5)
+    norm.set_default()
+    assert torch.allclose(norm(x), x / (np.log(2) + 2.0))
+    legacy = DivisiveNorm()
+    legacy.load_state_dict({"log_sigma": torch.tensor(0.3)})  # saved before the gain
+    assert float(legacy.gain) == 1.0

@@ -70,20 +70,43 @@ class _Abs(nn.Module):
 class DivisiveNorm(nn.Module):
     """Divide each channel by the local mean activity of all channels plus a learned constant.
 
-    ``y_c = x_c / (softplus(s) + pool_5x5(mean_c |x|))``: a contrast gain control that keeps
-    squared (energy) responses in range without batch statistics.
+    ``y_c = g · x_c / (softplus(s) + pool_5x5(mean_c |x|))``: a contrast gain control that
+    keeps squared (energy) responses in range without batch statistics. The gain ``g`` (a
+    buffer, 1 unless :meth:`set_strength` changed it) keeps the output's scale when the
+    constant is made large, i.e. the normalisation weak.
     """
 
     def __init__(self, window: int = 5) -> None:
         super().__init__()
         self.window = window
         self.log_sigma = nn.Parameter(torch.zeros(()))
+        self.register_buffer("gain", torch.ones(()))
 
     def forward(self, x: Tensor) -> Tensor:
         drive = x.abs().mean(1, keepdim=True)
         pooled = F.avg_pool2d(drive, self.window, stride=1, padding=self.window // 2,
                               count_include_pad=False)
-        return x / (F.softplus(self.log_sigma) + pooled)
+        return self.gain * x / (F.softplus(self.log_sigma) + pooled)
+
+    @torch.no_grad()
+    def set_strength(self, sigma: float, mean_drive: float) -> None:
+        """Constant ``sigma`` and gain ``sigma + mean_drive``: an input whose pooled drive is
+        its mean passes unscaled, so the constant sets only how strongly contrast is
+        normalised (``sigma`` ≫ the drive: hardly at all)."""
+        sigma_t = torch.tensor(float(sigma), dtype=torch.float64)
+        self.log_sigma.copy_(sigma_t + torch.log(-torch.expm1(-sigma_t)))  # softplus⁻¹
+        self.gain.fill_(float(sigma) + float(mean_drive))
+
+    @torch.no_grad()
+    def set_default(self) -> None:
+        """Back to the constructed state: constant softplus(0), gain 1."""
+        self.log_sigma.zero_()
+        self.gain.fill_(1.0)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[override]
+        # weights saved before the gain existed had gain 1
+        state_dict.setdefault(prefix + "gain", torch.ones(()))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
 class Area(nn.Module):

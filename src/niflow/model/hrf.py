@@ -14,7 +14,10 @@ latency and width mean the voxel's response and cannot turn into a multi-peaked 
 noisy data. Its amplitude is the spatial readout's (channel weights), so ``h_v`` has a fixed
 area of 1 − u_v.
 
-Lags are measured from the last frame before each volume: with ``tr · fps`` an integer the
+Before a run starts the drive is taken to be the voxel's ``baseline`` (a learned level, its
+steady drive: frames before the first are neither seen nor blank), so the first volumes of a
+run do not rise from zero while the response fills in. Lags are measured from the last frame
+before each volume: with ``tr · fps`` an integer the
 frame just before a volume lags by exactly ``1 / fps``; otherwise the lag of every frame is
 rounded up to the next whole frame (an error below one frame, 1/fps s).
 """
@@ -72,6 +75,8 @@ class HRFReadout(nn.Module):
         Time scale ``s = lo + (hi − lo) · sigmoid(raw_scale)`` within ``SCALE_RANGE``.
     raw_undershoot : Parameter of shape (V,)
         Undershoot ratio ``u = 0.5 · sigmoid(raw_undershoot)`` (canonical: 1/6).
+    baseline : Parameter of shape (V,)
+        The drive before a run's first frame (0 unless initialised).
     """
 
     def __init__(self, n_voxels: int, fps: float, span_s: float = 32.0, peak_s: float = 5.0,
@@ -81,6 +86,7 @@ class HRFReadout(nn.Module):
         self.n_lags = max(1, int(math.ceil(span_s * fps)))
         self.raw_scale = nn.Parameter(torch.zeros(n_voxels))
         self.raw_undershoot = nn.Parameter(torch.zeros(n_voxels))
+        self.baseline = nn.Parameter(torch.zeros(n_voxels))
         self.initialize(peak_s)
 
     def initialize(self, peak_s: float | Tensor = 5.0, undershoot: float = 1 / 6) -> None:
@@ -130,10 +136,20 @@ class HRFReadout(nn.Module):
                              f"{tuple(drive.shape)}")
         b, t, v = drive.shape
         k = self.kernel().to(drive.dtype)  # (V, L): k[:, l] weighs the frame l frames back
-        # causal depthwise convolution: out[..., i] = Σ_l k[l] · d[i − l]
-        x = F.pad(drive.transpose(1, 2), (self.n_lags - 1, 0))
+        base = self.baseline.to(drive.dtype)
+        # causal depthwise convolution: out[..., i] = Σ_l k[l] · d[i − l], with d = baseline
+        # before the first frame, i.e. the baseline's full response plus the deviations'
+        x = F.pad((drive - base).transpose(1, 2), (self.n_lags - 1, 0))
         out = F.conv1d(x, k.flip(1)[:, None, :], groups=v) / self.fps  # (B, V, T)
+        out = out + (base * k.sum(1) / self.fps)[None, :, None]
         return out[:, :, last_frames].transpose(1, 2)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[override]
+        # weights saved before the baseline existed took the drive before a run as zero
+        key = prefix + "baseline"
+        if key not in state_dict and prefix + "raw_scale" in state_dict:
+            state_dict[key] = torch.zeros_like(state_dict[prefix + "raw_scale"])
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def regularizer(self) -> Tensor:
         """No penalty: two bounded parameters per voxel are the constraint."""

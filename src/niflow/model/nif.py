@@ -168,37 +168,58 @@ class NIFModel(nn.Module):
         self.eval()
         x = self.standardize(stim)
         self.graph.calibrate(x)
+        self.initialize_lowrank(stim, responses)
+        gaussian = [a for a, r in self.readouts.items() if isinstance(r, GaussianReadout)]
+        if gaussian:
+            feats = self.init_features(x)
+            for area in gaussian:
+                y = responses[area][:INIT_FIT_ROWS].to(feats[area].dtype)
+                centre, sigma, _ = self.searched_prfs(area, feats, y)
+                self.initialize_gaussian(area, feats[area], y, centre, sigma)
+        self.train(was_training)
+
+    @torch.no_grad()
+    def initialize_lowrank(self, stim: Tensor, responses: dict[str, Tensor]) -> None:
+        """Start the low-rank readouts' maps at their voxels' :meth:`contrast_prior`."""
         lowrank = [a for a, r in self.readouts.items() if isinstance(r, LowRankReadout)]
         if lowrank:
             prior = self.contrast_prior(stim, {a: responses[a] for a in lowrank})
             for area in lowrank:
                 self.readouts[area].initialize(spatial_prior=prior[area] ** 2)
-        gaussian = [a for a, r in self.readouts.items() if isinstance(r, GaussianReadout)]
-        if gaussian:
-            self._initialize_gaussian(x, {a: responses[a] for a in gaussian})
-        self.train(was_training)
 
     @torch.no_grad()
-    def _initialize_gaussian(self, x: Tensor, responses: dict[str, Tensor]) -> None:
+    def init_features(self, x: Tensor) -> dict[str, Tensor]:
+        """Every area's features of the first ``INIT_FIT_ROWS`` standardised stimuli."""
         n = min(x.shape[0], INIT_FIT_ROWS)
         parts: dict[str, list[Tensor]] = {a: [] for a in self.graph.areas}
         for i in range(0, n, 32):
             for a, f in self.graph(x[i:min(i + 32, n)]).items():
                 parts[a].append(f)
-        feats = {a: torch.cat(p) for a, p in parts.items()}
-        for area, resp in responses.items():
-            readout = self.readouts[area]
-            f, y = feats[area], resp[:n].to(feats[area].dtype)
-            centre, sigma = self._searched_prfs(area, feats, y)
-            readout.initialize(centre=centre, sigma=sigma)
-            weight, bias = fit_channel_weights(readout.pooled(f), y)
-            readout.initialize(centre=centre, sigma=sigma, weight=weight, bias=bias)
+        return {a: torch.cat(p) for a, p in parts.items()}
 
-    def _searched_prfs(self, area: str, feats: dict[str, Tensor], y: Tensor,
-                       ) -> tuple[Tensor, Tensor]:
+    @torch.no_grad()
+    def initialize_gaussian(self, area: str, features: Tensor, responses: Tensor,
+                            centre: Tensor, sigma: Tensor) -> None:
+        """Place ``area``'s Gaussian pRFs at ``centre`` (V, 2) and ``sigma`` (V,) and fit
+        their channel weights to ``responses`` (n, V) on ``features`` (n, C, H, W)."""
+        readout = self.readouts[area]
+        readout.initialize(centre=centre, sigma=sigma)
+        weight, bias = fit_channel_weights(readout.pooled(features), responses)
+        readout.initialize(centre=centre, sigma=sigma, weight=weight, bias=bias)
+
+    def searched_prfs(self, area: str, feats: dict[str, Tensor], y: Tensor,
+                      ) -> tuple[Tensor, Tensor, Tensor]:
         """Best pRF per voxel on the area's own grid, searched on its own features and on
         those of the areas feeding it (a downstream area's random initial channels locate
-        its voxels worse than its sources' features do), converted through the geometry."""
+        its voxels worse than its sources' features do), converted through the geometry.
+
+        Returns
+        -------
+        centre : Tensor of shape (V, 2)
+        sigma : Tensor of shape (V,)
+        explained : Tensor of shape (V,)
+            The winner's in-sample fraction of variance explained.
+        """
         own = self.graph.geometries[area]
         best_c, best_s, best_e = None, None, None
         for name in [area, *self._upstream(area)]:
@@ -220,7 +241,7 @@ class NIFModel(nn.Module):
         h, w = own.grid
         best_c[:, 0].clamp_(-0.5, h - 0.5)
         best_c[:, 1].clamp_(-0.5, w - 0.5)
-        return best_c, best_s.clamp_min(0.2)
+        return best_c, best_s.clamp_min(0.2), best_e
 
     def _upstream(self, area: str) -> list[str]:
         """Areas that feed ``area``, directly or not (the stimulus excluded)."""

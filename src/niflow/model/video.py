@@ -14,18 +14,56 @@ Shapes: frames (B, T, C, H, W) → drive {area: (B, T, V)} → volumes {area: (B
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from niflow.config import STIMULUS, RunConfig
+from niflow.model.areas import DivisiveNorm
+from niflow.model.gaussian import GaussianReadout, fit_channel_weights
 from niflow.model.hrf import HRFReadout
 from niflow.model.nif import NIFModel
 
-__all__ = ["CausalTemporal", "VideoNIF"]
+__all__ = ["CausalTemporal", "VideoNIF", "Weighted"]
+
+# what the readouts' initialisation asks for: z-scored responses {area: (m, V)} of m
+# volumes, their HRF-weighted features {peak_s: {area: (m, C, H, W)}} and the mean frame's
+# features {area: (C, H, W)} (niflow.train.video.hrf_weighted_features)
+Weighted = Callable[[], tuple[dict[str, Tensor], dict[float, dict[str, Tensor]],
+                              dict[str, Tensor]]]
 
 HRF_INIT_WINDOW_S = (4.0, 6.0)  # frames this long before a volume weigh most in its BOLD
+# the divisive normalisations' constant at the start, in units of their mean drive: large,
+# so they start close to the identity. Started at softplus(0) ≈ 0.69 (with calibrated Gabor
+# energies of mean 1, strong) they flattened the changes of contrast over time that drive
+# BOLD in a movie, and a few hundred volumes did not undo it: on simulated movies (8 min,
+# BENCHMARKS.md) the Gabor model's V1 median r was 0.12-0.13 against 0.17-0.23 started weak.
+NORM_START = 100.0
+
+
+@torch.no_grad()
+def _mean_drives(graph: nn.Module, norms: list[DivisiveNorm], x: Tensor) -> list[float]:
+    """Mean pooled drive ``mean_c |input|`` reaching each normalisation over frames ``x``."""
+    sums = [0.0] * len(norms)
+    counts = [0] * len(norms)
+
+    def hook(i: int):
+        def record(_module, inputs):
+            sums[i] += float(inputs[0].abs().mean(1).sum())
+            counts[i] += inputs[0].shape[0] * inputs[0].shape[2] * inputs[0].shape[3]
+        return record
+
+    handles = [m.register_forward_pre_hook(hook(i)) for i, m in enumerate(norms)]
+    try:
+        for i in range(0, x.shape[0], 64):
+            graph(x[i:i + 64])
+    finally:
+        for h in handles:
+            h.remove()
+    return [s / max(c, 1) for s, c in zip(sums, counts, strict=True)]
 
 
 class CausalTemporal(nn.Module):
@@ -183,24 +221,108 @@ class VideoNIF(nn.Module):
         """
         return {a: self.hrf[a](d, last_frames) for a, d in self.drive(frames).items()}
 
-    def initialize_readouts(self, frames: Tensor, responses: dict[str, Tensor]) -> None:
-        """Start the spatial readouts as for static images, from frames paired with volumes.
+    def initialize_readouts(self, frames: Tensor, responses: dict[str, Tensor],
+                            weighted: Weighted | None = None, shown: Tensor | None = None,
+                            ) -> None:
+        """Start the spatial readouts (and each voxel's HRF latency) from training volumes.
 
         Parameters
         ----------
         frames : Tensor of shape (n, C, H, W)
             For each training volume, the mean frame of the ``HRF_INIT_WINDOW_S`` seconds
-            before it (:func:`hrf_window_frames`): what a canonical HRF weighs most.
+            before it (:func:`~niflow.train.video.hrf_window_frames`): Gabor banks calibrate
+            on them and low-rank maps start at their contrast prior.
         responses : dict of str to Tensor of shape (n, V)
             The volumes, z-scored.
+        weighted : callable, optional
+            Called once the banks are calibrated (:data:`Weighted`); returns the z-scored
+            responses of m training volumes, for each of a few HRF peak latencies every
+            area's per-frame features weighted by that HRF and summed over the frames before
+            each volume, and the mean frame's features
+            (:func:`~niflow.train.video.hrf_weighted_features`). With the temporal filters
+            at the identity, a voxel's readout applied to them *is* the model's prediction
+            of its volumes, so each Gaussian readout starts at the static search's best pRF
+            for the latency that explains the voxel best, its HRF at that latency and its
+            baseline at the mean frame's drive; the divisive normalisations start weak
+            (:data:`NORM_START`). Without it,
+            the readouts regress on ``frames`` instead (which blurs whatever moved).
+        shown : Tensor of shape (m, C, H, W), optional
+            Frames as shown, on which Gabor banks calibrate their channel gains when
+            ``weighted`` is given (the features it weighs are those of single frames, whose
+            fine-scale energy an averaged frame lacks); default ``frames``.
         """
-        self.spatial.initialize_readouts(frames, responses)
-        # the readouts now map one frame to one volume; the HRF multiplies a steady drive by
-        # its area, 1 - 1/6, which the readouts' weights undo
+        if weighted is None:
+            self.spatial.initialize_readouts(frames, responses)
+            # the readouts now map one frame to one volume; the HRF multiplies a steady
+            # drive by its area, 1 - 1/6, which the readouts' weights undo
+            with torch.no_grad():
+                for ro in self.spatial.readouts.values():
+                    ro.weight.mul_(6 / 5)
+                    ro.bias.mul_(6 / 5)
+            return
+        spatial = self.spatial
+        was_training = spatial.training
+        spatial.eval()
         with torch.no_grad():
-            for ro in self.spatial.readouts.values():
-                ro.weight.mul_(6 / 5)
-                ro.bias.mul_(6 / 5)
+            x = spatial.standardize(frames if shown is None else shown)
+            spatial.graph.calibrate(x)
+            spatial.initialize_lowrank(frames, responses)
+            gaussian = [a for a, r in spatial.readouts.items() if isinstance(r, GaussianReadout)]
+            if gaussian:
+                self._initialize_gaussians(gaussian, x, weighted)
+        spatial.train(was_training)
+
+    def _initialize_gaussians(self, areas: list[str], x: Tensor, weighted: Weighted) -> None:
+        """Start the divisive normalisations weak (:data:`NORM_START`), then every voxel's
+        pRF, channel weights, HRF latency and baseline from the weighted features."""
+        norms = [m for m in self.spatial.graph.modules() if isinstance(m, DivisiveNorm)]
+        for norm, drive in zip(norms, _mean_drives(self.spatial.graph, norms, x), strict=True):
+            norm.set_strength(NORM_START * drive, drive)
+        volumes, by_peak, mean = weighted()
+        for a in areas:
+            found = self._searched(a, by_peak, volumes[a])
+            self._initialize_gaussian(a, by_peak, volumes[a], found)
+            # before a run, the drive of the mean frame's features
+            self.hrf[a].baseline.copy_(self.spatial.readouts[a](mean[a][None])[0])
+
+    def _searched(self, area: str, by_peak: dict[float, dict[str, Tensor]],
+                  responses: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Per voxel, the pRF and HRF latency whose weighted features explain it most:
+        centre (V, 2), sigma (V,), explained (V,), peak latency (V,)."""
+        best = None
+        for peak, feats in by_peak.items():
+            y = responses.to(feats[area].dtype)
+            centre, sigma, explained = self.spatial.searched_prfs(area, feats, y)
+            if best is None:
+                best = (centre, sigma, explained, torch.full_like(explained, peak))
+                continue
+            win = explained > best[2]
+            best = (torch.where(win[:, None], centre, best[0]), torch.where(win, sigma, best[1]),
+                    torch.maximum(explained, best[2]),
+                    torch.where(win, torch.full_like(explained, peak), best[3]))
+        assert best is not None
+        return best
+
+    def _initialize_gaussian(self, area: str, by_peak: dict[float, dict[str, Tensor]],
+                             responses: Tensor,
+                             found: tuple[Tensor, Tensor, Tensor, Tensor]) -> None:
+        centre, sigma, _, peak = found
+        readout = self.spatial.readouts[area]
+        readout.initialize(centre=centre, sigma=sigma)
+        pooled = None
+        for p, feats in by_peak.items():
+            mine = readout.pooled(feats[area])  # (n, C, V)
+            pooled = mine if pooled is None else torch.where((peak == p)[None, None], mine,
+                                                               pooled)
+        assert pooled is not None
+        weight, bias = fit_channel_weights(pooled, responses.to(pooled.dtype))
+        hrf = self.hrf[area]
+        hrf.initialize(peak.double())
+        # the weighted features carry each frame's share of the HRF but the bias does not:
+        # in the model it is a steady drive, which the HRF scales by its area
+        area_under = hrf.kernel().sum(1) / self.fps
+        readout.initialize(centre=centre, sigma=sigma, weight=weight,
+                           bias=bias / area_under.to(bias.dtype))
 
     def regularizer(self) -> Tensor:
         return self.spatial.regularizer()

@@ -8,9 +8,11 @@ with the static run's files, in volumes instead of images::
     run.json, config.json   as for static runs
     split.json              kind "movie"; train / val / test volume indices; train_runs,
                             val_runs, test_runs (run labels)
-    model.pt                kind "video": weights, frame shape, fps, tr, scalers
+    model.pt                kind "video": weights (and the ensemble members'), frame
+                            shape, fps, tr, scalers
     log.jsonl               one record per epoch of the kept model
-    selection.json          candidates' validation median r and the chosen one
+    selection.json          candidates' validation median r, the chosen one, the ensemble
+                            members (seed, validation r, epochs, seconds)
     metrics.json            per area: held-out summary, median HRF peak, noise ceiling
     voxels.csv              area, voxel, r_test, r2_test, prf_x, prf_y, prf_sigma,
                             prf_sigma_fit, hrf_peak_s, hrf_fwhm_s, noise_ceiling
@@ -47,7 +49,8 @@ from niflow.runs.inputs import check_config
 from niflow.runs.outputs import VOXELS_CSV, _jsonable, _write_csv
 from niflow.runs.run import MovieRun, RunError, save_movie_model
 from niflow.train.runtime import Runtime
-from niflow.train.video import MovieFit, fit_movie
+from niflow.train.select import member_config
+from niflow.train.video import MovieFit, ensemble_hrf_parameters, fit_movie
 
 __all__ = ["movie_outputs", "train_movie"]
 
@@ -72,28 +75,58 @@ def _candidates(cfg: cfgmod.RunConfig) -> list[tuple[str | None, cfgmod.RunConfi
 def _select(files: MovieFiles, test_runs: list[int], cfg: cfgmod.RunConfig,
             say: Callable[[str], None] | None, taps_s: float | None, device: str,
             runtime: Runtime | None) -> tuple[MovieFit, cfgmod.RunConfig, dict]:
-    """Train every candidate on the training runs; keep the best validation median r."""
+    """Train every candidate on the training runs; keep the best validation median r; then
+    train ``select.members - 1`` more of its kind, each with its own seed (so its own
+    validation runs and initial weights), as the image path's ensembles
+    (:mod:`niflow.train.select`). ``select.budget_s`` stops adding candidates or members
+    once spent."""
+    sel = cfg.select
     start = time.perf_counter()
-    best: tuple[MovieFit, cfgmod.RunConfig, str | None] | None = None
+
+    def over_budget() -> bool:
+        return sel.budget_s > 0 and time.perf_counter() - start > sel.budget_s
+
+    best: tuple[MovieFit, cfgmod.RunConfig, str | None, float] | None = None
     scores: dict[str, dict] = {}
+    skipped: list[str] = []
     for name, c in _candidates(cfg):
+        if best is not None and over_budget():
+            skipped.append(f"candidate {name}")
+            continue
         if say is not None and name is not None:
             say(f"candidate {name}")
+        t0 = time.perf_counter()
         fit = fit_movie(files, test_runs, c, say, taps_s=taps_s, device=device,
                         runtime=runtime)
-        score = float(fit.history.best_val_r)
-        scores[name or "configured"] = {"val_median_r": score if np.isfinite(score) else None,
-                                        "best_epoch": fit.history.best_epoch,
-                                        "epochs_run": len(fit.history.epochs)}
-        if best is None or score > best[0].history.best_val_r:
-            best = (fit, c, name)
+        scores[name or "configured"] = _record(fit, time.perf_counter() - t0)
+        if best is None or fit.history.best_val_r > best[0].history.best_val_r:
+            best = (fit, c, name, time.perf_counter() - t0)
     assert best is not None
-    chosen = best[2]
-    info = {"chosen": chosen, "scores": scores, "members": [chosen or "configured"],
+    fit, chosen_cfg, chosen, first_s = best
+    members = [{"seed": chosen_cfg.train.seed, **_record(fit, first_s)}]
+    for i in range(1, sel.members):
+        if over_budget():
+            skipped.append(f"member {i}")
+            continue
+        if say is not None:
+            say(f"ensemble member {i + 1} of {sel.members}")
+        t0 = time.perf_counter()
+        mcfg = member_config(chosen_cfg, i)
+        extra = fit_movie(files, test_runs, mcfg, say, taps_s=taps_s, device=device,
+                          runtime=runtime)
+        fit.members.append(extra.model)
+        members.append({"seed": mcfg.train.seed, **_record(extra, time.perf_counter() - t0)})
+    info = {"chosen": chosen, "scores": scores, "members": members, "skipped": skipped,
             "criterion": "median r over all voxels on the validation runs",
-            "seconds": time.perf_counter() - start,
-            "note": "movie runs train one model of the chosen kind (no ensemble yet)"}
-    return best[0], best[1], info
+            "seconds": time.perf_counter() - start}
+    return fit, chosen_cfg, info
+
+
+def _record(fit: MovieFit, seconds: float) -> dict:
+    score = float(fit.history.best_val_r)
+    return {"val_median_r": score if np.isfinite(score) else None,
+            "best_epoch": fit.history.best_epoch, "epochs_run": len(fit.history.epochs),
+            "seconds": round(seconds, 3)}
 
 
 def train_movie(stim_path: str | Path, bold_path: str | Path, out: str | Path,
@@ -169,11 +202,14 @@ def train_movie(stim_path: str | Path, bold_path: str | Path, out: str | Path,
     fit, chosen_cfg, selection = _select(files, test_runs, cfg, say, taps_s, device, runtime)
     voxel_index = {a: np.arange(r.shape[1]) for a, r in files.responses.items()}
     fit.model.cpu()
-    run = MovieRun(chosen_cfg, fit.model.spatial, fit.scalers, voxel_index, None, path=out,
-                   video=fit.model, tr=files.timing.tr)
+    for m in fit.members:
+        m.cpu()
+    run = MovieRun(chosen_cfg, fit.model.spatial, fit.scalers, voxel_index, None,
+                   [m.spatial for m in fit.members], path=out, video=fit.model,
+                   tr=files.timing.tr, video_members=fit.members)
     if not runtime.is_main:
         return run
-    if cfg.select.candidates:
+    if cfg.select.candidates or cfg.select.members > 1:
         atomic_write_text(out / "selection.json", json.dumps(_jsonable(selection), indent=2)
                           + "\n")
     movie_outputs(run, files, fit, test_runs)
@@ -200,7 +236,7 @@ def movie_outputs(run: MovieRun, files: MovieFiles, fit: MovieFit,
     atomic_write_text(out / "log.jsonl", "".join(json.dumps(e) + "\n" for e in log))
     test = fit.test
     pred = fit.predict(files, test)
-    hrf = video.hrf_parameters()
+    hrf = ensemble_hrf_parameters(run.videos)
     rows, metrics, stats, measured = [], {}, {}, {}
     peaks_shown = {}
     for area, p in pred.items():
@@ -232,7 +268,8 @@ def movie_outputs(run: MovieRun, files: MovieFiles, fit: MovieFit,
             maps[order], run.model.geometry(area), run.voxel_index[area][order], r[order],
             (prf["prf_x"][order], prf["prf_y"][order]), area, out / "figures" / f"rf_{area}.png",
             files.frame_shape[1:], visual_field_deg=run.config.data.visual_field_deg)
-        kernel = video.hrf[area].kernel().detach().double().cpu().numpy()
+        kernel = np.mean([m.hrf[area].kernel().detach().double().cpu().numpy()
+                          for m in run.videos], axis=0)
         lags = np.arange(1, kernel.shape[1] + 1) / video.fps
         plots.plot_hrfs(kernel[order[:6]], lags, run.voxel_index[area][order[:6]],
                         r[order[:6]], area, out / "figures" / f"hrf_{area}.png")

@@ -31,7 +31,7 @@ from niflow.evaluate.prf_fit import PRFFit, fit_prf
 from niflow.evaluate.statistics import read_table, write_table
 from niflow.runs.outputs import PROBE_CSV, PROBE_JSON, VOXELS_CSV, _write_json
 from niflow.runs.run import MovieRun, RunError
-from niflow.train.video import predict_video
+from niflow.train.video import ensemble_hrf_parameters, predict_ensemble
 
 __all__ = ["movie_bar_sweep", "probe_movie_run"]
 
@@ -99,8 +99,8 @@ def probe_movie_run(run: MovieRun, out_dir: str | Path | None = None) -> dict:
     out = Path(out_dir if out_dir is not None else run.path)
     files, aperture = movie_bar_sweep(run)
     volumes = np.arange(files.timing.n_volumes)
-    pred = predict_video(run.video, files, volumes)
-    learned = run.video.hrf_parameters()
+    pred = predict_ensemble(run.videos, files, volumes)
+    learned = ensemble_hrf_parameters(run.videos)
     r_test = None
     if run.path is not None and (Path(run.path) / VOXELS_CSV).exists():
         t = read_table(Path(run.path) / VOXELS_CSV)

@@ -28,7 +28,7 @@ after a kill at any moment and ends with the same files an uninterrupted run wri
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -76,10 +76,20 @@ class MovieRun(Run):
     video : VideoNIF
     tr : float
         Seconds per volume of the training data.
+    video_members : list of VideoNIF
+        Further ensemble members; predictions are the ensemble's mean.
     """
 
     video: VideoNIF | None = None
     tr: float = 0.0
+    video_members: list[VideoNIF] = field(default_factory=list)
+
+    @property
+    def videos(self) -> list[VideoNIF]:
+        """The ensemble's video models: ``video`` and ``video_members`` (whose spatial parts
+        are ``members``, so receptive fields are the ensemble's medians)."""
+        assert self.video is not None
+        return [self.video, *self.video_members]
 
     def predict(self, stim: np.ndarray) -> dict[str, np.ndarray]:
         raise TypeError("a movie run predicts volumes from a movie, not responses to images: "
@@ -100,7 +110,7 @@ class MovieRun(Run):
         -------
         dict of str to ndarray of shape (n, n_voxels)
         """
-        from niflow.train.video import predict_video
+        from niflow.train.video import predict_ensemble
 
         assert self.video is not None
         if tuple(files.frame_shape) != tuple(self.video.frame_shape):
@@ -112,7 +122,7 @@ class MovieRun(Run):
             raise ValueError(f"{files.sources['stim']}: fps {files.timing.fps:g} but the model "
                              f"was trained at {self.video.fps:g} fps")
         vols = np.arange(files.timing.n_volumes) if volumes is None else np.asarray(volumes)
-        z = predict_video(self.video, files, vols)
+        z = predict_ensemble(self.videos, files, vols)
         return {a: self.scalers[a].inverse(p) for a, p in z.items()}
 
 
@@ -174,6 +184,7 @@ def save_movie_model(run: MovieRun, path: Path) -> None:
         "taps_s": video.taps_s,
         "hrf_span_s": video.hrf_span_s,
         "state_dict": video.state_dict(),
+        "members": [m.state_dict() for m in run.video_members],
         "scalers": {a: {"mean": s.mean, "std": s.std} for a, s in run.scalers.items()},
         "voxel_index": run.voxel_index,
     }
@@ -184,14 +195,19 @@ def save_movie_model(run: MovieRun, path: Path) -> None:
 
 def _load_movie_run(state: dict, path: Path) -> MovieRun:
     cfg = cfgmod.from_dict(state["config"])
-    video = VideoNIF(cfg, tuple(state["frame_shape"]), state["n_voxels"], state["fps"],
-                     taps_s=state["taps_s"], hrf_span_s=state["hrf_span_s"])
-    video.load_state_dict(state["state_dict"])
-    video.eval()
+    def built(weights: dict) -> VideoNIF:
+        video = VideoNIF(cfg, tuple(state["frame_shape"]), state["n_voxels"], state["fps"],
+                         taps_s=state["taps_s"], hrf_span_s=state["hrf_span_s"])
+        video.load_state_dict(weights)
+        return video.eval()
+
+    video = built(state["state_dict"])
+    members = [built(w) for w in state.get("members", [])]  # none in runs saved before
     scalers = {a: Standardizer(np.asarray(s["mean"]), np.asarray(s["std"]))
                for a, s in state["scalers"].items()}
-    return MovieRun(cfg, video.spatial, scalers, state["voxel_index"], None, path=path,
-                    video=video, tr=float(state["tr"]))
+    return MovieRun(cfg, video.spatial, scalers, state["voxel_index"], None,
+                    [m.spatial for m in members], path=path, video=video,
+                    tr=float(state["tr"]), video_members=members)
 
 
 def load_run(path: str | Path) -> Run:

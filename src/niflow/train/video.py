@@ -22,12 +22,13 @@ import torch.distributed as dist
 from niflow.config import RunConfig
 from niflow.data.dataset import Standardizer
 from niflow.data.movie import MovieFiles, MovieTiming, movie_split
+from niflow.model.hrf import HRFReadout
 from niflow.model.video import HRF_INIT_WINDOW_S, VideoNIF
 from niflow.train.runtime import Runtime, all_reduce_sum
 
-__all__ = ["MovieFit", "Segment", "fit_movie", "fit_video", "hrf_window_frames",
-           "initialize_hrf_latencies", "make_segments", "predict_video",
-           "refine_hrf_latencies"]
+__all__ = ["MovieFit", "Segment", "ensemble_hrf_parameters", "fit_movie", "fit_video",
+           "hrf_weighted_features", "hrf_window_frames", "initialize_hrf_latencies",
+           "make_segments", "predict_ensemble", "predict_video", "refine_hrf_latencies"]
 
 INIT_VOLUMES = 1024  # training volumes the readouts' initial regression looks at
 
@@ -95,6 +96,77 @@ def hrf_window_frames(files: MovieFiles, volumes: np.ndarray) -> np.ndarray:
     total = (frames[pos] * valid).sum(axis=1) if wanted.size else np.zeros(
         (len(idx), *files.frame_shape), np.float32)
     return (total / np.maximum(valid.sum(axis=1), 1)).astype(np.float32)
+
+
+INIT_PEAKS_S = (4.0, 5.0, 6.0, 7.0)  # HRF latencies the readouts' initial search tries
+INIT_FEATURE_BYTES = 768 * 2**20  # most memory the weighted features of the search may take
+
+
+@torch.no_grad()
+def hrf_weighted_features(model: VideoNIF, files: MovieFiles, volumes: np.ndarray,
+                          peaks: tuple[float, ...] = INIT_PEAKS_S, seconds: float = 60.0,
+                          ) -> tuple[np.ndarray, dict[float, dict[str, torch.Tensor]],
+                                     dict[str, torch.Tensor]]:
+    """Every area's per-frame features weighted by a canonical HRF and summed over the
+    frames before each volume, for each HRF latency in ``peaks``.
+
+    With the temporal filters at the identity (as a model starts) a voxel's readout is
+    linear in these, so regressing its volumes on them fits the model's own prediction,
+    where the features of one averaged frame would blur everything that moved. Frames
+    before a run's start count as the mean frame's features (the drive before a run is the
+    voxel's baseline, :class:`~niflow.model.hrf.HRFReadout`). Volumes are taken in file
+    order until the features would pass ``INIT_FEATURE_BYTES``.
+
+    Returns
+    -------
+    volumes : ndarray of shape (n,), int64
+        The volumes used (a leading part of the sorted ``volumes``; a run's first volume,
+        which no frame precedes, is left out).
+    features : dict of float to dict of str to Tensor of shape (n, C, H', W')
+        Per peak latency (seconds), per area.
+    mean : dict of str to Tensor of shape (C, H', W')
+        Per area, the features averaged over the frames read.
+    """
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    per_volume = sum(g.channels * g.grid[0] * g.grid[1] * 4
+                     for g in model.spatial.graph.geometries.values()) * len(peaks)
+    limit = max(1, INIT_FEATURE_BYTES // max(per_volume, 1))
+    hrf = HRFReadout(1, model.fps, model.hrf_span_s)
+    kernels = {}
+    for p in peaks:
+        hrf.initialize(p)
+        kernels[p] = hrf.kernel()[0].double().numpy() / model.fps  # k[l]: l frames back
+    used, parts, missing = [], {p: {} for p in peaks}, {p: [] for p in peaks}
+    sums: dict[str, torch.Tensor] = {}
+    n, n_frames = 0, 0
+    for seg in make_segments(files.timing, volumes, model.history, seconds):
+        take = min(len(seg.volumes), limit - n)
+        if take <= 0:
+            break
+        feats = model.features(_frames(files, seg, device))
+        lag = seg.last[:take, None] - np.arange(seg.frame_stop - seg.frame_start)[None]
+        ok = (lag >= 0) & (lag < hrf.n_lags)
+        for a, f in feats.items():
+            sums[a] = sums.get(a, 0) + f[0].double().sum(0).cpu()
+        n_frames += seg.frame_stop - seg.frame_start
+        for p, k in kernels.items():
+            weights = np.where(ok, k[np.clip(lag, 0, hrf.n_lags - 1)], 0.0)  # (n_vol, T)
+            missing[p].append(k.sum() - weights.sum(1))  # the HRF's share before the run
+            w = torch.as_tensor(weights, dtype=torch.float32, device=device)
+            for a, f in feats.items():
+                parts[p].setdefault(a, []).append(
+                    torch.einsum("vt,tchw->vchw", w, f[0].float()).cpu())
+        used.append(seg.volumes[:take])
+        n += take
+    mean = {a: (v / max(n_frames, 1)).float() for a, v in sums.items()}
+    out = {}
+    for p, d in parts.items():
+        share = torch.as_tensor(np.concatenate(missing[p]), dtype=torch.float32)
+        out[p] = {a: torch.cat(v) + share[:, None, None, None] * mean[a] for a, v in d.items()}
+    model.train(was_training)
+    return np.concatenate(used) if used else np.zeros(0, np.int64), out, mean
 
 
 HRF_PEAK_GRID_S = tuple(float(p) for p in np.arange(3.0, 9.01, 0.25))
@@ -332,11 +404,41 @@ class MovieFit:
     val: np.ndarray
     test: np.ndarray
     history: VideoHistory
+    members: list[VideoNIF] = field(default_factory=list)
+
+    @property
+    def ensemble(self) -> list[VideoNIF]:
+        """``model`` and the further ensemble ``members`` (same kind, other validation runs
+        and seeds; the z-scoring is on all non-test volumes, so it is shared)."""
+        return [self.model, *self.members]
 
     def predict(self, files: MovieFiles, volumes: np.ndarray) -> dict[str, np.ndarray]:
-        """Predictions in the responses' units, (len(volumes), n_voxels) per area."""
-        z = predict_video(self.model, files, volumes)
+        """Predictions in the responses' units, (len(volumes), n_voxels) per area: the
+        ensemble's mean."""
+        z = predict_ensemble(self.ensemble, files, volumes)
         return {a: self.scalers[a].inverse(p) for a, p in z.items()}
+
+
+def predict_ensemble(models: list[VideoNIF], files: MovieFiles, volumes: np.ndarray,
+                     ) -> dict[str, np.ndarray]:
+    """The mean of :func:`predict_video` over ``models`` (z-scored units).
+
+    Returns
+    -------
+    dict of str to ndarray of shape (len(volumes), n_voxels), float32
+    """
+    total: dict[str, np.ndarray] = {}
+    for m in models:
+        for a, p in predict_video(m, files, volumes).items():
+            total[a] = total.get(a, 0) + p.astype(np.float64)
+    return {a: (t / len(models)).astype(np.float32) for a, t in total.items()}
+
+
+def ensemble_hrf_parameters(models: list[VideoNIF]) -> dict[str, dict[str, np.ndarray]]:
+    """Per area, each voxel's ``hrf_peak_s`` and ``hrf_fwhm_s``: the median over ``models``."""
+    each = [m.hrf_parameters() for m in models]
+    return {a: {k: np.median([e[a][k] for e in each], axis=0) for k in each[0][a]}
+            for a in each[0]}
 
 
 def fit_movie(files: MovieFiles, test_runs: list[int], cfg: RunConfig,
@@ -380,9 +482,18 @@ def fit_movie(files: MovieFiles, test_runs: list[int], cfg: RunConfig,
                      taps_s=taps_s)
     init = np.sort(np.random.default_rng(cfg.train.seed).permutation(train)[:INIT_VOLUMES])
     frames = hrf_window_frames(files, init)
-    model.spatial.set_input_stats(float(frames.mean()), float(frames.std()))
+    last = t.frames_before(init, 1)[:, 0]
+    shown = files.frames(np.unique(last[last >= 0]))  # the last frame before each volume
+    model.spatial.set_input_stats(float(shown.mean()), float(shown.std()))
+
+    def weighted() -> tuple[dict[str, torch.Tensor], dict[float, dict[str, torch.Tensor]],
+                            dict[str, torch.Tensor]]:
+        used, feats, mean = hrf_weighted_features(model, files, init, seconds=segment_s)
+        return {a: torch.as_tensor(r[used]) for a, r in z.items()}, feats, mean
+
     model.initialize_readouts(torch.as_tensor(frames),
-                              {a: torch.as_tensor(r[init]) for a, r in z.items()})
+                              {a: torch.as_tensor(r[init]) for a, r in z.items()}, weighted,
+                              torch.as_tensor(shown))
     model.to(runtime.device if runtime is not None and runtime.distributed else device)
     if hrf_search:
         initialize_hrf_latencies(model, files, z, train, cfg.train.seed)
