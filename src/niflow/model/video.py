@@ -31,7 +31,7 @@ __all__ = ["CausalTemporal", "VideoNIF", "Weighted"]
 
 # what the readouts' initialisation asks for: z-scored responses {area: (m, V)} of m
 # volumes, their HRF-weighted features {peak_s: {area: (m, C, H, W)}} and the mean frame's
-# features {area: (C, H, W)} (niflow.train.video.hrf_weighted_features)
+# features {area: (C, H, W)} (niflow.train.video_init.hrf_weighted_features)
 Weighted = Callable[[], tuple[dict[str, Tensor], dict[float, dict[str, Tensor]],
                               dict[str, Tensor]]]
 
@@ -230,7 +230,7 @@ class VideoNIF(nn.Module):
         ----------
         frames : Tensor of shape (n, C, H, W)
             For each training volume, the mean frame of the ``HRF_INIT_WINDOW_S`` seconds
-            before it (:func:`~niflow.train.video.hrf_window_frames`): Gabor banks calibrate
+            before it (:func:`~niflow.train.video_init.hrf_window_frames`): Gabor banks calibrate
             on them and low-rank maps start at their contrast prior.
         responses : dict of str to Tensor of shape (n, V)
             The volumes, z-scored.
@@ -239,7 +239,7 @@ class VideoNIF(nn.Module):
             responses of m training volumes, for each of a few HRF peak latencies every
             area's per-frame features weighted by that HRF and summed over the frames before
             each volume, and the mean frame's features
-            (:func:`~niflow.train.video.hrf_weighted_features`). With the temporal filters
+            (:func:`~niflow.train.video_init.hrf_weighted_features`). With the temporal filters
             at the identity, a voxel's readout applied to them *is* the model's prediction
             of its volumes, so each Gaussian readout starts at the static search's best pRF
             for the latency that explains the voxel best, its HRF at that latency and its

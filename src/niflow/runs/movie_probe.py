@@ -4,7 +4,7 @@ the video model, and the classic Gaussian pRF + HRF fit on its predicted volumes
 The sweep is :func:`niflow.data.simulate.prf_mapping.bar_sweep_run` at the run's frame rate
 and TR (8 directions, checkerboard bars an eighth of the field wide stepping once per TR,
 blanks after every second sweep); the model predicts every volume of it
-(:func:`niflow.train.video.predict_video`), and :func:`niflow.evaluate.prf_fit.fit_prf` fits
+(:func:`niflow.train.segments.predict_video`), and :func:`niflow.evaluate.prf_fit.fit_prf` fits
 each voxel's prediction with the bar apertures, choosing the HRF peak among 3-8 s. The
 in-silico centres should land on the readout's; the in-silico HRF peak should be the model's
 learned one when the model is close to linear in the aperture.

@@ -1,11 +1,11 @@
 """Training a :class:`~niflow.model.video.VideoNIF` on movie fMRI, run segment by segment.
 
-A batch is one segment of a run: its volumes (``segment_s`` seconds of them) and every frame
-from ``model.history`` frames before the first volume's window to the last volume's last
-frame. Each frame's features are computed once per segment whatever the number of volumes
-that see it, no segment crosses a run boundary, and the frames are read from disk per
-segment, so memory does not grow with the length of the recording. Validation is on whole
-runs (:func:`niflow.data.movie.movie_split`), with early stopping on the median held-out r.
+A batch is one segment of a run (:mod:`niflow.train.segments`): its volumes (``segment_s``
+seconds of them) and the frames before them, read from disk per segment, so memory does not
+grow with the length of the recording. The model starts from a fitted linear pRF model
+(:mod:`niflow.train.video_init`). Validation is on whole runs
+(:func:`niflow.data.movie.movie_split`), with early stopping on the median held-out r. The
+segment and start-up helpers are re-exported here.
 """
 
 from __future__ import annotations
@@ -21,253 +21,28 @@ import torch.distributed as dist
 
 from niflow.config import RunConfig
 from niflow.data.dataset import Standardizer
-from niflow.data.movie import MovieFiles, MovieTiming, movie_split
-from niflow.model.hrf import HRFReadout
-from niflow.model.video import HRF_INIT_WINDOW_S, VideoNIF
+from niflow.data.movie import MovieFiles, movie_split
+from niflow.model.video import VideoNIF
 from niflow.train.runtime import Runtime, all_reduce_sum
+from niflow.train.segments import (
+    Segment,
+    make_segments,
+    median_r,
+    predict_ensemble,
+    predict_video,
+    segment_frames,
+)
+from niflow.train.video_init import (
+    hrf_weighted_features,
+    hrf_window_frames,
+    initialize_hrf_latencies,
+)
 
 __all__ = ["MovieFit", "Segment", "ensemble_hrf_parameters", "fit_movie", "fit_video",
            "hrf_weighted_features", "hrf_window_frames", "initialize_hrf_latencies",
            "make_segments", "predict_ensemble", "predict_video", "refine_hrf_latencies"]
 
 INIT_VOLUMES = 1024  # training volumes the readouts' initial regression looks at
-
-
-@dataclass(frozen=True)
-class Segment:
-    """Consecutive frames of one run and the volumes predicted from them.
-
-    Attributes
-    ----------
-    frame_start, frame_stop : int
-        Frames ``[frame_start, frame_stop)`` of the concatenated stimulus.
-    volumes : ndarray of shape (n,), int64
-        Volume indices into the concatenated responses.
-    last : ndarray of shape (n,), int64
-        Position (from ``frame_start``) of each volume's last preceding frame.
-    """
-
-    frame_start: int
-    frame_stop: int
-    volumes: np.ndarray
-    last: np.ndarray
-
-
-def make_segments(timing: MovieTiming, volumes: np.ndarray, history: int,
-                  seconds: float = 60.0) -> list[Segment]:
-    """Cut ``volumes`` into segments of about ``seconds`` within runs.
-
-    Volumes with no frame before them (a run's first) are left out: they reflect nothing.
-    """
-    volumes = np.sort(np.asarray(volumes, dtype=np.int64))
-    last = timing.frames_before(volumes, 1)[:, 0]
-    keep = last >= 0
-    volumes, last = volumes[keep], last[keep]
-    per = max(1, int(round(seconds / timing.tr)))
-    out = []
-    for run in np.unique(timing.volume_run[volumes]):
-        sel = np.flatnonzero(timing.volume_run[volumes] == run)
-        f0, _ = timing.frame_span(int(run))
-        for i in range(0, sel.size, per):
-            part = sel[i:i + per]
-            start = max(f0, int(last[part].min()) - history + 1)
-            out.append(Segment(start, int(last[part].max()) + 1, volumes[part],
-                               last[part] - start))
-    return out
-
-
-def hrf_window_frames(files: MovieFiles, volumes: np.ndarray) -> np.ndarray:
-    """For each volume, the mean frame shown ``HRF_INIT_WINDOW_S`` seconds before it.
-
-    Returns
-    -------
-    ndarray of shape (n, channels, height, width), float32
-    """
-    t = files.timing
-    early, late = HRF_INIT_WINDOW_S
-    n_back = max(1, int(round(late * t.fps)))
-    n_win = max(1, int(round((late - early) * t.fps)))
-    idx = t.frames_before(np.asarray(volumes), n_back)[:, :n_win]
-    wanted = np.unique(idx[idx >= 0])
-    frames = files.frames(wanted) if wanted.size else np.zeros((0, *files.frame_shape),
-                                                               np.float32)
-    pos = np.searchsorted(wanted, np.where(idx >= 0, idx, 0))
-    valid = (idx >= 0)[..., None, None, None]
-    total = (frames[pos] * valid).sum(axis=1) if wanted.size else np.zeros(
-        (len(idx), *files.frame_shape), np.float32)
-    return (total / np.maximum(valid.sum(axis=1), 1)).astype(np.float32)
-
-
-INIT_PEAKS_S = (4.0, 5.0, 6.0, 7.0)  # HRF latencies the readouts' initial search tries
-INIT_FEATURE_BYTES = 768 * 2**20  # most memory the weighted features of the search may take
-
-
-@torch.no_grad()
-def hrf_weighted_features(model: VideoNIF, files: MovieFiles, volumes: np.ndarray,
-                          peaks: tuple[float, ...] = INIT_PEAKS_S, seconds: float = 60.0,
-                          ) -> tuple[np.ndarray, dict[float, dict[str, torch.Tensor]],
-                                     dict[str, torch.Tensor]]:
-    """Every area's per-frame features weighted by a canonical HRF and summed over the
-    frames before each volume, for each HRF latency in ``peaks``.
-
-    With the temporal filters at the identity (as a model starts) a voxel's readout is
-    linear in these, so regressing its volumes on them fits the model's own prediction,
-    where the features of one averaged frame would blur everything that moved. Frames
-    before a run's start count as the mean frame's features (the drive before a run is the
-    voxel's baseline, :class:`~niflow.model.hrf.HRFReadout`). Volumes are taken in file
-    order until the features would pass ``INIT_FEATURE_BYTES``.
-
-    Returns
-    -------
-    volumes : ndarray of shape (n,), int64
-        The volumes used (a leading part of the sorted ``volumes``; a run's first volume,
-        which no frame precedes, is left out).
-    features : dict of float to dict of str to Tensor of shape (n, C, H', W')
-        Per peak latency (seconds), per area.
-    mean : dict of str to Tensor of shape (C, H', W')
-        Per area, the features averaged over the frames read.
-    """
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    per_volume = sum(g.channels * g.grid[0] * g.grid[1] * 4
-                     for g in model.spatial.graph.geometries.values()) * len(peaks)
-    limit = max(1, INIT_FEATURE_BYTES // max(per_volume, 1))
-    hrf = HRFReadout(1, model.fps, model.hrf_span_s)
-    kernels = {}
-    for p in peaks:
-        hrf.initialize(p)
-        kernels[p] = hrf.kernel()[0].double().numpy() / model.fps  # k[l]: l frames back
-    used, parts, missing = [], {p: {} for p in peaks}, {p: [] for p in peaks}
-    sums: dict[str, torch.Tensor] = {}
-    n, n_frames = 0, 0
-    for seg in make_segments(files.timing, volumes, model.history, seconds):
-        take = min(len(seg.volumes), limit - n)
-        if take <= 0:
-            break
-        feats = model.features(_frames(files, seg, device))
-        lag = seg.last[:take, None] - np.arange(seg.frame_stop - seg.frame_start)[None]
-        ok = (lag >= 0) & (lag < hrf.n_lags)
-        for a, f in feats.items():
-            sums[a] = sums.get(a, 0) + f[0].double().sum(0).cpu()
-        n_frames += seg.frame_stop - seg.frame_start
-        for p, k in kernels.items():
-            weights = np.where(ok, k[np.clip(lag, 0, hrf.n_lags - 1)], 0.0)  # (n_vol, T)
-            missing[p].append(k.sum() - weights.sum(1))  # the HRF's share before the run
-            w = torch.as_tensor(weights, dtype=torch.float32, device=device)
-            for a, f in feats.items():
-                parts[p].setdefault(a, []).append(
-                    torch.einsum("vt,tchw->vchw", w, f[0].float()).cpu())
-        used.append(seg.volumes[:take])
-        n += take
-    mean = {a: (v / max(n_frames, 1)).float() for a, v in sums.items()}
-    out = {}
-    for p, d in parts.items():
-        share = torch.as_tensor(np.concatenate(missing[p]), dtype=torch.float32)
-        out[p] = {a: torch.cat(v) + share[:, None, None, None] * mean[a] for a, v in d.items()}
-    model.train(was_training)
-    return np.concatenate(used) if used else np.zeros(0, np.int64), out, mean
-
-
-HRF_PEAK_GRID_S = tuple(float(p) for p in np.arange(3.0, 9.01, 0.25))
-HRF_INIT_VOLUMES = 2048  # training volumes the latency search looks at
-
-
-@torch.no_grad()
-def initialize_hrf_latencies(model: VideoNIF, files: MovieFiles,
-                             responses: dict[str, np.ndarray], volumes: np.ndarray,
-                             seed: int = 0, grid: tuple[float, ...] = HRF_PEAK_GRID_S,
-                             seconds: float = 60.0) -> dict[str, np.ndarray]:
-    """Start every voxel's HRF at the peak latency (from ``grid``) whose prediction from
-    the initial drive correlates best with its training volumes.
-
-    A gradient from one shared start moves a voxel's latency slowly and can stop in the
-    wrong valley of a periodic stimulus; a search over the canonical shape's latencies
-    costs one forward pass over at most ``HRF_INIT_VOLUMES`` volumes.
-
-    Parameters
-    ----------
-    responses : dict of str to ndarray of shape (n_TR, n_voxels)
-        Z-scored volumes.
-    volumes : ndarray of int
-        Training volume indices (segments of them, drawn in random order, are used).
-
-    Returns
-    -------
-    dict of str to ndarray of shape (n_voxels,)
-        The chosen peak latency of each voxel (seconds).
-    """
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()  # the drive predictions are made with (batch norm's running statistics)
-    segs = make_segments(files.timing, volumes, model.history, seconds)
-    order = np.random.default_rng(seed).permutation(len(segs))
-    g = len(grid)
-    sums = {a: np.zeros((5, g, h.n_voxels)) for a, h in model.hrf.items()}
-    n = 0
-    for i in order:
-        seg = segs[i]
-        drive = model.drive(_frames(files, seg, device))
-        last = torch.as_tensor(seg.last, device=device)
-        for a, h in model.hrf.items():
-            y = torch.as_tensor(responses[a][seg.volumes], device=device, dtype=torch.float64)
-            for k, peak in enumerate(grid):
-                h.initialize(peak)
-                p = h(drive[a], last)[0].double()
-                for j, v in enumerate((p, p * p, p * y, y, y * y)):
-                    sums[a][j, k] += v.sum(0).cpu().numpy()
-        n += len(seg.volumes)
-        if n >= HRF_INIT_VOLUMES:
-            break
-    chosen = {}
-    for a, h in model.hrf.items():
-        sp, spp, spy, sy, syy = sums[a]
-        cov = spy - sp * sy / n
-        den = np.sqrt(np.clip(spp - sp**2 / n, 0, None) * np.clip(syy - sy**2 / n, 0, None))
-        r = np.where(den > 0, cov / np.where(den > 0, den, 1), -np.inf)
-        chosen[a] = np.asarray(grid)[np.argmax(r, axis=0)]
-        h.initialize(torch.as_tensor(chosen[a]))
-    model.train(was_training)
-    return chosen
-
-
-def _frames(files: MovieFiles, seg: Segment, device: torch.device) -> torch.Tensor:
-    x = files.frames(np.arange(seg.frame_start, seg.frame_stop))
-    return torch.as_tensor(x, device=device)[None]
-
-
-@torch.no_grad()
-def predict_video(model: VideoNIF, files: MovieFiles, volumes: np.ndarray,
-                  seconds: float = 60.0) -> dict[str, np.ndarray]:
-    """Predictions (z-scored units) for ``volumes``, in their order; 0 for volumes that no
-    frame precedes.
-
-    Returns
-    -------
-    dict of str to ndarray of shape (len(volumes), n_voxels), float32
-    """
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    volumes = np.asarray(volumes, dtype=np.int64)
-    out = {a: np.zeros((volumes.size, h.n_voxels), np.float32) for a, h in model.hrf.items()}
-    where = {int(v): i for i, v in enumerate(volumes)}
-    for seg in make_segments(files.timing, volumes, model.history, seconds):
-        pred = model(_frames(files, seg, device), torch.as_tensor(seg.last, device=device))
-        rows = [where[int(v)] for v in seg.volumes]
-        for a, p in pred.items():
-            out[a][rows] = p[0].float().cpu().numpy()
-    model.train(was_training)
-    return out
-
-
-def _median_r(pred: dict[str, np.ndarray], true: dict[str, np.ndarray]) -> float:
-    rs = []
-    for a, p in pred.items():
-        pc, tc = p - p.mean(0), true[a] - true[a].mean(0)
-        den = np.sqrt((pc**2).sum(0) * (tc**2).sum(0))
-        rs.append(np.where(den > 0, (pc * tc).sum(0) / np.where(den > 0, den, 1), 0.0))
-    return float(np.median(np.concatenate(rs)))
 
 
 @dataclass
@@ -336,7 +111,8 @@ def fit_video(model: VideoNIF, files: MovieFiles, responses: dict[str, np.ndarra
         model.train()
         for i in _steps(len(segs), rng.permutation(len(segs)), runtime):
             seg = segs[i]
-            pred = model(_frames(files, seg, device), torch.as_tensor(seg.last, device=device))
+            pred = model(segment_frames(files, seg, device),
+                         torch.as_tensor(seg.last, device=device))
             # every voxel counts once, whatever its area's size
             loss = sum(((p[0] - torch.as_tensor(responses[a][seg.volumes], device=device,
                                                 dtype=p.dtype)) ** 2).mean(0).sum()
@@ -350,7 +126,7 @@ def fit_video(model: VideoNIF, files: MovieFiles, responses: dict[str, np.ndarra
         if runtime.distributed:  # the epoch's loss over every process's segments
             total = float(all_reduce_sum(torch.tensor([total], dtype=torch.float64),
                                          runtime)[0])
-        val_r = _median_r(predict_video(model, files, np.sort(val), segment_s), val_true)
+        val_r = median_r(predict_video(model, files, np.sort(val), segment_s), val_true)
         rec = {"epoch": epoch, "train_loss": total / max(sum(len(s.volumes) for s in segs), 1),
                "val_r": val_r, "seconds": time.perf_counter() - start}
         hist.epochs.append(rec)
@@ -417,21 +193,6 @@ class MovieFit:
         ensemble's mean."""
         z = predict_ensemble(self.ensemble, files, volumes)
         return {a: self.scalers[a].inverse(p) for a, p in z.items()}
-
-
-def predict_ensemble(models: list[VideoNIF], files: MovieFiles, volumes: np.ndarray,
-                     ) -> dict[str, np.ndarray]:
-    """The mean of :func:`predict_video` over ``models`` (z-scored units).
-
-    Returns
-    -------
-    dict of str to ndarray of shape (len(volumes), n_voxels), float32
-    """
-    total: dict[str, np.ndarray] = {}
-    for m in models:
-        for a, p in predict_video(m, files, volumes).items():
-            total[a] = total.get(a, 0) + p.astype(np.float64)
-    return {a: (t / len(models)).astype(np.float32) for a, t in total.items()}
 
 
 def ensemble_hrf_parameters(models: list[VideoNIF]) -> dict[str, dict[str, np.ndarray]]:
@@ -526,7 +287,7 @@ def refine_hrf_latencies(model: VideoNIF, files: MovieFiles, responses: dict[str
     initialize_hrf_latencies(model, files, responses, train, seed, HRF_REFINE_GRID_S,
                              segment_s)
     val_true = {a: r[np.sort(val)] for a, r in responses.items()}
-    val_r = _median_r(predict_video(model, files, np.sort(val), segment_s), val_true)
+    val_r = median_r(predict_video(model, files, np.sort(val), segment_s), val_true)
     keep = val_r >= hist.best_val_r
     if progress is not None:
         progress(f"HRF latencies searched again: validation r {val_r:.3f} "
