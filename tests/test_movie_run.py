@@ -256,3 +256,46 @@ def test_an_ensemble_of_movie_models_averages_its_members(movie_run, tmp_path):
                            atol=1e-3)
         xs = [readout_prf(v.spatial, area)["prf_x"] for v in loaded.videos]
         assert np.allclose(table["prf_x"][m].astype(float), np.median(xs, axis=0), atol=1e-3)
+
+
+def test_an_interrupted_movie_run_resumes_to_the_uninterrupted_result(movie_run, tmp_path,
+                                                                       monkeypatch):
+    """Ctrl-C after epoch 2 of 4 leaves that epoch's checkpoint; ``resume=True`` trains
+    epochs 3-4 only and ends with the uninterrupted run's predictions (the fixture's run,
+    same configuration); a finished run is not resumed, a changed configuration refused."""
+    import niflow.runs.movie as movie_mod
+    from niflow.runs.folder import RunComplete
+    from niflow.runs.run import RunError
+    from niflow.train.safety import TrainingInterrupted
+
+    sim, paths, _, reference = movie_run
+    lines: list[str] = []
+
+    def stop_after_epoch_2(progress: bool):
+        def say(line: str) -> None:
+            lines.append(line)
+            if line.startswith("epoch 2/"):
+                raise KeyboardInterrupt
+        return say
+
+    monkeypatch.setattr(movie_mod, "_say", stop_after_epoch_2)
+    out = tmp_path / "resumed"
+    with pytest.raises(TrainingInterrupted) as stopped:
+        train_movie(paths["stim"], paths["bold"], out, _config(), [sim.test_run])
+    assert stopped.value.saved == 2 and "model selection" in stopped.value.stage
+    assert (out / "selection").is_dir() and not (out / "metrics.json").exists()
+    lines.clear()
+    monkeypatch.setattr(movie_mod, "_say", lambda progress: lines.append)
+    train_movie(paths["stim"], paths["bold"], out, _config(), [sim.test_run], resume=True)
+    epochs = [ln.split()[1] for ln in lines if ln.startswith("epoch ")]
+    assert lines[0].startswith(f"resuming {out}") and epochs[0] == "3/4"
+    assert not (out / "selection").exists()
+    got, want = np.load(out / "predictions.npz"), np.load(reference / "predictions.npz")
+    for area in ("V1", "V2"):
+        assert np.allclose(got[area], want[area], atol=1e-5)
+    with pytest.raises(RunComplete, match="already complete"):
+        train_movie(paths["stim"], paths["bold"], out, _config(), [sim.test_run],
+                    resume=True)
+    with pytest.raises(RunError, match="configuration differs"):
+        train_movie(paths["stim"], paths["bold"], out, _config(epochs=6), [sim.test_run],
+                    resume=True)

@@ -324,7 +324,7 @@ def _train_movie(args) -> int:
     if not is_movie_data(args.stim, args.bold):
         raise DataError(f"--test-runs is for movie data, but {args.stim} has no 'fps' and "
                         f"{args.bold} no 'tr'; for images use --test-rows")
-    for flag, given in (("--resume", args.resume), ("--train-rows", args.train_rows),
+    for flag, given in (("--train-rows", args.train_rows),
                         ("--compile", args.compile), ("--batch-size", args.batch_size),
                         ("--test-rows", args.test_rows != "auto")):
         if given:
@@ -334,17 +334,16 @@ def _train_movie(args) -> int:
         runs = read_movie(args.stim, args.bold).timing.runs
         raise DataError(f"{args.bold}: movie data need --test-runs (held-out run labels); "
                         f"its runs are {runs}")
+    if args.resume and args.config is None and (args.out / "config.json").exists():
+        args.config = args.out / "config.json"
     cfg = _resolve_config(args)
     from niflow.train.runtime import runtime_from_environment
 
     runtime = runtime_from_environment(args.device, False)
-    try:
-        train_movie(args.stim, args.bold, args.out, cfg, parse_runs(args.test_runs),
-                    force=args.force, progress=not args.quiet, device=str(runtime.device),
-                    config_source=str(args.config or "command line"), runtime=runtime)
-    except KeyboardInterrupt:
-        raise KeyboardInterrupt(f"interrupted; {args.out} is unfinished (movie runs cannot "
-                                f"be resumed yet: start again with --force)") from None
+    train_movie(args.stim, args.bold, args.out, cfg, parse_runs(args.test_runs),
+                force=args.force, progress=not args.quiet, device=str(runtime.device),
+                config_source=str(args.config or "command line"), runtime=runtime,
+                resume=args.resume)
     if not runtime.is_main:
         return 0  # rank 0 writes and reports
     metrics = json.loads((args.out / "metrics.json").read_text())

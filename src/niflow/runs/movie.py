@@ -24,7 +24,10 @@ with the static run's files, in volumes instead of images::
                             kernels_<first area>.png
 
 The run folder appears with ``run.json``, ``config.json`` and ``split.json`` or not at all;
-every later file is written atomically.
+every later file is written atomically. While it trains, ``selection/<unit>/`` holds each
+candidate's and ensemble member's checkpoint (after every epoch) and, once it has finished,
+its weights: ``resume=True`` (``niflow train --resume``) continues from there, and the
+folder is removed when the run is finished.
 """
 
 from __future__ import annotations
@@ -44,11 +47,19 @@ from niflow.data.movie import MovieFiles, check_test_runs, movie_split, read_mov
 from niflow.evaluate.statistics import area_summary, summarize, voxel_statistics
 from niflow.interpret.receptive_fields import spatial_maps
 from niflow.runs.evaluation import write_statistics
-from niflow.runs.folder import _create_run_dir, _timestamp, _write_run_info, check_run_dir
+from niflow.runs.folder import (
+    _create_run_dir,
+    _timestamp,
+    _write_run_info,
+    check_resume,
+    check_run_dir,
+)
 from niflow.runs.inputs import check_config
 from niflow.runs.outputs import VOXELS_CSV, _jsonable, _write_csv
 from niflow.runs.run import MovieRun, RunError, save_movie_model
+from niflow.runs.units import SELECTION_DIR, remove_units
 from niflow.train.runtime import Runtime
+from niflow.train.safety import TrainingInterrupted
 from niflow.train.select import member_config
 from niflow.train.video import MovieFit, ensemble_hrf_parameters, fit_movie
 
@@ -74,12 +85,24 @@ def _candidates(cfg: cfgmod.RunConfig) -> list[tuple[str | None, cfgmod.RunConfi
 
 def _select(files: MovieFiles, test_runs: list[int], cfg: cfgmod.RunConfig,
             say: Callable[[str], None] | None, taps_s: float | None, device: str,
-            runtime: Runtime | None) -> tuple[MovieFit, cfgmod.RunConfig, dict]:
+            runtime: Runtime | None, out: Path, resume: bool,
+            ) -> tuple[MovieFit, cfgmod.RunConfig, dict]:
     """Train every candidate on the training runs; keep the best validation median r; then
     train ``select.members - 1`` more of its kind, each with its own seed (so its own
     validation runs and initial weights), as the image path's ensembles
     (:mod:`niflow.train.select`). ``select.budget_s`` stops adding candidates or members
-    once spent."""
+    once spent. Every model trains in a folder of its own, ``out/selection/<unit>/``
+    (:mod:`niflow.runs.units`), which ``resume`` continues."""
+
+    def unit(name: str, c: cfgmod.RunConfig) -> MovieFit:
+        try:
+            return fit_movie(files, test_runs, c, say, taps_s=taps_s, device=device,
+                             runtime=runtime, unit_dir=out / SELECTION_DIR / name,
+                             resume=resume)
+        except TrainingInterrupted as err:
+            raise TrainingInterrupted(err.epoch, err.saved, err.checkpoint,
+                                      f"model selection ({name})") from None
+
     sel = cfg.select
     start = time.perf_counter()
 
@@ -96,8 +119,7 @@ def _select(files: MovieFiles, test_runs: list[int], cfg: cfgmod.RunConfig,
         if say is not None and name is not None:
             say(f"candidate {name}")
         t0 = time.perf_counter()
-        fit = fit_movie(files, test_runs, c, say, taps_s=taps_s, device=device,
-                        runtime=runtime)
+        fit = unit(f"candidate-{name or 'config'}", c)
         scores[name or "configured"] = _record(fit, time.perf_counter() - t0)
         if best is None or fit.history.best_val_r > best[0].history.best_val_r:
             best = (fit, c, name, time.perf_counter() - t0)
@@ -112,8 +134,7 @@ def _select(files: MovieFiles, test_runs: list[int], cfg: cfgmod.RunConfig,
             say(f"ensemble member {i + 1} of {sel.members}")
         t0 = time.perf_counter()
         mcfg = member_config(chosen_cfg, i)
-        extra = fit_movie(files, test_runs, mcfg, say, taps_s=taps_s, device=device,
-                          runtime=runtime)
+        extra = unit(f"member-{i}", mcfg)
         fit.members.append(extra.model)
         members.append({"seed": mcfg.train.seed, **_record(extra, time.perf_counter() - t0)})
     info = {"chosen": chosen, "scores": scores, "members": members, "skipped": skipped,
@@ -133,7 +154,7 @@ def train_movie(stim_path: str | Path, bold_path: str | Path, out: str | Path,
                 cfg: cfgmod.RunConfig, test_runs: list[int], *, force: bool = False,
                 progress: bool = True, taps_s: float | None = None,
                 config_source: str = "config", device: str = "cpu",
-                runtime: Runtime | None = None) -> MovieRun:
+                runtime: Runtime | None = None, resume: bool = False) -> MovieRun:
     """Train a video model on a movie data set and write the run folder ``out``.
 
     Parameters
@@ -155,6 +176,11 @@ def train_movie(stim_path: str | Path, bold_path: str | Path, out: str | Path,
     runtime : Runtime, optional
         Under ``torchrun`` every process trains (one segment each per step, gradients
         averaged) and rank 0 alone writes the folder.
+    resume : bool
+        Continue the interrupted run ``out`` (same inputs, configuration and split, or a
+        one-line error): finished models are loaded, the interrupted one continues from
+        its last epoch's checkpoint, the rest train; the outputs are those of an
+        uninterrupted run. A finished run raises :class:`~niflow.runs.folder.RunComplete`.
 
     Returns
     -------
@@ -177,7 +203,7 @@ def train_movie(stim_path: str | Path, bold_path: str | Path, out: str | Path,
         if not np.isfinite(files.responses[area]).all():
             raise DataError(f"{bold_path}: variable {area!r} has NaN or Inf values")
         files.repeats(area, test_runs)  # shape checked before anything is written
-    check_run_dir(out, force, resume=False)
+    check_run_dir(out, force, resume)
     runtime = runtime or Runtime()
     if runtime.distributed:
         import torch.distributed as dist
@@ -197,9 +223,14 @@ def train_movie(stim_path: str | Path, bold_path: str | Path, out: str | Path,
         atomic_write_text(folder / "split.json", json.dumps(_jsonable(split)) + "\n")
         _write_run_info(folder, cfg, files.sources, started)
 
-    if runtime.is_main:
+    if resume:
+        note = check_resume(out, cfg, _Recorded(split), files.sources, selection=True)
+        if say is not None:
+            say(note)
+    elif runtime.is_main:
         _create_run_dir(out, force, start_folder)
-    fit, chosen_cfg, selection = _select(files, test_runs, cfg, say, taps_s, device, runtime)
+    fit, chosen_cfg, selection = _select(files, test_runs, cfg, say, taps_s, device, runtime,
+                                         out, resume)
     voxel_index = {a: np.arange(r.shape[1]) for a, r in files.responses.items()}
     fit.model.cpu()
     for m in fit.members:
@@ -217,7 +248,18 @@ def train_movie(stim_path: str | Path, bold_path: str | Path, out: str | Path,
     info["finished"] = _timestamp(time.time())
     info["training_seconds"] = float(selection["seconds"])
     atomic_write_text(out / "run.json", json.dumps(info, indent=2) + "\n")
+    remove_units(out)  # a finished run never resumes
     return run
+
+
+class _Recorded:
+    """A movie split as ``split.json`` holds it (what :func:`check_resume` compares)."""
+
+    def __init__(self, split: dict) -> None:
+        self._split = json.loads(json.dumps(_jsonable(split)))
+
+    def to_dict(self) -> dict:
+        return self._split
 
 
 def movie_outputs(run: MovieRun, files: MovieFiles, fit: MovieFit,

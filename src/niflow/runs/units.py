@@ -19,7 +19,7 @@ from niflow._atomic import atomic_write
 from niflow.config import RunConfig
 from niflow.data.dataset import NIFData
 from niflow.model.nif import NIFModel
-from niflow.train.loop import CHECKPOINT, History, fit
+from niflow.train.loop import CHECKPOINT, DONE, History, fit
 from niflow.train.runtime import Runtime, broadcast_object
 from niflow.train.safety import TrainingInterrupted
 from niflow.train.select import UnitFit
@@ -27,7 +27,6 @@ from niflow.train.select import UnitFit
 __all__ = ["SELECTION_DIR", "finished_units", "remove_units", "unit_fitter"]
 
 SELECTION_DIR = "selection"
-DONE = "done.pt"
 
 
 def finished_units(out: Path) -> list[str]:

@@ -48,6 +48,7 @@ from niflow.train.safety import (
 )
 
 CHECKPOINT = "checkpoint.pt"
+DONE = "done.pt"  # a finished unit of model selection: its kept weights and history
 BANK_CACHE_BYTES = 1 << 30  # fixed filter-bank outputs kept for all training rows, at most
 LOG = "log.jsonl"
 
@@ -163,7 +164,8 @@ def _area_weights(data: NIFData | StreamingData, mode: str) -> dict[str, float]:
     return {a: v / total for a, v in n.items()}
 
 
-def _save_checkpoint(path: Path, state: dict) -> None:
+def save_checkpoint(path: Path, state: dict) -> None:
+    """Write a training state (or a finished unit's weights) to ``path`` atomically."""
     buf = io.BytesIO()
     torch.save(state, buf)
     atomic_write(path, lambda p: p.write_bytes(buf.getvalue()))
@@ -300,7 +302,7 @@ def fit(model: NIFModel, data: NIFData | StreamingData, cfg: TrainConfig,
                                             train_rows, min_batch, hist, best_state,
                                             bad_epochs, run_dir)
             if run_dir is not None and runtime.is_main:
-                _save_checkpoint(run_dir / CHECKPOINT, {
+                save_checkpoint(run_dir / CHECKPOINT, {
                     "epoch": epoch, "model": model.state_dict(),
                     "optimizer": optim.state_dict(), "best_state": best_state,
                     "bad_epochs": bad_epochs, "history": hist.__dict__})

@@ -11,9 +11,11 @@ segment and start-up helpers are re-exported here.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -23,7 +25,9 @@ from niflow.config import RunConfig
 from niflow.data.dataset import Standardizer
 from niflow.data.movie import MovieFiles, movie_split
 from niflow.model.video import VideoNIF
-from niflow.train.runtime import Runtime, all_reduce_sum
+from niflow.train.loop import CHECKPOINT, DONE, load_checkpoint, save_checkpoint
+from niflow.train.runtime import Runtime, all_reduce_sum, broadcast_object
+from niflow.train.safety import TrainingInterrupted
 from niflow.train.segments import (
     Segment,
     make_segments,
@@ -79,7 +83,8 @@ def _average_gradients(model: VideoNIF, runtime: Runtime) -> None:
 def fit_video(model: VideoNIF, files: MovieFiles, responses: dict[str, np.ndarray],
               train: np.ndarray, val: np.ndarray, cfg: RunConfig,
               progress: Callable[[str], None] | None = None,
-              segment_s: float = 60.0, runtime: Runtime | None = None) -> VideoHistory:
+              segment_s: float = 60.0, runtime: Runtime | None = None,
+              checkpoint_dir: Path | None = None, resume: bool = False) -> VideoHistory:
     """Adam on segments of the training runs; keep the epoch with the best validation r.
 
     Parameters
@@ -94,57 +99,106 @@ def fit_video(model: VideoNIF, files: MovieFiles, responses: dict[str, np.ndarra
         Under ``torchrun`` every process takes one segment per step and the gradients are
         averaged (batch-norm statistics span the processes); every process validates on all
         validation volumes, so all stop at the same epoch with the same weights.
+    checkpoint_dir : Path, optional
+        After every epoch (rank 0) the whole training state (weights, optimiser, best
+        weights, history, the segment order's generator) is written atomically to
+        ``checkpoint_dir/checkpoint.pt``.
+    resume : bool
+        Continue from that checkpoint: the epochs that follow are those an uninterrupted
+        run would have trained.
+
+    Raises
+    ------
+    TrainingInterrupted
+        Ctrl-C, saying which epoch's checkpoint is on disk.
     """
     runtime = runtime or Runtime()
     tc = cfg.train
     torch.manual_seed(tc.seed)
     rng = np.random.default_rng(tc.seed)
-    device = next(model.parameters()).device
     segs = make_segments(files.timing, train, model.history, segment_s)
     val_true = {a: r[np.sort(val)] for a, r in responses.items()}
     opt = torch.optim.Adam(model.parameter_groups(tc.lr), lr=tc.lr,
                            weight_decay=tc.weight_decay)
-    hist, best_state, stale = VideoHistory(), None, 0
-    n_vox = sum(r.shape[1] for r in responses.values())
-    for epoch in range(1, tc.epochs + 1):
-        start, total = time.perf_counter(), 0.0
-        model.train()
-        for i in _steps(len(segs), rng.permutation(len(segs)), runtime):
-            seg = segs[i]
-            pred = model(segment_frames(files, seg, device),
-                         torch.as_tensor(seg.last, device=device))
-            # every voxel counts once, whatever its area's size
-            loss = sum(((p[0] - torch.as_tensor(responses[a][seg.volumes], device=device,
-                                                dtype=p.dtype)) ** 2).mean(0).sum()
-                       for a, p in pred.items()) / n_vox
-            opt.zero_grad()
-            (loss + model.regularizer()).backward()
-            if runtime.distributed:
-                _average_gradients(model, runtime)
-            opt.step()
-            total += float(loss.detach()) * len(seg.volumes)
-        if runtime.distributed:  # the epoch's loss over every process's segments
-            total = float(all_reduce_sum(torch.tensor([total], dtype=torch.float64),
-                                         runtime)[0])
-        val_r = median_r(predict_video(model, files, np.sort(val), segment_s), val_true)
-        rec = {"epoch": epoch, "train_loss": total / max(sum(len(s.volumes) for s in segs), 1),
-               "val_r": val_r, "seconds": time.perf_counter() - start}
-        hist.epochs.append(rec)
-        if progress is not None:
-            progress(f"epoch {epoch}/{tc.epochs}  train {rec['train_loss']:.3f}  val r "
-                     f"{val_r:.3f}  {rec['seconds']:.1f} s")
-        if val_r > hist.best_val_r:
-            hist.best_val_r, hist.best_epoch, stale = val_r, epoch, 0
-            best_state = copy.deepcopy(model.state_dict())
-        else:
-            stale += 1
+    hist, best_state, stale, first = VideoHistory(), None, 0, 1
+    if resume:
+        if checkpoint_dir is None:
+            raise ValueError("resume needs checkpoint_dir")
+        ck = broadcast_object(load_checkpoint(checkpoint_dir) if runtime.is_main else None,
+                              runtime)
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        best_state, stale = ck["best_state"], ck["bad_epochs"]
+        hist = VideoHistory(**ck["history"])
+        rng.bit_generator.state = ck["rng"]
+        first = ck["epoch"] + 1 if stale < tc.patience else tc.epochs + 1
+    at = {"epoch": None, "saved": first - 1 if resume else None}
+    try:
+        for epoch in range(first, tc.epochs + 1):
+            at["epoch"] = epoch
+            best_state, stale = _epoch(epoch, model, files, responses, segs, val, val_true,
+                                       opt, rng, runtime, segment_s, hist, best_state, stale)
+            if checkpoint_dir is not None and runtime.is_main:
+                save_checkpoint(checkpoint_dir / CHECKPOINT, {
+                    "epoch": epoch, "model": model.state_dict(), "optimizer": opt.state_dict(),
+                    "best_state": best_state, "bad_epochs": stale,
+                    "history": dataclasses.asdict(hist), "rng": rng.bit_generator.state})
+                at["saved"] = epoch
+            if progress is not None:
+                rec = hist.epochs[-1]
+                progress(f"epoch {epoch}/{tc.epochs}  train {rec['train_loss']:.3f}  val r "
+                         f"{rec['val_r']:.3f}  {rec['seconds']:.1f} s")
             if stale >= tc.patience:
                 break
+    except KeyboardInterrupt:
+        raise TrainingInterrupted(at["epoch"], at["saved"],
+                                  None if checkpoint_dir is None
+                                  else checkpoint_dir / CHECKPOINT) from None
     if best_state is not None:
         model.load_state_dict(best_state)
     if runtime.distributed:
         _check_in_step(model, runtime)
     return hist
+
+
+def _epoch(epoch: int, model: VideoNIF, files: MovieFiles, responses: dict[str, np.ndarray],
+           segs: list[Segment], val: np.ndarray, val_true: dict[str, np.ndarray],
+           opt: torch.optim.Optimizer, rng: np.random.Generator, runtime: Runtime,
+           segment_s: float, hist: VideoHistory, best_state: dict | None, stale: int,
+           ) -> tuple[dict | None, int]:
+    """Train one epoch, validate, append its record to ``hist`` (in place); return the best
+    weights so far and the epochs since they improved."""
+    device = next(model.parameters()).device
+    n_vox = sum(r.shape[1] for r in responses.values())
+    start, total = time.perf_counter(), 0.0
+    model.train()
+    for i in _steps(len(segs), rng.permutation(len(segs)), runtime):
+        seg = segs[i]
+        pred = model(segment_frames(files, seg, device),
+                     torch.as_tensor(seg.last, device=device))
+        # every voxel counts once, whatever its area's size
+        loss = sum(((p[0] - torch.as_tensor(responses[a][seg.volumes], device=device,
+                                            dtype=p.dtype)) ** 2).mean(0).sum()
+                   for a, p in pred.items()) / n_vox
+        opt.zero_grad()
+        (loss + model.regularizer()).backward()
+        if runtime.distributed:
+            _average_gradients(model, runtime)
+        opt.step()
+        total += float(loss.detach()) * len(seg.volumes)
+    if runtime.distributed:  # the epoch's loss over every process's segments
+        total = float(all_reduce_sum(torch.tensor([total], dtype=torch.float64),
+                                     runtime)[0])
+    val_r = median_r(predict_video(model, files, np.sort(val), segment_s), val_true)
+    rec = {"epoch": epoch, "train_loss": total / max(sum(len(s.volumes) for s in segs), 1),
+           "val_r": val_r, "seconds": time.perf_counter() - start}
+    hist.epochs.append(rec)
+    if val_r > hist.best_val_r:
+        hist.best_val_r, hist.best_epoch, stale = val_r, epoch, 0
+        best_state = copy.deepcopy(model.state_dict())
+    else:
+        stale += 1
+    return best_state, stale
 
 
 def _check_in_step(model: VideoNIF, runtime: Runtime) -> None:
@@ -206,7 +260,8 @@ def fit_movie(files: MovieFiles, test_runs: list[int], cfg: RunConfig,
               progress: Callable[[str], None] | None = None, taps_s: float | None = None,
               segment_s: float | None = None, device: torch.device | str = "cpu",
               hrf_search: bool = False, hrf_refine: bool = True,
-              runtime: Runtime | None = None) -> MovieFit:
+              runtime: Runtime | None = None, unit_dir: Path | None = None,
+              resume: bool = False) -> MovieFit:
     """Split by run, z-score on the training volumes, initialise and train a video model.
 
     Parameters
@@ -231,8 +286,15 @@ def fit_movie(files: MovieFiles, test_runs: list[int], cfg: RunConfig,
         (:func:`refine_hrf_latencies`).
     runtime : Runtime, optional
         ``torchrun``: see :func:`fit_video` (the model trains on ``runtime.device``).
+    unit_dir : Path, optional
+        A folder of this fit's own (rank 0 creates it): ``checkpoint.pt`` after every epoch
+        and, once finished, ``done.pt`` (the kept weights and history).
+    resume : bool
+        With ``unit_dir``: a finished fit is loaded from ``done.pt``, an interrupted one
+        continues from its checkpoint (without starting the model again), any other starts.
     """
     t = files.timing
+    runtime_ = runtime or Runtime()
     segment_s = cfg.video.segment_s if segment_s is None else segment_s
     train, val, test = movie_split(t, test_runs, cfg.train.val_fraction, cfg.train.seed)
     fit_rows = np.concatenate([train, val])
@@ -241,7 +303,52 @@ def fit_movie(files: MovieFiles, test_runs: list[int], cfg: RunConfig,
     torch.manual_seed(cfg.train.seed)
     model = VideoNIF(cfg, files.frame_shape, {a: r.shape[1] for a, r in z.items()}, t.fps,
                      taps_s=taps_s)
-    init = np.sort(np.random.default_rng(cfg.train.seed).permutation(train)[:INIT_VOLUMES])
+    target = runtime.device if runtime is not None and runtime.distributed else device
+    stage, done = _unit_stage(unit_dir, resume, runtime_)
+    if done is not None:
+        model.load_state_dict(done["model"])
+        return MovieFit(model.to(target), scalers, train, val, test,
+                        VideoHistory(**done["history"]))
+    if stage is None:  # a checkpoint holds every weight of a started model
+        _initialize(model, files, z, train, cfg.train.seed, segment_s)
+    model.to(target)
+    if hrf_search and stage is None:
+        initialize_hrf_latencies(model, files, z, train, cfg.train.seed)
+    if unit_dir is not None and runtime_.is_main:
+        unit_dir.mkdir(parents=True, exist_ok=True)
+    hist = fit_video(model, files, z, train, val, cfg, progress, segment_s, runtime,
+                     unit_dir, resume=stage == "checkpoint")
+    if hrf_refine:
+        refine_hrf_latencies(model, files, z, train, val, hist, cfg.train.seed, segment_s,
+                             progress)
+    if unit_dir is not None and runtime_.is_main:
+        save_checkpoint(unit_dir / DONE, {"model": model.state_dict(),
+                                          "history": dataclasses.asdict(hist)})
+    return MovieFit(model, scalers, train, val, test, hist)
+
+
+def _unit_stage(unit_dir: Path | None, resume: bool, runtime: Runtime,
+                ) -> tuple[str | None, dict | None]:
+    """Where a resumed fit stands: ``("done", state of done.pt)``, ``("checkpoint", None)``
+    (training continues from it) or ``(None, None)`` (it starts); rank 0 looks, every
+    process gets the answer."""
+    if not resume or unit_dir is None:
+        return None, None
+
+    def look() -> tuple[str | None, dict | None]:
+        if (unit_dir / DONE).exists():
+            return "done", torch.load(unit_dir / DONE, map_location="cpu", weights_only=False)
+        return ("checkpoint" if (unit_dir / CHECKPOINT).exists() else None), None
+
+    return broadcast_object(look() if runtime.is_main else None, runtime)
+
+
+def _initialize(model: VideoNIF, files: MovieFiles, z: dict[str, np.ndarray],
+                train: np.ndarray, seed: int, segment_s: float) -> None:
+    """The readouts, latencies, baselines and normalisations of a new model (on the CPU):
+    a fitted linear pRF model on up to ``INIT_VOLUMES`` training volumes."""
+    t = files.timing
+    init = np.sort(np.random.default_rng(seed).permutation(train)[:INIT_VOLUMES])
     frames = hrf_window_frames(files, init)
     last = t.frames_before(init, 1)[:, 0]
     shown = files.frames(np.unique(last[last >= 0]))  # the last frame before each volume
@@ -255,14 +362,6 @@ def fit_movie(files: MovieFiles, test_runs: list[int], cfg: RunConfig,
     model.initialize_readouts(torch.as_tensor(frames),
                               {a: torch.as_tensor(r[init]) for a, r in z.items()}, weighted,
                               torch.as_tensor(shown))
-    model.to(runtime.device if runtime is not None and runtime.distributed else device)
-    if hrf_search:
-        initialize_hrf_latencies(model, files, z, train, cfg.train.seed)
-    hist = fit_video(model, files, z, train, val, cfg, progress, segment_s, runtime)
-    if hrf_refine:
-        refine_hrf_latencies(model, files, z, train, val, hist, cfg.train.seed, segment_s,
-                             progress)
-    return MovieFit(model, scalers, train, val, test, hist)
 
 
 HRF_REFINE_GRID_S = tuple(float(p) for p in np.arange(2.5, 10.01, 0.1))
