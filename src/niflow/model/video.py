@@ -266,18 +266,18 @@ class VideoNIF(nn.Module):
         with torch.no_grad():
             x = spatial.standardize(frames if shown is None else shown)
             spatial.graph.calibrate(x)
+            norms = [m for m in spatial.graph.modules() if isinstance(m, DivisiveNorm)]
+            for norm, drive in zip(norms, _mean_drives(spatial.graph, norms, x), strict=True):
+                norm.set_strength(NORM_START * drive, drive)
             spatial.initialize_lowrank(frames, responses)
             gaussian = [a for a, r in spatial.readouts.items() if isinstance(r, GaussianReadout)]
             if gaussian:
-                self._initialize_gaussians(gaussian, x, weighted)
+                self._initialize_gaussians(gaussian, weighted)
         spatial.train(was_training)
 
-    def _initialize_gaussians(self, areas: list[str], x: Tensor, weighted: Weighted) -> None:
-        """Start the divisive normalisations weak (:data:`NORM_START`), then every voxel's
-        pRF, channel weights, HRF latency and baseline from the weighted features."""
-        norms = [m for m in self.spatial.graph.modules() if isinstance(m, DivisiveNorm)]
-        for norm, drive in zip(norms, _mean_drives(self.spatial.graph, norms, x), strict=True):
-            norm.set_strength(NORM_START * drive, drive)
+    def _initialize_gaussians(self, areas: list[str], weighted: Weighted) -> None:
+        """Every voxel's pRF, channel weights, HRF latency and baseline from the weighted
+        features."""
         volumes, by_peak, mean = weighted()
         for a in areas:
             found = self._searched(a, by_peak, volumes[a])
