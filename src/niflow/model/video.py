@@ -222,44 +222,35 @@ class VideoNIF(nn.Module):
         return {a: self.hrf[a](d, last_frames) for a, d in self.drive(frames).items()}
 
     def initialize_readouts(self, frames: Tensor, responses: dict[str, Tensor],
-                            weighted: Weighted | None = None, shown: Tensor | None = None,
-                            ) -> None:
+                            weighted: Weighted, shown: Tensor | None = None) -> None:
         """Start the spatial readouts (and each voxel's HRF latency) from training volumes.
 
         Parameters
         ----------
         frames : Tensor of shape (n, C, H, W)
             For each training volume, the mean frame of the ``HRF_INIT_WINDOW_S`` seconds
-            before it (:func:`~niflow.train.video_init.hrf_window_frames`): Gabor banks calibrate
-            on them and low-rank maps start at their contrast prior.
+            before it (:func:`~niflow.train.video_init.hrf_window_frames`): low-rank maps
+            start at their contrast prior (and Gabor banks calibrate on them unless
+            ``shown`` is given).
         responses : dict of str to Tensor of shape (n, V)
             The volumes, z-scored.
-        weighted : callable, optional
+        weighted : callable
             Called once the banks are calibrated (:data:`Weighted`); returns the z-scored
             responses of m training volumes, for each of a few HRF peak latencies every
             area's per-frame features weighted by that HRF and summed over the frames before
             each volume, and the mean frame's features
-            (:func:`~niflow.train.video_init.hrf_weighted_features`). With the temporal filters
-            at the identity, a voxel's readout applied to them *is* the model's prediction
+            (:func:`~niflow.train.video_init.hrf_weighted_features`). With the temporal
+            filters at the identity, a voxel's readout applied to them *is* the model's prediction
             of its volumes, so each Gaussian readout starts at the static search's best pRF
             for the latency that explains the voxel best, its HRF at that latency and its
             baseline at the mean frame's drive; the divisive normalisations start weak
-            (:data:`NORM_START`). Without it,
-            the readouts regress on ``frames`` instead (which blurs whatever moved).
+            (:data:`NORM_START`). (Regressing on ``frames`` instead, as before, blurred
+            whatever moved.)
         shown : Tensor of shape (m, C, H, W), optional
-            Frames as shown, on which Gabor banks calibrate their channel gains when
-            ``weighted`` is given (the features it weighs are those of single frames, whose
-            fine-scale energy an averaged frame lacks); default ``frames``.
+            Frames as shown, on which Gabor banks calibrate their channel gains (the
+            features ``weighted`` weighs are those of single frames, whose fine-scale
+            energy an averaged frame lacks); default ``frames``.
         """
-        if weighted is None:
-            self.spatial.initialize_readouts(frames, responses)
-            # the readouts now map one frame to one volume; the HRF multiplies a steady
-            # drive by its area, 1 - 1/6, which the readouts' weights undo
-            with torch.no_grad():
-                for ro in self.spatial.readouts.values():
-                    ro.weight.mul_(6 / 5)
-                    ro.bias.mul_(6 / 5)
-            return
         spatial = self.spatial
         was_training = spatial.training
         spatial.eval()

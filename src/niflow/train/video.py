@@ -259,7 +259,7 @@ def ensemble_hrf_parameters(models: list[VideoNIF]) -> dict[str, dict[str, np.nd
 def fit_movie(files: MovieFiles, test_runs: list[int], cfg: RunConfig,
               progress: Callable[[str], None] | None = None, taps_s: float | None = None,
               segment_s: float | None = None, device: torch.device | str = "cpu",
-              hrf_search: bool = False, hrf_refine: bool = True,
+              hrf_refine: bool = True,
               runtime: Runtime | None = None, unit_dir: Path | None = None,
               resume: bool = False) -> MovieFit:
     """Split by run, z-score on the training volumes, initialise and train a video model.
@@ -276,11 +276,6 @@ def fit_movie(files: MovieFiles, test_runs: list[int], cfg: RunConfig,
         Override ``cfg.video.taps_s`` and ``cfg.video.segment_s``.
     device : torch.device or str
         Where the model trains (frames are read on the CPU and moved per segment).
-    hrf_search : bool
-        Start each voxel's HRF at its best latency on a grid
-        (:func:`initialize_hrf_latencies`) rather than at 5 s (off by default: on one
-        simulated seed it moved V1's latency error from 0.59 to 0.53 s but V2's from 0.71
-        to 0.74 s and lowered the held-out r; BENCHMARKS.md).
     hrf_refine : bool
         After training, search the latencies again with the trained drive
         (:func:`refine_hrf_latencies`).
@@ -312,8 +307,6 @@ def fit_movie(files: MovieFiles, test_runs: list[int], cfg: RunConfig,
     if stage is None:  # a checkpoint holds every weight of a started model
         _initialize(model, files, z, train, cfg.train.seed, segment_s)
     model.to(target)
-    if hrf_search and stage is None:
-        initialize_hrf_latencies(model, files, z, train, cfg.train.seed)
     if unit_dir is not None and runtime_.is_main:
         unit_dir.mkdir(parents=True, exist_ok=True)
     hist = fit_video(model, files, z, train, val, cfg, progress, segment_s, runtime,
