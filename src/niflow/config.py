@@ -109,7 +109,11 @@ class ReadoutConfig:
     ``spatial_lr_scale`` and ``lr_scale`` multiply the training learning rate for the
     spatial parameters (logits, or Gaussian centres and log-sizes) and for the other readout
     parameters (a larger spatial rate lets the maps sharpen onto the receptive field);
-    ``l1_channels`` is an L1 penalty on the channel weights per voxel.
+    ``l1_channels`` is an L1 penalty on the channel weights per voxel. ``refit``: after
+    training, every Gaussian readout's channel weights and bias are refitted in closed form
+    on the training and validation rows (per-voxel ridge, penalty by generalised
+    cross-validation: :mod:`niflow.model.refit`) where there are at least 10 such rows per
+    channel of the area; static image models only.
     """
 
     kind: str = "lowrank"
@@ -120,6 +124,7 @@ class ReadoutConfig:
     init_spatial_std: float = 0.1
     init: str = "contrast"  # "contrast": maps start at each voxel's contrast correlation
     map_chunk_mb: float = 256.0  # dense maps larger than this are built in voxel blocks
+    refit: bool = True
 
 
 @dataclass
@@ -461,6 +466,7 @@ def validate(cfg: RunConfig) -> None:
     _check_type(r.map_chunk_mb, (int, float), "config.readout.map_chunk_mb")
     _check(r.map_chunk_mb >= 0, "config.readout.map_chunk_mb: must be >= 0 (0 = never chunk)")
     _check_type(r.l1_channels, (int, float), "config.readout.l1_channels")
+    _check_type(r.refit, bool, "config.readout.refit")
     _check(r.l1_channels >= 0 and math.isfinite(r.l1_channels),
            f"config.readout.l1_channels: must be a finite number >= 0, got {r.l1_channels}")
     t = cfg.train

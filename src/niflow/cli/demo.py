@@ -138,12 +138,14 @@ def write_demo_scores(run, sim, test: np.ndarray, run_dir: Path) -> dict[str, di
 
 
 def _training_seconds(run_dir: Path, hist) -> float:
-    """Seconds spent training: every candidate and member (selection.json), or the epochs."""
+    """Seconds spent training: every candidate and member and the readout refit
+    (selection.json), or the epochs."""
     import json
 
     sel = run_dir / "selection.json"
     if sel.exists():
-        return float(json.loads(sel.read_text())["seconds"])
+        record = json.loads(sel.read_text())
+        return float(record["seconds"]) + float(record.get("refit_seconds", 0.0))
     return float(sum(e["seconds"] for e in hist.epochs))
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
@@ -10,6 +12,7 @@ from niflow.config import STIMULUS, RunConfig
 from niflow.model.areas import AreaGraph, Geometry
 from niflow.model.gaussian import GaussianReadout, fit_channel_weights, search_prfs_features
 from niflow.model.readout import LowRankReadout
+from niflow.model.refit import MIN_ROWS_PER_CHANNEL, REFIT_ALPHAS, ChannelMoments, ridge_gcv
 
 INIT_FIT_ROWS = 1024  # training rows the Gaussian readouts' initial regression looks at
 
@@ -242,6 +245,60 @@ class NIFModel(nn.Module):
         best_c[:, 0].clamp_(-0.5, h - 0.5)
         best_c[:, 1].clamp_(-0.5, w - 0.5)
         return best_c, best_s.clamp_min(0.2), best_e
+
+    @torch.no_grad()
+    def refit_readouts(self, batches: Iterable[tuple[Tensor, dict[str, Tensor]]],
+                       alphas: tuple[float, ...] = REFIT_ALPHAS,
+                       min_rows_per_channel: float = MIN_ROWS_PER_CHANNEL,
+                       ) -> dict[str, Tensor]:
+        """Refit every Gaussian readout's channel weights and bias in closed form.
+
+        With the core and the pRFs as trained, each voxel's weights are the ridge regression
+        of its responses on its pooled channels, the penalty chosen per voxel by GCV
+        (:func:`niflow.model.refit.ridge_gcv`). Low-rank readouts are left as they are, and
+        so is a Gaussian readout with fewer than ``min_rows_per_channel`` rows per channel
+        of its area.
+
+        Parameters
+        ----------
+        batches : iterable of (Tensor of shape (B, channels, height, width),
+                  dict of str to Tensor of shape (B, n_voxels[area]))
+            Stimuli and z-scored responses of the rows to fit (in the model's device and
+            dtype for the stimuli); read once.
+
+        Returns
+        -------
+        dict of str to Tensor of shape (n_voxels,)
+            Per refitted area, every voxel's chosen relative penalty; empty when no
+            readout was refitted.
+        """
+        areas = [a for a, r in self.readouts.items() if isinstance(r, GaussianReadout)]
+        if not areas:
+            return {}
+        was_training = self.training
+        self.eval()
+        moments = {}
+        for x, y in batches:
+            feats = self.features(x)
+            for a in areas:
+                pooled = self.readouts[a].pooled(feats[a])
+                if a not in moments:
+                    moments[a] = ChannelMoments.zeros(pooled.shape[2], pooled.shape[1],
+                                                      pooled.device)
+                moments[a].add(pooled, y[a])
+        if not moments:
+            raise ValueError("refit_readouts: no rows to fit")
+        chosen = {}
+        for a in areas:
+            ro = self.readouts[a]
+            if moments[a].n < min_rows_per_channel * ro.channels:
+                continue
+            weight, bias, alpha = ridge_gcv(moments[a], alphas)
+            ro.weight.copy_(weight.to(ro.weight.dtype))
+            ro.bias.copy_(bias.to(ro.bias.dtype))
+            chosen[a] = alpha.cpu()
+        self.train(was_training)
+        return chosen
 
     def _upstream(self, area: str) -> list[str]:
         """Areas that feed ``area``, directly or not (the stimulus excluded)."""

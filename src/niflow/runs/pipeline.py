@@ -8,7 +8,7 @@ import dataclasses
 import json
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -239,8 +239,6 @@ def _fit_and_write(cfg: RunConfig, build: Callable[[RunConfig, NIFData], NIFMode
         hist = hists[0]
         if out_path is not None and runtime.is_main:
             write_log(out_path, hist.epochs)
-            atomic_write_text(out_path / "selection.json",
-                              json.dumps(selection.to_dict(), indent=2) + "\n")
     else:
         chosen = cfg
         if is_active(cfg):  # streamed data: one model of the first candidate
@@ -254,6 +252,15 @@ def _fit_and_write(cfg: RunConfig, build: Callable[[RunConfig, NIFData], NIFMode
         models = [build(chosen, data)]
         hist = fit(models[0], data, chosen.train, out_path,
                    resume=bool(resume and checkpoint), progress=progress, runtime=runtime)
+    if chosen.readout.refit:
+        t0 = time.perf_counter()
+        refit = _refit_readouts(models, data)
+        if selection is not None:
+            selection.refit_alpha = refit
+            selection.refit_seconds = round(time.perf_counter() - t0, 3)
+    if selection is not None and out_path is not None and runtime.is_main:
+        atomic_write_text(out_path / "selection.json",
+                          json.dumps(selection.to_dict(), indent=2) + "\n")
     for m in models:
         m.to("cpu", torch.float32)  # outputs, figures and the returned Run: CPU, float32
     run = Run(chosen, models[0], data.scalers, data.voxel_index, stim_peak,
@@ -269,6 +276,38 @@ def _fit_and_write(cfg: RunConfig, build: Callable[[RunConfig, NIFData], NIFMode
         _finish_run_info(out_path, hist)
         remove_units(out_path)  # a finished run never resumes
     return run, hist, evaluated
+
+
+REFIT_BATCH = 256  # rows per forward pass of the readout refit
+
+
+def _refit_readouts(models: list[NIFModel], data: NIFData | StreamingData,
+                    ) -> dict[str, list[float]]:
+    """Refit every model's Gaussian readouts (:meth:`NIFModel.refit_readouts`) on the training
+    and validation rows (every member's, which are the same rows split differently), read
+    in batches (from disk for streamed data); return each area's median chosen penalty per
+    model."""
+    rows = np.sort(np.concatenate([data.split.train, data.split.val]))
+    out: dict[str, list[float]] = {}
+    for model in models:
+        param = next(model.parameters())
+        batches = _row_batches(data, rows, param.device, param.dtype)
+        for area, alpha in model.refit_readouts(batches).items():
+            out.setdefault(area, []).append(float(alpha.median()))
+    return out
+
+
+def _row_batches(data: NIFData | StreamingData, rows: np.ndarray, device: torch.device,
+                 dtype: torch.dtype) -> Iterator[tuple[torch.Tensor, dict[str, torch.Tensor]]]:
+    """Stimuli (on ``device`` in ``dtype``) and z-scored responses of ``rows``, in batches."""
+    for i in range(0, rows.size, REFIT_BATCH):
+        part = rows[i:i + REFIT_BATCH]
+        if isinstance(data, NIFData):
+            x, y = data.stim[part], {a: r[part] for a, r in data.responses.items()}
+        else:
+            x, y = data.read(part)
+        yield (torch.as_tensor(x).to(device, dtype),
+               {a: torch.as_tensor(v).to(device) for a, v in y.items()})
 
 
 def train_stream(stim_path: str | Path, bold_path: str | Path, out: str | Path | None,

@@ -45,7 +45,10 @@ class Selection:
     epoch and the training seconds; ``chosen``: the kept candidate (None: the configuration
     as given); ``members``: per ensemble member, its seed, validation rows and score;
     ``skipped``: candidates or members left out by the budget or because their training
-    diverged (``"candidate NAME: diverged at epoch N (loss X)"``).
+    diverged (``"candidate NAME: diverged at epoch N (loss X)"``); ``refit_alpha``: per area,
+    each member's median penalty of the readout refit after training (relative to the mean
+    eigenvalue; empty without a refit) and ``refit_seconds`` it took. Validation scores are
+    those before the refit.
     """
 
     chosen: str | None = None
@@ -53,6 +56,8 @@ class Selection:
     members: list[dict] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     budget_s: float = 0.0
+    refit_alpha: dict[str, list[float]] = field(default_factory=dict)
+    refit_seconds: float = 0.0
     seconds: float = 0.0
 
     def to_dict(self) -> dict:
