@@ -61,7 +61,8 @@ def run_demo(out: str | Path = "runs/demo", preset: str = "default", n_per_lette
     dict
         Per area: ``median_r``, ``ridge_median_r`` (the better ridge), ``ridge`` (each
         feature set), ``median_ceiling``, pRF recovery; ``seconds`` for simulation,
-        training (selection and ensemble included), outputs and the ridge baselines.
+        training (selection, ensemble and readout refit included), outputs and the ridge
+        baselines.
     """
     from niflow.data.simulate.files import write_simulation
     from niflow.data.simulate.regimes import make_regime
@@ -166,7 +167,7 @@ def format_summary(summary: dict) -> str:
             f"{p['median_centre_error_px']:>11.2f} {p['sigma_correlation']:>9.2f}")
     sec = summary["seconds"]
     lines.append(f"time: simulate {sec['simulate']:.1f} s, train {sec['train']:.1f} s "
-                 f"(selection and ensemble), run-folder outputs {sec['outputs']:.1f} s, ridge "
+                 f"(selection, ensemble, refit), run-folder outputs {sec['outputs']:.1f} s, ridge "
                  f"baselines and noise ceilings {sec['ridge']:.1f} s; run folder: "
                  f"{summary['run_dir']} (`niflow report {summary['run_dir']}` shows it all)")
     return "\n".join(lines)
