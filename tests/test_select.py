@@ -13,7 +13,7 @@ from niflow.data.simulate import simulate
 from niflow.model.fitted import predict
 from niflow.runs.pipeline import train_run
 from niflow.runs.run import load_run
-from niflow.train.select import member_data
+from niflow.train.select import ensemble_size, member_data
 
 
 @pytest.fixture(scope="module")
@@ -100,3 +100,31 @@ def test_unknown_candidate_is_a_config_error():
         cfgmod.from_dict({"select": {"candidates": ["resnet"]}})
     with pytest.raises(cfgmod.ConfigError, match="config.select.members"):
         cfgmod.from_dict({"select": {"members": 0}})
+
+
+def test_ensemble_size_grows_as_rows_shrink_up_to_its_cap():
+    cfg = _cfg([], members=2)
+    cfg.select.member_rows, cfg.select.max_members = 300, 4
+    want = {1000: 2, 300: 2, 299: 2, 150: 2, 149: 3, 100: 3, 99: 4, 90: 4, 10: 4}
+    assert {n: ensemble_size(cfg, n) for n in want} == want  # max(2, min(4, ceil(300 / n)))
+    cfg.select.member_rows = 0
+    assert ensemble_size(cfg, 10) == 2
+
+
+def test_few_rows_train_the_larger_ensemble(sim):
+    # 48 training and validation rows: ceil(300 / 48) = 7, capped at 3
+    cfg = _cfg(["learned-gaussian"], members=1, epochs=2)
+    cfg.select.member_rows, cfg.select.max_members = 300, 3
+    run, _, data = train_run(sim.stim, sim.responses, None, cfg.validate(), "48:60",
+                             progress=False)
+    assert data.split.train.size + data.split.val.size == 48
+    assert len(run.ensemble) == 3
+    seeds = [m.config.train.seed for m in run.ensemble]
+    assert seeds == [0, 1, 2]
+
+
+def test_member_rows_is_checked():
+    with pytest.raises(cfgmod.ConfigError, match="config.select.member_rows: must be >= 0"):
+        cfgmod.from_dict({"select": {"member_rows": -1}})
+    with pytest.raises(cfgmod.ConfigError, match=r"config.select.max_members: must be in 1\.\.32"):
+        cfgmod.from_dict({"select": {"max_members": 0}})

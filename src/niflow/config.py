@@ -166,13 +166,19 @@ class SelectConfig:
     over all voxels), and the best one is kept. Empty: train the configuration as given.
     ``members``: the kept model plus ``members - 1`` more of the same kind, each trained
     with its own validation part (drawn with seed ``train.seed + i``) and initial weights;
-    predictions are their average and pRF parameters their median. ``budget_s``: no
-    further candidate or member is started once this many seconds of training have been
-    spent (0: no limit); what was skipped is recorded.
+    predictions are their average and pRF parameters their median. ``member_rows``: with
+    few rows, more members (static images only): the ensemble has at least
+    ``ceil(member_rows / rows)`` members, ``rows`` the training and validation rows, but no
+    more than ``max_members`` (0: always ``members``); a fit costs about its rows, so the
+    ensemble's cost stays about that of ``member_rows`` rows. ``budget_s``: no further
+    candidate or member is started once this many seconds of training have been spent (0:
+    no limit); what was skipped is recorded.
     """
 
     candidates: list[str] = field(default_factory=list)
     members: int = 1
+    member_rows: int = 0
+    max_members: int = 4
     budget_s: float = 0.0
 
 
@@ -312,8 +318,10 @@ def preset(name: str = "default") -> RunConfig:
             # chosen on the validation rows among a Gabor-bank and a learned V1, both with
             # Gaussian pRF readouts, then an ensemble of two of the winner (BENCHMARKS.md,
             # accuracy; three fits: under 60 s at BRAINS size on 2 cores)
+            # with fewer than 300 training and validation rows up to 4 members (~100
+            # images: +0.012 median r in both areas of the small-data regime, BENCHMARKS.md)
             select=SelectConfig(candidates=["gabor-gaussian", "learned-gaussian"], members=2,
-                                budget_s=0.0),
+                                member_rows=300, max_members=4, budget_s=0.0),
         )
     raise ConfigError(f"unknown preset {name!r}; choose one of {PRESETS}")
 
@@ -499,6 +507,12 @@ def validate(cfg: RunConfig) -> None:
            "config.select.candidates: a candidate is listed twice")
     _check_type(sel.members, int, "config.select.members")
     _check(1 <= sel.members <= 32, f"config.select.members: must be in 1..32, got {sel.members}")
+    _check_type(sel.member_rows, int, "config.select.member_rows")
+    _check(sel.member_rows >= 0,
+           f"config.select.member_rows: must be >= 0 (0 = always members), got {sel.member_rows}")
+    _check_type(sel.max_members, int, "config.select.max_members")
+    _check(1 <= sel.max_members <= 32,
+           f"config.select.max_members: must be in 1..32, got {sel.max_members}")
     _check_type(sel.budget_s, (int, float), "config.select.budget_s")
     _check(sel.budget_s >= 0 and math.isfinite(sel.budget_s),
            "config.select.budget_s: must be a finite number >= 0 (0 = no limit)")

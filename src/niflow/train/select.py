@@ -3,9 +3,10 @@
 ``config.select`` names candidates from :data:`niflow.config.FAMILY` (a core and a readout
 each). Every candidate is trained on the training rows and scored on the validation rows
 (the median r over all voxels, as early stopping uses); the best is kept. Then
-``members - 1`` more models of the chosen kind are trained, each with a validation part of
-its own (seed ``train.seed + i``, so between them every training row is also fitted) and
-its own initial weights; the run predicts their average. The test rows are never seen.
+``members - 1`` more models of the chosen kind (more with few rows: :func:`ensemble_size`)
+are trained, each with a validation part of its own (seed ``train.seed + i``, so between
+them every training row is also fitted) and its own initial weights; the run predicts their
+average. The test rows are never seen.
 
 Training stops adding candidates or members once ``budget_s`` seconds have been spent; the
 first candidate and member are always trained. What was trained, skipped and scored is
@@ -19,6 +20,7 @@ raised.
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -44,6 +46,7 @@ class Selection:
     ``scores``: per candidate, the validation median r (all voxels and per area), the best
     epoch and the training seconds; ``chosen``: the kept candidate (None: the configuration
     as given); ``members``: per ensemble member, its seed, validation rows and score;
+    ``planned_members``: the ensemble's size for these rows (:func:`ensemble_size`);
     ``skipped``: candidates or members left out by the budget or because their training
     diverged (``"candidate NAME: diverged at epoch N (loss X)"``); ``refit_alpha``: per area,
     each member's median penalty of the readout refit after training (relative to the mean
@@ -58,6 +61,7 @@ class Selection:
     budget_s: float = 0.0
     refit_alpha: dict[str, list[float]] = field(default_factory=dict)
     refit_seconds: float = 0.0
+    planned_members: int = 1
     seconds: float = 0.0
 
     def to_dict(self) -> dict:
@@ -66,7 +70,8 @@ class Selection:
 
 def is_active(cfg: RunConfig) -> bool:
     """Whether ``cfg`` asks for selection or an ensemble."""
-    return bool(cfg.select.candidates) or cfg.select.members > 1
+    return (bool(cfg.select.candidates) or cfg.select.members > 1
+            or (cfg.select.member_rows > 0 and cfg.select.max_members > 1))
 
 
 def _record(hist: History, seconds: float) -> dict:
@@ -79,6 +84,14 @@ def _record(hist: History, seconds: float) -> dict:
 
 def _diverged(what: str, err: TrainingDiverged) -> str:
     return f"{what}: diverged at epoch {err.epoch} (loss {err.loss:.3g})"
+
+
+def ensemble_size(cfg: RunConfig, rows: int) -> int:
+    """Members to train for ``rows`` training and validation rows (``SelectConfig``)."""
+    sel = cfg.select
+    if sel.member_rows <= 0 or rows <= 0:
+        return sel.members
+    return max(sel.members, min(sel.max_members, math.ceil(sel.member_rows / rows)))
 
 
 def member_data(data: NIFData, cfg: RunConfig, index: int) -> NIFData:
@@ -166,7 +179,8 @@ def select_and_train(cfg: RunConfig, data: NIFData, build: Build, fit: Fit, *,
     models, hists = [first], [first_hist]
     record.members.append({"seed": chosen.train.seed, "val_rows": int(data.split.val.size),
                            **_record(first_hist, first_seconds)})
-    for i in range(1, sel.members):
+    record.planned_members = ensemble_size(cfg, int(data.split.train.size + data.split.val.size))
+    for i in range(1, record.planned_members):
         if over_budget():
             record.skipped.append(f"member {i}")
             continue
