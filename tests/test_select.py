@@ -109,11 +109,13 @@ def test_ensemble_size_grows_as_rows_shrink_up_to_its_cap():
     assert {n: ensemble_size(cfg, n) for n in want} == want  # max(2, min(4, ceil(300 / n)))
     cfg.select.member_rows = 0
     assert ensemble_size(cfg, 10) == 2
+    cfg.select.member_rows, cfg.select.members = 300, 1  # one model stays one model
+    assert ensemble_size(cfg, 10) == 1
 
 
 def test_few_rows_train_the_larger_ensemble(sim):
     # 48 training and validation rows: ceil(300 / 48) = 7, capped at 3
-    cfg = _cfg(["learned-gaussian"], members=1, epochs=2)
+    cfg = _cfg(["learned-gaussian"], members=2, epochs=2)
     cfg.select.member_rows, cfg.select.max_members = 300, 3
     run, _, data = train_run(sim.stim, sim.responses, None, cfg.validate(), "48:60",
                              progress=False)

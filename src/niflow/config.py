@@ -167,7 +167,8 @@ class SelectConfig:
     ``members``: the kept model plus ``members - 1`` more of the same kind, each trained
     with its own validation part (drawn with seed ``train.seed + i``) and initial weights;
     predictions are their average and pRF parameters their median. ``member_rows``: with
-    few rows, more members (static images only): the ensemble has at least
+    few rows, more members (static images only; ``members == 1`` stays one model): the
+    ensemble has at least
     ``ceil(member_rows / rows)`` members, ``rows`` the training and validation rows, but no
     more than ``max_members`` (0: always ``members``); a fit costs about its rows, so the
     ensemble's cost stays about that of ``member_rows`` rows. ``budget_s``: no further

@@ -70,8 +70,7 @@ class Selection:
 
 def is_active(cfg: RunConfig) -> bool:
     """Whether ``cfg`` asks for selection or an ensemble."""
-    return (bool(cfg.select.candidates) or cfg.select.members > 1
-            or (cfg.select.member_rows > 0 and cfg.select.max_members > 1))
+    return bool(cfg.select.candidates) or cfg.select.members > 1
 
 
 def _record(hist: History, seconds: float) -> dict:
@@ -87,9 +86,10 @@ def _diverged(what: str, err: TrainingDiverged) -> str:
 
 
 def ensemble_size(cfg: RunConfig, rows: int) -> int:
-    """Members to train for ``rows`` training and validation rows (``SelectConfig``)."""
+    """Members to train for ``rows`` training and validation rows (``SelectConfig``); a
+    single model (``members == 1``) stays single."""
     sel = cfg.select
-    if sel.member_rows <= 0 or rows <= 0:
+    if sel.members < 2 or sel.member_rows <= 0 or rows <= 0:
         return sel.members
     return max(sel.members, min(sel.max_members, math.ceil(sel.member_rows / rows)))
 
