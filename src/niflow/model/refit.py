@@ -27,8 +27,9 @@ from torch import Tensor
 
 # GCV's choice of penalty is an asymptotic argument: with fewer rows than this per channel
 # the refit is left out (the weights stay as trained). At 90 rows for 16 channels it gained
-# in three simulated data sets and lost in two; from 288 rows it gained or tied in 13 of 14
-# (BENCHMARKS.md, held-out accuracy)
+# in three simulated data sets and lost in two; at 288 rows it gained or tied in 10 of 12
+# regime x area rows and lost at most 0.002 in the other two (BENCHMARKS.md, held-out
+# accuracy)
 MIN_ROWS_PER_CHANNEL = 10
 
 # penalties relative to the mean eigenvalue of each voxel's Gram matrix: from almost
