@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import json
 
+import h5py
 import numpy as np
 import pytest
 import torch
 
 from niflow import config as cfgmod
 from niflow.data.simulate import simulate
+from niflow.data.stream import open_streaming
 from niflow.model.nif import NIFModel
 from niflow.model.refit import REFIT_ALPHAS, ChannelMoments, ridge_gcv
-from niflow.runs.pipeline import train_run
+from niflow.runs.pipeline import train_run, train_stream
 
 
 def naive_gcv_ridge(x, y, alphas):
@@ -154,3 +156,25 @@ def test_too_few_rows_per_channel_leave_the_trained_weights():
     for k, v in model.state_dict().items():
         assert torch.equal(v, before[k]), k
     assert set(model.refit_readouts([(x, y)], min_rows_per_channel=5)) == {"V1", "V2"}
+
+
+def test_a_streamed_run_is_refitted_on_rows_read_from_disk(sim, tmp_path):
+    with h5py.File(tmp_path / "stim.h5", "w") as fh:
+        fh.create_dataset("stim", data=sim.stim)
+    with h5py.File(tmp_path / "bold.h5", "w") as fh:
+        for area, r in sim.responses.items():
+            fh.create_dataset(area, data=np.asarray(r, np.float32))
+    cfg = _cfg(True)
+    cfg.select = cfgmod.SelectConfig()  # streamed runs train one model
+    cfg.train.epochs = 2
+    run, _, _ = train_stream(tmp_path / "stim.h5", tmp_path / "bold.h5", None, cfg.validate(),
+                             "172:204", progress=False, num_workers=0)
+    data = open_streaming(tmp_path / "stim.h5", tmp_path / "bold.h5", np.arange(172, 204),
+                          val_fraction=cfg.train.val_fraction, seed=cfg.train.seed,
+                          num_workers=0)
+    rows = np.sort(np.concatenate([data.split.train, data.split.val]))
+    x, y = data.read(rows)
+    before = {a: ro.weight.detach().clone() for a, ro in run.model.readouts.items()}
+    run.model.refit_readouts([(torch.as_tensor(x), {a: torch.as_tensor(v) for a, v in y.items()})])
+    for a, ro in run.model.readouts.items():
+        torch.testing.assert_close(ro.weight.detach(), before[a], rtol=1e-4, atol=1e-5)
