@@ -50,8 +50,9 @@ def main() -> None:
         print(f"member {i}: {m['seconds']:.1f} s, val median r {m['val_median_r']:.3f}")
     if sel["skipped"]:
         print(f"skipped by the {sel['budget_s']:.0f} s budget: {', '.join(sel['skipped'])}")
-    total = sel["seconds"] + sel.get("refit_seconds", 0.0)
-    print(f"readout refit: {sel.get('refit_seconds', 0.0):.1f} s")
+    refit = sel.get("refit_seconds", 0.0)
+    total = sel["seconds"] + refit
+    print(f"readout refit: {refit:.1f} s")
     print(f"chosen: {sel['chosen']}; training (selection + ensemble + refit) {total:.1f} s "
           f"({'under' if total < 60 else 'OVER'} the 60 s target); whole train_run "
           f"with outputs {wall:.1f} s")

@@ -88,7 +88,8 @@ def test_refit_recovers_the_responses_that_generated_the_data():
     centres = {a: ro.centre.detach().clone() for a, ro in model.readouts.items()}
     model.train()
     batches = [slice(i, min(i + 64, 300)) for i in range(0, 300, 64)]  # the rows `fit`
-    alphas = model.refit_readouts((x[b], {a: v[b] for a, v in y.items()}) for b in batches)
+    alphas = model.refit_readouts((({"stimulus": x[b]}, {a: v[b] for a, v in y.items()})
+                                   for b in batches), 300)
     assert model.training  # mode restored
     model.eval()
     with torch.no_grad():
@@ -105,7 +106,8 @@ def test_refit_leaves_lowrank_readouts_alone():
     model = _model("lowrank")
     before = {k: v.clone() for k, v in model.state_dict().items()}
     x = torch.randn(8, 1, 32, 32)
-    out = model.refit_readouts([(x, {"V1": torch.randn(8, 30), "V2": torch.randn(8, 20)})])
+    out = model.refit_readouts([({"stimulus": x},
+                                 {"V1": torch.randn(8, 30), "V2": torch.randn(8, 20)})], 8)
     assert out == {}
     for k, v in model.state_dict().items():
         assert torch.equal(v, before[k]), k
@@ -138,7 +140,7 @@ def test_train_run_ends_with_the_refit_on_training_and_validation_rows(sim, tmp_
     y = {a: torch.as_tensor(r[rows]) for a, r in data.responses.items()}
     for m in run.ensemble:
         before = {a: ro.weight.detach().clone() for a, ro in m.readouts.items()}
-        m.refit_readouts([(x, y)])  # refitting again on the same rows changes nothing
+        m.refit_readouts([({"stimulus": x}, y)], rows.size)  # again: nothing changes
         for a, ro in m.readouts.items():
             torch.testing.assert_close(ro.weight.detach(), before[a], rtol=1e-4, atol=1e-5)
     # without the refit the weights are where training left them
@@ -152,10 +154,11 @@ def test_too_few_rows_per_channel_leave_the_trained_weights():
     before = {k: v.clone() for k, v in model.state_dict().items()}
     x = torch.randn(159, 1, 32, 32)
     y = {"V1": torch.randn(159, 30), "V2": torch.randn(159, 20)}
-    assert model.refit_readouts([(x, y)]) == {}
+    assert model.refit_readouts([({"stimulus": x}, y)], 159) == {}
     for k, v in model.state_dict().items():
         assert torch.equal(v, before[k]), k
-    assert set(model.refit_readouts([(x, y)], min_rows_per_channel=5)) == {"V1", "V2"}
+    assert set(model.refit_readouts([({"stimulus": x}, y)], 159,
+                                    min_rows_per_channel=5)) == {"V1", "V2"}
 
 
 def test_a_streamed_run_is_refitted_on_rows_read_from_disk(sim, tmp_path):
@@ -175,6 +178,7 @@ def test_a_streamed_run_is_refitted_on_rows_read_from_disk(sim, tmp_path):
     rows = np.sort(np.concatenate([data.split.train, data.split.val]))
     x, y = data.read(rows)
     before = {a: ro.weight.detach().clone() for a, ro in run.model.readouts.items()}
-    run.model.refit_readouts([(torch.as_tensor(x), {a: torch.as_tensor(v) for a, v in y.items()})])
+    run.model.refit_readouts([({"stimulus": torch.as_tensor(x)},
+                               {a: torch.as_tensor(v) for a, v in y.items()})], rows.size)
     for a, ro in run.model.readouts.items():
         torch.testing.assert_close(ro.weight.detach(), before[a], rtol=1e-4, atol=1e-5)

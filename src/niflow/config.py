@@ -168,12 +168,11 @@ class SelectConfig:
     with its own validation part (drawn with seed ``train.seed + i``) and initial weights;
     predictions are their average and pRF parameters their median. ``member_rows``: with
     few rows, more members (static images only; ``members == 1`` stays one model): the
-    ensemble has at least
-    ``ceil(member_rows / rows)`` members, ``rows`` the training and validation rows, but no
-    more than ``max_members`` (0: always ``members``); a fit costs about its rows, so the
-    ensemble's cost stays about that of ``member_rows`` rows. ``budget_s``: no further
-    candidate or member is started once this many seconds of training have been spent (0:
-    no limit); what was skipped is recorded.
+    ensemble has at least ``ceil(member_rows / rows)`` members, ``rows`` the training and
+    validation rows, but no more than ``max_members`` (0: always ``members``); a fit costs
+    about its rows, so the ensemble's cost stays about that of ``member_rows`` rows.
+    ``budget_s``: no further candidate or member is started once this many seconds of
+    training have been spent (0: no limit); what was skipped is recorded.
     """
 
     candidates: list[str] = field(default_factory=list)
@@ -475,9 +474,9 @@ def validate(cfg: RunConfig) -> None:
     _check_type(r.map_chunk_mb, (int, float), "config.readout.map_chunk_mb")
     _check(r.map_chunk_mb >= 0, "config.readout.map_chunk_mb: must be >= 0 (0 = never chunk)")
     _check_type(r.l1_channels, (int, float), "config.readout.l1_channels")
-    _check_type(r.refit, bool, "config.readout.refit")
     _check(r.l1_channels >= 0 and math.isfinite(r.l1_channels),
            f"config.readout.l1_channels: must be a finite number >= 0, got {r.l1_channels}")
+    _check_type(r.refit, bool, "config.readout.refit")
     t = cfg.train
     for key in ("batch_size", "epochs", "seed", "patience", "threads"):
         _check_type(getattr(t, key), int, f"config.train.{key}")

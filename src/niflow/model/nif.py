@@ -247,8 +247,8 @@ class NIFModel(nn.Module):
         return best_c, best_s.clamp_min(0.2), best_e
 
     @torch.no_grad()
-    def refit_readouts(self, batches: Iterable[tuple[Tensor, dict[str, Tensor]]],
-                       alphas: tuple[float, ...] = REFIT_ALPHAS,
+    def refit_readouts(self, batches: Iterable[tuple[dict[str, Tensor], dict[str, Tensor]]],
+                       n_rows: int, alphas: tuple[float, ...] = REFIT_ALPHAS,
                        min_rows_per_channel: float = MIN_ROWS_PER_CHANNEL,
                        ) -> dict[str, Tensor]:
         """Refit every Gaussian readout's channel weights and bias in closed form.
@@ -257,14 +257,16 @@ class NIFModel(nn.Module):
         of its responses on its pooled channels, the penalty chosen per voxel by GCV
         (:func:`niflow.model.refit.ridge_gcv`). Low-rank readouts are left as they are, and
         so is a Gaussian readout with fewer than ``min_rows_per_channel`` rows per channel
-        of its area.
+        of its area; when no readout is left, ``batches`` is not read.
 
         Parameters
         ----------
-        batches : iterable of (Tensor of shape (B, channels, height, width),
-                  dict of str to Tensor of shape (B, n_voxels[area]))
-            Stimuli and z-scored responses of the rows to fit (in the model's device and
-            dtype for the stimuli); read once.
+        batches : iterable of (dict, dict of str to Tensor of shape (B, n_voxels[area]))
+            Model inputs ``{"stimulus": (B, channels, height, width)}``, optionally with
+            ``"banks"`` (:meth:`fixed_banks` of those stimuli), as
+            :meth:`niflow.train.loop.Batches.batches` yields them, and z-scored responses.
+        n_rows : int
+            Rows that ``batches`` holds in all.
 
         Returns
         -------
@@ -272,32 +274,30 @@ class NIFModel(nn.Module):
             Per refitted area, every voxel's chosen relative penalty; empty when no
             readout was refitted.
         """
-        areas = [a for a, r in self.readouts.items() if isinstance(r, GaussianReadout)]
+        areas = [a for a, r in self.readouts.items() if isinstance(r, GaussianReadout)
+                 and n_rows >= min_rows_per_channel * r.channels]
         if not areas:
             return {}
+        device = next(self.parameters()).device
+        moments = {a: ChannelMoments.zeros(self.readouts[a].n_voxels,
+                                           self.readouts[a].channels, device) for a in areas}
         was_training = self.training
         self.eval()
-        moments = {}
-        for x, y in batches:
-            feats = self.features(x)
+        for inputs, y in batches:
+            feats = self.features(inputs["stimulus"], banks=inputs.get("banks"))
             for a in areas:
-                pooled = self.readouts[a].pooled(feats[a])
-                if a not in moments:
-                    moments[a] = ChannelMoments.zeros(pooled.shape[2], pooled.shape[1],
-                                                      pooled.device)
-                moments[a].add(pooled, y[a])
-        if not moments:
-            raise ValueError("refit_readouts: no rows to fit")
+                moments[a].add(self.readouts[a].pooled(feats[a]), y[a])
+        self.train(was_training)
         chosen = {}
         for a in areas:
+            if moments[a].n != n_rows:
+                raise ValueError(f"refit_readouts: batches held {moments[a].n} rows, "
+                                 f"n_rows says {n_rows}")
             ro = self.readouts[a]
-            if moments[a].n < min_rows_per_channel * ro.channels:
-                continue
             weight, bias, alpha = ridge_gcv(moments[a], alphas)
             ro.weight.copy_(weight.to(ro.weight.dtype))
             ro.bias.copy_(bias.to(ro.bias.dtype))
             chosen[a] = alpha.cpu()
-        self.train(was_training)
         return chosen
 
     def _upstream(self, area: str) -> list[str]:

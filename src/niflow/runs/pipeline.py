@@ -8,7 +8,7 @@ import dataclasses
 import json
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -50,7 +50,7 @@ from niflow.runs.inputs import Inputs, check_arrays, check_config
 from niflow.runs.outputs import write_outputs
 from niflow.runs.run import Run
 from niflow.runs.units import SELECTION_DIR, remove_units, unit_fitter
-from niflow.train.loop import CHECKPOINT, History, fit, seed_everything, write_log
+from niflow.train.loop import CHECKPOINT, Batches, History, fit, seed_everything, write_log
 from niflow.train.memory import check_memory, estimate_training_memory
 from niflow.train.runtime import Runtime, agree, broadcast_object, runtime_from_environment
 from niflow.train.safety import TrainingDiverged, TrainingInterrupted
@@ -201,7 +201,8 @@ def _fit_and_write(cfg: RunConfig, build: Callable[[RunConfig, NIFData], NIFMode
     With ``config.select`` (:mod:`niflow.train.select`) every candidate and ensemble member
     trains with checkpoints of its own (:mod:`niflow.runs.units`; in memory without a run
     folder) and the kept model's epochs are written to ``log.jsonl``; otherwise the one
-    model trains with a checkpoint after every epoch.
+    model trains with a checkpoint after every epoch. Then (``readout.refit``) every model's
+    Gaussian readouts are refitted on the training and validation rows.
     """
     started = time.time()
     if out_path is not None and not resume:
@@ -285,29 +286,17 @@ def _refit_readouts(models: list[NIFModel], data: NIFData | StreamingData,
                     ) -> dict[str, list[float]]:
     """Refit every model's Gaussian readouts (:meth:`NIFModel.refit_readouts`) on the training
     and validation rows (every member's, which are the same rows split differently), read
-    in batches (from disk for streamed data); return each area's median chosen penalty per
-    model."""
+    as training reads them (:class:`~niflow.train.loop.Batches`: from disk for streamed
+    data); return each area's median chosen penalty per model."""
     rows = np.sort(np.concatenate([data.split.train, data.split.val]))
+    plan = [rows[i:i + REFIT_BATCH] for i in range(0, rows.size, REFIT_BATCH)]
     out: dict[str, list[float]] = {}
     for model in models:
         param = next(model.parameters())
-        batches = _row_batches(data, rows, param.device, param.dtype)
-        for area, alpha in model.refit_readouts(batches).items():
+        source = Batches(data, param.device, param.dtype, model)
+        for area, alpha in model.refit_readouts(source.batches(plan), rows.size).items():
             out.setdefault(area, []).append(float(alpha.median()))
     return out
-
-
-def _row_batches(data: NIFData | StreamingData, rows: np.ndarray, device: torch.device,
-                 dtype: torch.dtype) -> Iterator[tuple[torch.Tensor, dict[str, torch.Tensor]]]:
-    """Stimuli (on ``device`` in ``dtype``) and z-scored responses of ``rows``, in batches."""
-    for i in range(0, rows.size, REFIT_BATCH):
-        part = rows[i:i + REFIT_BATCH]
-        if isinstance(data, NIFData):
-            x, y = data.stim[part], {a: r[part] for a, r in data.responses.items()}
-        else:
-            x, y = data.read(part)
-        yield (torch.as_tensor(x).to(device, dtype),
-               {a: torch.as_tensor(v).to(device) for a, v in y.items()})
 
 
 def train_stream(stim_path: str | Path, bold_path: str | Path, out: str | Path | None,
