@@ -23,7 +23,7 @@ import torch.distributed as dist
 
 from niflow.config import RunConfig
 from niflow.data.dataset import Standardizer
-from niflow.data.movie import MovieFiles, movie_split
+from niflow.data.movie import MovieFiles, MovieTiming, movie_split
 from niflow.model.video import VideoNIF
 from niflow.train.loop import CHECKPOINT, DONE, load_checkpoint, save_checkpoint
 from niflow.train.runtime import Runtime, all_reduce_sum, broadcast_object
@@ -336,12 +336,36 @@ def _unit_stage(unit_dir: Path | None, resume: bool, runtime: Runtime,
     return broadcast_object(look() if runtime.is_main else None, runtime)
 
 
+def initial_volumes(timing: MovieTiming, train: np.ndarray, history: int, seed: int,
+                    seconds: float = 60.0) -> np.ndarray:
+    """About ``INIT_VOLUMES`` training volumes for the fitted start: whole training segments
+    in a random order until there are that many.
+
+    Volumes drawn one by one from an hour of recording would each need their own HRF
+    history, so reading them took nearly every frame of the movie (time and memory grew
+    with its length); whole segments need their own frames and one history each.
+
+    Returns
+    -------
+    ndarray of int64, sorted
+        The volumes (a run's first volume, which no frame precedes, is never among them).
+    """
+    segs = make_segments(timing, train, history, seconds)
+    picked, n = [], 0
+    for i in np.random.default_rng(seed).permutation(len(segs)):
+        if n >= INIT_VOLUMES:
+            break
+        picked.append(segs[i].volumes)
+        n += len(segs[i].volumes)
+    return np.sort(np.concatenate(picked)) if picked else np.zeros(0, np.int64)
+
+
 def _initialize(model: VideoNIF, files: MovieFiles, z: dict[str, np.ndarray],
                 train: np.ndarray, seed: int, segment_s: float) -> None:
     """The readouts, latencies, baselines and normalisations of a new model (on the CPU):
     a fitted linear pRF model on up to ``INIT_VOLUMES`` training volumes."""
     t = files.timing
-    init = np.sort(np.random.default_rng(seed).permutation(train)[:INIT_VOLUMES])
+    init = initial_volumes(t, train, model.history, seed, segment_s)
     frames = hrf_window_frames(files, init)
     last = t.frames_before(init, 1)[:, 0]
     shown = files.frames(np.unique(last[last >= 0]))  # the last frame before each volume

@@ -105,10 +105,15 @@ def hrf_weighted_features(model: VideoNIF, files: MovieFiles, volumes: np.ndarra
         used.append(seg.volumes[:take])
         n += take
     mean = {a: (v / max(n_frames, 1)).float() for a, v in sums.items()}
-    out = {}
+    out: dict[float, dict[str, torch.Tensor]] = {}
     for p, d in parts.items():
         share = torch.as_tensor(np.concatenate(missing[p]), dtype=torch.float32)
-        out[p] = {a: torch.cat(v) + share[:, None, None, None] * mean[a] for a, v in d.items()}
+        out[p] = {}
+        for a in list(d):
+            # one area's pieces are joined and freed before the next, and the share of the
+            # HRF before the run is added in place: the features are held about once
+            joined = torch.cat(d.pop(a))
+            out[p][a] = joined.addcmul_(share.view(-1, 1, 1, 1), mean[a][None])
     model.train(was_training)
     return np.concatenate(used) if used else np.zeros(0, np.int64), out, mean
 
