@@ -13,6 +13,7 @@ and for the video model the HRF latency error and Spearman ρ against the truth 
 with r > 0.3, and the pRF centre error (px) over the same voxels.
 
     python benchmarks/movie.py [--runs 4] [--run-seconds 120] [--size 24] [--seeds 0 1]
+        [--regimes energy nonlinear]
 """
 
 from __future__ import annotations
@@ -88,13 +89,15 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=24)
     ap.add_argument("--epochs", type=int, default=12)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
+    ap.add_argument("--regimes", nargs="+", choices=("energy", "nonlinear"),
+                    default=["energy", "nonlinear"])
     ap.add_argument("--tmp", default="/tmp/niflow_movie_benchmark")
     args = ap.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
     print("| regime | seed | area | ceiling | video NIF r | >0.3 | ME ridge r | >0.3 | "
           "HRF peak err (s) | HRF ρ | voxels r>0.3 | pRF centre err (px) |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for nonlinear in (False, True):
+    for nonlinear in [r == "nonlinear" for r in args.regimes]:
         for seed in args.seeds:
             for row in one(args, nonlinear, seed, args.tmp):
                 print(row, flush=True)

@@ -36,10 +36,15 @@ def hrf_window_frames(files: MovieFiles, volumes: np.ndarray) -> np.ndarray:
     frames = files.frames(wanted) if wanted.size else np.zeros((0, *files.frame_shape),
                                                                np.float32)
     pos = np.searchsorted(wanted, np.where(idx >= 0, idx, 0))
-    valid = (idx >= 0)[..., None, None, None]
-    total = (frames[pos] * valid).sum(axis=1) if wanted.size else np.zeros(
-        (len(idx), *files.frame_shape), np.float32)
-    return (total / np.maximum(valid.sum(axis=1), 1)).astype(np.float32)
+    valid = idx >= 0
+    total = np.zeros((len(idx), *files.frame_shape), np.float32)
+    # one offset of the window at a time: gathering all of them at once held n_win copies
+    # of the volumes' frames (512 MiB for 1,024 volumes of 64 x 64 at 8 fps)
+    for j in range(n_win) if wanted.size else ():
+        rows = np.flatnonzero(valid[:, j])
+        total[rows] += frames[pos[rows, j]]
+    count = np.maximum(valid.sum(axis=1), 1).astype(np.float32)
+    return total / count[:, None, None, None]
 
 
 INIT_PEAKS_S = (4.0, 5.0, 6.0, 7.0)  # HRF latencies the readouts' initial search tries
@@ -82,11 +87,18 @@ def hrf_weighted_features(model: VideoNIF, files: MovieFiles, volumes: np.ndarra
     for p in peaks:
         hrf.initialize(p)
         kernels[p] = hrf.kernel()[0].double().numpy() / model.fps  # k[l]: l frames back
-    used, parts, missing = [], {p: {} for p in peaks}, {p: [] for p in peaks}
+    segs = make_segments(files.timing, volumes, model.history, seconds)
+    n_total = min(sum(len(s.volumes) for s in segs), limit)
+    # the features are written into buffers of their final size: pieces kept per segment
+    # and joined at the end sat between the segments' temporaries on the heap, which then
+    # grew beyond what was live (an hour of 64 x 64: the start peaked 470 MiB higher)
+    out: dict[float, dict[str, torch.Tensor]] = {p: {} for p in peaks}
+    share = {p: torch.zeros(n_total) for p in peaks}  # the HRF's share before the run
+    used: list[np.ndarray] = []
     sums: dict[str, torch.Tensor] = {}
     n, n_frames = 0, 0
-    for seg in make_segments(files.timing, volumes, model.history, seconds):
-        take = min(len(seg.volumes), limit - n)
+    for seg in segs:
+        take = min(len(seg.volumes), n_total - n)
         if take <= 0:
             break
         feats = model.features(segment_frames(files, seg, device))
@@ -97,23 +109,18 @@ def hrf_weighted_features(model: VideoNIF, files: MovieFiles, volumes: np.ndarra
         n_frames += seg.frame_stop - seg.frame_start
         for p, k in kernels.items():
             weights = np.where(ok, k[np.clip(lag, 0, hrf.n_lags - 1)], 0.0)  # (n_vol, T)
-            missing[p].append(k.sum() - weights.sum(1))  # the HRF's share before the run
+            share[p][n:n + take] = torch.as_tensor(k.sum() - weights.sum(1))
             w = torch.as_tensor(weights, dtype=torch.float32, device=device)
             for a, f in feats.items():
-                parts[p].setdefault(a, []).append(
-                    torch.einsum("vt,tchw->vchw", w, f[0].float()).cpu())
+                if a not in out[p]:
+                    out[p][a] = torch.empty((n_total, *f.shape[2:]), dtype=torch.float32)
+                out[p][a][n:n + take] = torch.einsum("vt,tchw->vchw", w, f[0].float()).cpu()
         used.append(seg.volumes[:take])
         n += take
     mean = {a: (v / max(n_frames, 1)).float() for a, v in sums.items()}
-    out: dict[float, dict[str, torch.Tensor]] = {}
-    for p, d in parts.items():
-        share = torch.as_tensor(np.concatenate(missing[p]), dtype=torch.float32)
-        out[p] = {}
-        for a in list(d):
-            # one area's pieces are joined and freed before the next, and the share of the
-            # HRF before the run is added in place: the features are held about once
-            joined = torch.cat(d.pop(a))
-            out[p][a] = joined.addcmul_(share.view(-1, 1, 1, 1), mean[a][None])
+    for p, d in out.items():
+        for a, f in d.items():
+            f.addcmul_(share[p].view(-1, 1, 1, 1), mean[a][None])
     model.train(was_training)
     return np.concatenate(used) if used else np.zeros(0, np.int64), out, mean
 
