@@ -13,7 +13,7 @@ and for the video model the HRF latency error and Spearman ρ against the truth 
 with r > 0.3, and the pRF centre error (px) over the same voxels.
 
     python benchmarks/movie.py [--runs 4] [--run-seconds 120] [--size 24] [--seeds 0 1]
-        [--regimes energy nonlinear]
+        [--regimes energy nonlinear] [--space-time factorised|full] [--candidates gabor-gaussian]
 """
 
 from __future__ import annotations
@@ -44,6 +44,9 @@ def one(args, nonlinear: bool, seed: int, tmp: str) -> list[str]:
     cfg = cfgmod.preset("default")
     cfg.train.epochs, cfg.train.patience, cfg.train.val_fraction = args.epochs, 4, 0.25
     cfg.train.seed = seed
+    cfg.video.space_time = args.space_time
+    if args.candidates:
+        cfg.select.candidates = list(args.candidates)
     start = time.perf_counter()
     train_movie(paths["stim"], paths["bold"], folder / "run", cfg, [sim.test_run],
                 force=True, progress=False)
@@ -91,6 +94,10 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--regimes", nargs="+", choices=("energy", "nonlinear"),
                     default=["energy", "nonlinear"])
+    ap.add_argument("--space-time", choices=cfgmod.SPACE_TIME, default="factorised",
+                    help="config.video.space_time of the video model")
+    ap.add_argument("--candidates", nargs="+", default=None,
+                    help="restrict the default preset's selection to these candidates")
     ap.add_argument("--tmp", default="/tmp/niflow_movie_benchmark")
     args = ap.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))

@@ -212,17 +212,20 @@ def test_two_gloo_processes_train_a_movie_run(movie_run, tmp_path):
 
 def test_a_full_space_time_run_saves_and_loads(movie_run, tmp_path):
     """``video.space_time = "full"``: V2 (learned) filters with causal 3D kernels, the Gabor
-    V1 stays factorised; the loaded run predicts what training stored."""
+    V1 filters its quadrature responses in time (then each channel, as factorised); the
+    loaded run predicts what training stored."""
     sim, paths, _, _ = movie_run
     cfg = _config(1)
     cfg.video.space_time = "full"
     train_movie(paths["stim"], paths["bold"], tmp_path / "full", cfg, [sim.test_run],
                 progress=False)
     run = load_run(tmp_path / "full")
-    assert set(run.video.space_time_conv) == {"V2"} and set(run.video.temporal) == {"V1"}
+    assert set(run.video.space_time_conv) == {"V1", "V2"} and set(run.video.temporal) == {"V1"}
+    assert run.video.space_time_conv["V1"].past.abs().sum() > 0  # trained away from the start
     stored = np.load(tmp_path / "full" / "predictions.npz")
     got = run.predict_volumes(read_movie(paths["stim"], paths["bold"]), stored["test_rows"])
-    assert np.allclose(got["V2"], stored["V2"], rtol=1e-4, atol=1e-4)
+    for area in ("V1", "V2"):
+        assert np.allclose(got[area], stored[area], rtol=1e-4, atol=1e-4)
 
 
 def test_an_ensemble_of_movie_models_averages_its_members(movie_run, tmp_path):

@@ -188,7 +188,8 @@ class VideoConfig:
 
     ``space_time``: ``"factorised"`` ((2+1)D: each area's 2D filters per frame, then a
     causal temporal filter per channel) or ``"full"`` (learned areas filter space and time
-    at once with causal 3D kernels; a fixed Gabor bank stays factorised). ``taps_s``: the
+    at once with causal 3D kernels; a Gabor bank filters its quadrature responses in time
+    before their energy, a learned motion-energy bank, then each channel). ``taps_s``: the
     temporal extent of each area's filters (seconds). ``hrf_span_s``: the longest
     haemodynamic lag. ``segment_s``: volumes per training step (seconds of a run).
     """

@@ -112,6 +112,14 @@ class GaborBank(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """Energies (B, n_orientations · n_scales, H, W) of images (B, C, H, W)."""
+        return self._chunked(x, energy=True).to(x.dtype)
+
+    def responses(self, x: Tensor) -> Tensor:
+        """Complex responses ``even + i·odd`` (B, n_orientations · n_scales, H, W) of images
+        (B, C, H, W); their magnitude (plus 1e-8 under the root) is :meth:`forward`."""
+        return self._chunked(x, energy=False)
+
+    def _chunked(self, x: Tensor, energy: bool) -> Tensor:
         img = torch.einsum("bchw,c->bhw", x, self.colour.to(x.dtype))
         kern = self._transform(self.kernels) if self.learn else self._complex("spectrum")
         # a channel's spectrum product (B × fy × fx complex values) and the energies (B × F ×
@@ -121,18 +129,18 @@ class GaborBank(nn.Module):
         fy, fx = self.fft_size
         per_image = 8 * 3 * fy * fx + 4 * kern.shape[0] * self.image_size[0] * self.image_size[1]
         step = max(1, CHUNK_BYTES // per_image)
-        parts = [self._energy(img[i:i + step], kern) for i in range(0, img.shape[0], step)]
-        out = parts[0] if len(parts) == 1 else torch.cat(parts)
-        return out.to(x.dtype)
+        parts = [self._planes(img[i:i + step], kern, energy)
+                 for i in range(0, img.shape[0], step)]
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
 
-    def _energy(self, img: Tensor, kern: Tensor) -> Tensor:
+    def _planes(self, img: Tensor, kern: Tensor, energy: bool) -> Tensor:
         fy, fx = self.fft_size
         spec = torch.fft.fft2(img.float(), s=(fy, fx))  # (B, fy, fx)
         rows, cols = self._complex("inverse_rows"), self._complex("inverse_cols")
         planes = []
         for k in kern:  # one channel at a time: (B, fy, fx) complex at most
-            z = torch.view_as_real(rows @ (spec * k) @ cols)  # (B, H, W, 2): even, odd
-            planes.append(torch.sqrt(z.square().sum(-1) + 1e-8))
+            z = rows @ (spec * k) @ cols  # (B, H, W): even + i·odd
+            planes.append(energy_of(z) if energy else z)
         return torch.stack(planes, 1)
 
     def _transform(self, kernels: Tensor) -> Tensor:
@@ -153,6 +161,12 @@ class GaborBank(nn.Module):
     def _complex(self, name: str) -> Tensor:
         return torch.complex(getattr(self, f"{name}_re").float(),
                              getattr(self, f"{name}_im").float())
+
+
+def energy_of(z: Tensor) -> Tensor:
+    """Local energy ``√(even² + odd² + 1e-8)`` of complex responses (any shape); the constant
+    keeps the gradient finite where both parts vanish."""
+    return torch.sqrt(torch.view_as_real(z).square().sum(-1) + 1e-8)
 
 
 def _inverse_dft(n: int, keep: int) -> Tensor:

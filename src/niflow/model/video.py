@@ -3,8 +3,10 @@
 Every area is the static area of :mod:`niflow.model.areas` applied to each frame, followed
 by a causal temporal filter per channel (factorised space-time: the Sensorium-style (2+1)D
 core), or, with ``config.video.space_time = "full"``, a learned area filters space and time
-at once with causal 3D kernels (:class:`CausalConv3d`); either way an area's output at frame
-``t`` depends on frames ``t, t−1, …`` only. The temporal
+at once with causal 3D kernels (:class:`CausalConv3d`) and a Gabor bank filters its
+quadrature responses in time before their energy (:class:`CausalQuadrature`, a learned
+motion-energy bank); either way an area's output at frame ``t`` depends on frames
+``t, t−1, …`` only. The temporal
 filters start as the identity, which makes the static model the special case of a movie of
 one frame. Each area's spatial readout (Gaussian pRF or low-rank) gives every voxel's drive
 at every frame; :class:`~niflow.model.hrf.HRFReadout` turns the drive into the volumes.
@@ -23,11 +25,12 @@ from torch import Tensor, nn
 
 from niflow.config import STIMULUS, RunConfig
 from niflow.model.areas import DivisiveNorm
+from niflow.model.filters import GaborBank, energy_of
 from niflow.model.gaussian import GaussianReadout, fit_channel_weights
 from niflow.model.hrf import HRFReadout
 from niflow.model.nif import NIFModel
 
-__all__ = ["CausalTemporal", "VideoNIF", "Weighted"]
+__all__ = ["CausalConv3d", "CausalQuadrature", "CausalTemporal", "VideoNIF", "Weighted"]
 
 # what the readouts' initialisation asks for: z-scored responses {area: (m, V)} of m
 # volumes, their HRF-weighted features {peak_s: {area: (m, C, H, W)}} and the mean frame's
@@ -125,6 +128,48 @@ class CausalConv3d(nn.Module):
         return y.transpose(1, 2).flatten(0, 1)
 
 
+class CausalQuadrature(nn.Module):
+    """A Gabor bank extended into the past: each channel's complex (quadrature) response is
+    filtered by a learned causal complex filter before its energy is taken,
+    ``e_t = |z_t + Σ_{l≥1} h_l · z_{t−l}|``. The filter's phase turning with the lag makes a
+    channel prefer one direction of motion and its magnitudes make it prefer change or
+    persistence (a learned motion-energy bank, after Adelson & Bergen 1985); with every
+    ``h_l = 0`` (the start) it is the static bank.
+
+    Parameters
+    ----------
+    bank : GaborBank
+        The area's spatial bank; its kernels and colour weights are shared.
+    taps : int
+        Frames of the filter (lag 0 to ``taps − 1``); lag 0's coefficient is fixed at 1
+        (a common phase or scale would be invisible to the energy or absorbed downstream).
+    """
+
+    def __init__(self, bank: GaborBank, taps: int) -> None:
+        super().__init__()
+        self.bank = bank
+        self.taps = int(taps)
+        # lags taps − 1 … 1, as (real, imaginary): complex parameters would not survive
+        # Module.to(float dtype)
+        self.past = nn.Parameter(torch.zeros(bank.out_channels, self.taps - 1, 2))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``x`` (B, T, C, H, W) → energies (B·T, F, H, W); frames before the first are zero."""
+        b, t = x.shape[:2]
+        z = self.bank.responses(x.flatten(0, 1)).unflatten(0, (b, t))  # (B, T, F, H, W)
+        past = torch.view_as_complex(self.past.contiguous())  # (F, taps − 1)
+        y = z
+        for lag in range(1, min(self.taps, t)):
+            h = past[:, self.taps - 1 - lag][None, None, :, None, None]
+            y = y + _delayed(h * z[:, :t - lag], lag)
+        return energy_of(y).flatten(0, 1).to(x.dtype)
+
+
+def _delayed(x: Tensor, lag: int) -> Tensor:
+    """``x`` (B, T', …) moved ``lag`` frames later along dim 1, zeros in front."""
+    return torch.cat([x.new_zeros((x.shape[0], lag, *x.shape[2:])), x], 1)
+
+
 class VideoNIF(nn.Module):
     """Predict the volumes of several areas from the frames before them.
 
@@ -153,16 +198,22 @@ class VideoNIF(nn.Module):
         self.space_time = config.video.space_time
         self.spatial = NIFModel(config, frame_shape, n_voxels)
         taps = max(1, int(round(self.taps_s * fps)))
-        full = {name for name, area in self.spatial.graph.areas.items()
+        areas = self.spatial.graph.areas
+        full = {name for name, area in areas.items()
                 if self.space_time == "full" and taps > 1
-                and isinstance(area.conv, nn.Conv2d)}
-        # learned areas of a "full" model filter space and time at once; the others (and a
-        # fixed Gabor bank) filter each frame, then each channel in time
+                and isinstance(area.conv, (nn.Conv2d, GaborBank))}
+        # learned areas of a "full" model filter space and time at once with 3D kernels; a
+        # Gabor bank's quadrature responses are filtered in time before their energy and
+        # its channels then in time as in the factorised model (which keeps its sustained
+        # and transient mix); the other areas filter each frame, then each channel in time
         self.space_time_conv = nn.ModuleDict({
-            name: CausalConv3d(self.spatial.graph.areas[name].conv, taps) for name in full})
+            name: CausalConv3d(areas[name].conv, taps)
+            if isinstance(areas[name].conv, nn.Conv2d)
+            else CausalQuadrature(areas[name].conv, taps) for name in full})
         self.temporal = nn.ModuleDict({
             name: CausalTemporal(self.spatial.geometry(name).channels, taps)
-            for name in self.spatial.graph.areas if name not in full})
+            for name, area in areas.items()
+            if name not in full or isinstance(area.conv, GaborBank)})
         hrf_span_s = self.hrf_span_s
         self.hrf = nn.ModuleDict({a: HRFReadout(n, fps, hrf_span_s) for a, n in n_voxels.items()})
 
@@ -192,10 +243,12 @@ class VideoNIF(nn.Module):
             inputs = [feats[s] for s in area.cfg.sources]
             if name in self.space_time_conv:
                 gathered = area._gather(inputs).unflatten(0, (b, t))
-                feats[name] = area(inputs, bank=self.space_time_conv[name](gathered))
-                continue
-            y = area(inputs)
-            feats[name] = self.temporal[name](y.unflatten(0, (b, t))).flatten(0, 1)
+                y = area(inputs, bank=self.space_time_conv[name](gathered))
+            else:
+                y = area(inputs)
+            if name in self.temporal:
+                y = self.temporal[name](y.unflatten(0, (b, t))).flatten(0, 1)
+            feats[name] = y
         del feats[STIMULUS]
         return {a: f.unflatten(0, (b, t)) for a, f in feats.items()}
 
