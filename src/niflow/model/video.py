@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from niflow.config import STIMULUS, RunConfig
 from niflow.model.areas import DivisiveNorm
-from niflow.model.filters import GaborBank, energy_of
+from niflow.model.filters import GaborBank
 from niflow.model.gaussian import GaussianReadout, fit_channel_weights
 from niflow.model.hrf import HRFReadout
 from niflow.model.nif import NIFModel
@@ -155,19 +155,29 @@ class CausalQuadrature(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """``x`` (B, T, C, H, W) → energies (B·T, F, H, W); frames before the first are zero."""
-        b, t = x.shape[:2]
-        z = self.bank.responses(x.flatten(0, 1)).unflatten(0, (b, t))  # (B, T, F, H, W)
-        past = torch.view_as_complex(self.past.contiguous())  # (F, taps − 1)
-        y = z
-        for lag in range(1, min(self.taps, t)):
-            h = past[:, self.taps - 1 - lag][None, None, :, None, None]
-            y = y + _delayed(h * z[:, :t - lag], lag)
-        return energy_of(y).flatten(0, 1).to(x.dtype)
+        b, t, _, h, w = x.shape
+        z = self.bank.responses(x.flatten(0, 1))  # (B·T, F, H, W) complex
+        f = z.shape[1]
+        # (real, imaginary) of every channel as a pair of conv1d channels over time: the
+        # complex product is a grouped convolution, one call forward and backward, and the
+        # energy is taken before the frames go back in front (a complex multiply-and-shift
+        # per lag took 1.4x as long forward and backward on a 736-frame segment at 24 px)
+        y = torch.view_as_real(z).unflatten(0, (b, t)).permute(0, 3, 4, 2, 5, 1)
+        y = F.conv1d(F.pad(y.reshape(b * h * w, 2 * f, t), (self.taps - 1, 0)),
+                     self._complex_weight().to(y.dtype), groups=f)
+        e = torch.sqrt(y.unflatten(1, (f, 2)).square().sum(2) + 1e-8)  # (B·H·W, F, T)
+        return e.reshape(b, h, w, f, t).permute(0, 4, 3, 1, 2).flatten(0, 1).to(x.dtype)
 
-
-def _delayed(x: Tensor, lag: int) -> Tensor:
-    """``x`` (B, T', …) moved ``lag`` frames later along dim 1, zeros in front."""
-    return torch.cat([x.new_zeros((x.shape[0], lag, *x.shape[2:])), x], 1)
+    def _complex_weight(self) -> Tensor:
+        """conv1d weight (2F, 2, taps) of the complex filter: per channel, output rows
+        (re, im) from input columns (re, im) are [[h_re, −h_im], [h_im, h_re]] at every lag
+        (lag 0 last, fixed at 1)."""
+        one = torch.zeros(self.past.shape[0], 1, 2, dtype=self.past.dtype,
+                          device=self.past.device)
+        one[..., 0] = 1.0
+        hre, him = torch.cat([self.past, one], 1).unbind(-1)  # (F, taps)
+        rows = torch.stack([torch.stack([hre, -him], 1), torch.stack([him, hre], 1)], 1)
+        return rows.flatten(0, 1)  # (F·2, 2, taps)
 
 
 class VideoNIF(nn.Module):
