@@ -3,7 +3,8 @@ motion-energy ridge (``niflow baseline`` on movie data) on the same split.
 
 Simulated movies (``niflow.data.simulate.movie``: clips of drifting gratings and moving
 textures, dots, bars and letters; per-voxel double-gamma HRFs peaking at 4-7 s; AR(1) noise
-at noise ceilings 0.3-0.7), in the energy and the nonlinear regime. The video model is
+at noise ceilings 0.3-0.7), in the energy and the nonlinear regime, and optionally the energy
+regime with direction-selective voxels (``motion``). The video model is
 :func:`niflow.runs.movie.train_movie` with the default preset (selection between its
 candidates on a validation run) at ``--epochs``; the ridge is
 :func:`niflow.runs.movie_baseline.movie_baseline_folder` in the same run folder (same test
@@ -13,7 +14,8 @@ and for the video model the HRF latency error and Spearman ρ against the truth 
 with r > 0.3, and the pRF centre error (px) over the same voxels.
 
     python benchmarks/movie.py [--runs 4] [--run-seconds 120] [--size 24] [--seeds 0 1]
-        [--regimes energy nonlinear] [--space-time factorised|full] [--candidates gabor-gaussian]
+        [--regimes energy nonlinear motion] [--space-time factorised|full]
+        [--candidates gabor-gaussian]
 """
 
 from __future__ import annotations
@@ -35,11 +37,11 @@ from niflow.runs.movie import train_movie
 from niflow.runs.movie_baseline import movie_baseline_folder
 
 
-def one(args, nonlinear: bool, seed: int, tmp: str) -> list[str]:
+def one(args, regime: str, seed: int, tmp: str) -> list[str]:
     sim = simulate_movie(n_train_runs=args.runs, run_seconds=args.run_seconds, fps=args.fps,
                          tr=args.tr, size=args.size, n_voxels={"V1": 100, "V2": 60},
-                         nonlinear=nonlinear, seed=seed)
-    folder = Path(tmp) / f"{'nonlinear' if nonlinear else 'energy'}_{seed}"
+                         nonlinear=regime == "nonlinear", motion=regime == "motion", seed=seed)
+    folder = Path(tmp) / f"{regime}_{seed}"
     paths = write_movie_simulation(sim, folder / "data")
     cfg = cfgmod.preset("default")
     cfg.train.epochs, cfg.train.patience, cfg.train.val_fraction = args.epochs, 4, 0.25
@@ -73,7 +75,7 @@ def one(args, nonlinear: bool, seed: int, tmp: str) -> list[str]:
         dist = np.hypot(table["prf_x"][m].astype(float) - truth["prf_x"],
                         table["prf_y"][m].astype(float) - truth["prf_y"])
         prf_err = float(np.median(dist[good])) if good.any() else np.nan
-        rows.append(f"| {'nonlinear' if nonlinear else 'energy'} | {seed} | {area} | "
+        rows.append(f"| {regime} | {seed} | {area} | "
                     f"{np.median(truth['noise_ceiling']):.2f} | "
                     f"{np.median(r_nif):.3f} | {np.mean(r_nif > 0.3):.2f} | "
                     f"{np.median(r_me):.3f} | {np.mean(r_me > 0.3):.2f} | {err:.2f} | "
@@ -92,8 +94,9 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=24)
     ap.add_argument("--epochs", type=int, default=12)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
-    ap.add_argument("--regimes", nargs="+", choices=("energy", "nonlinear"),
-                    default=["energy", "nonlinear"])
+    ap.add_argument("--regimes", nargs="+", choices=("energy", "nonlinear", "motion"),
+                    default=["energy", "nonlinear"],
+                    help="motion: the energy cortex with direction-selective voxels")
     ap.add_argument("--space-time", choices=cfgmod.SPACE_TIME, default="factorised",
                     help="config.video.space_time of the video model")
     ap.add_argument("--candidates", nargs="+", default=None,
@@ -104,9 +107,9 @@ def main() -> None:
     print("| regime | seed | area | ceiling | video NIF r | >0.3 | ME ridge r | >0.3 | "
           "HRF peak err (s) | HRF ρ | voxels r>0.3 | pRF centre err (px) |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for nonlinear in [r == "nonlinear" for r in args.regimes]:
+    for regime in args.regimes:
         for seed in args.seeds:
-            for row in one(args, nonlinear, seed, args.tmp):
+            for row in one(args, regime, seed, args.tmp):
                 print(row, flush=True)
 
 

@@ -187,8 +187,9 @@ def _simulate_video(args) -> int:
     from niflow.data.simulate.movie import simulate_movie, write_movie_simulation
     from niflow.data.simulate.prf_mapping import simulate_prf_mapping
 
-    if args.prf_mapping and args.nonlinear:
-        raise ConfigError("--prf-mapping simulates the energy cortex; drop --nonlinear")
+    if args.prf_mapping and (args.nonlinear or args.motion):
+        raise ConfigError("--prf-mapping simulates the energy cortex; drop --nonlinear and "
+                          "--motion")
     if args.prf_mapping:
         sim = simulate_prf_mapping(n_train_runs=args.runs, size=args.size, fps=args.fps,
                                    tr=args.tr, n_voxels={"V1": args.v1, "V2": args.v2},
@@ -197,7 +198,7 @@ def _simulate_video(args) -> int:
         sim = simulate_movie(n_train_runs=args.runs, run_seconds=args.run_seconds,
                              fps=args.fps, tr=args.tr, size=args.size,
                              n_voxels={"V1": args.v1, "V2": args.v2}, n_repeats=args.repeats,
-                             nonlinear=args.nonlinear, seed=args.seed)
+                             nonlinear=args.nonlinear, motion=args.motion, seed=args.seed)
     paths = write_movie_simulation(sim, args.out)
     ceil = {a: float(np.median(t["noise_ceiling"])) for a, t in sim.truth.items()}
     print(f"wrote {paths['stim']} ({sim.stim.shape[0]} frames of {args.size}x{args.size} at "

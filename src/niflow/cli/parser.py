@@ -43,6 +43,9 @@ def _add_simulate(sub) -> None:
     v.add_argument("--repeats", type=int, default=6, help="repeats of the test run")
     v.add_argument("--nonlinear", action="store_true",
                    help="normalised, thresholded V1 and an end-stopping V2")
+    v.add_argument("--motion", action="store_true",
+                   help="every voxel also signals motion in a preferred direction (of 8), "
+                   "with a weight of 0.3-0.7; truth.npz adds direction_deg, motion_weight")
     v.add_argument("--prf-mapping", action="store_true",
                    help="a pRF-mapping experiment instead of movie clips: checkerboard bars "
                    "sweeping in 8 directions, one step per TR, blanks after every second "

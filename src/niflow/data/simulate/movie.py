@@ -6,7 +6,11 @@ velocity, with occasional mid-grey blanks. Each voxel has a Gaussian pRF and fea
 (the static simulation of :func:`~niflow.data.simulate.cortex.simulate_responses`, applied to
 every frame), a temporal profile mixing that sustained drive with its transient (the
 absolute change from the previous frame, i.e. sensitivity to motion and onsets), and its own
-haemodynamic response: a double gamma whose peak latency is drawn from 4-7 s. Volume ``j``
+haemodynamic response: a double gamma whose peak latency is drawn from 4-7 s. With
+``motion=True`` each voxel also signals motion in one preferred direction (of 8): opponent
+Reichardt correlators of the band-passed frames, half-rectified and pooled by the voxel's
+pRF, mixed in with a weight drawn from 0.3-0.7 (as MT-like or direction-biased voxels would
+be). Volume ``j``
 of a run is the HRF-weighted sum of the neural drive of the frames shown before ``j * tr``.
 Noise is AR(1) (φ = 0.3), scaled per voxel so that the mean of the test run's repeats
 correlates with the noise-free BOLD at the voxel's noise ceiling (drawn uniformly from
@@ -23,12 +27,12 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from niflow.data.simulate.cortex import simulate_responses
+from niflow.data.simulate.cortex import _gaussian_maps, simulate_responses
 from niflow.data.simulate.settings import SimConfig
 from niflow.data.simulate.stimuli import make_stimuli
 
-__all__ = ["MovieSimulation", "double_gamma_hrf", "hrf_shape", "make_movie", "simulate_bold",
-           "simulate_movie", "write_movie_simulation"]
+__all__ = ["MovieSimulation", "direction_maps", "double_gamma_hrf", "hrf_shape", "make_movie",
+           "simulate_bold", "simulate_movie", "write_movie_simulation"]
 
 _MOVIE_STREAM = 3307
 _CLIP_FAMILIES = ("grating", "textures", "natural", "dots", "bars", "letters")
@@ -181,6 +185,74 @@ def _transient(drive: NDArray, starts: NDArray) -> NDArray[np.float64]:
     return d
 
 
+DIRECTION_SHIFT_PX = 2.0  # the correlators' spacing
+MOTION_WEIGHT = (0.3, 0.7)
+
+
+def _bandpassed(stim: NDArray) -> NDArray[np.float32]:
+    """Frames (n, H, W) in [0, 1] minus their blur at 2 px, after a blur at 1 px (a DoG)."""
+    from scipy.ndimage import gaussian_filter
+
+    x = stim.astype(np.float32) / (255.0 if stim.dtype == np.uint8 else 1.0)
+    return (gaussian_filter(x, (0, 1, 1)) - gaussian_filter(x, (0, 2, 2))).astype(np.float32)
+
+
+def _shifted(x: NDArray, dy: int, dx: int) -> NDArray:
+    """``x`` (n, H, W) with pixel (y, x) holding the input's (y − dy, x − dx); zeros outside."""
+    out = np.zeros_like(x)
+    h, w = x.shape[1:]
+    out[:, max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = \
+        x[:, max(-dy, 0):h + min(-dy, 0), max(-dx, 0):w + min(-dx, 0)]
+    return out
+
+
+def direction_maps(stim: NDArray, starts: NDArray) -> NDArray[np.float32]:
+    """Half-rectified opponent Reichardt outputs for 8 directions of motion.
+
+    For the axis ``u`` at angle θ (counter-clockwise from +x, y up), ``R_u(p, t) =
+    s(p, t) s(p − δu, t−1) − s(p − δu, t) s(p, t−1)`` on band-passed frames ``s``, positive
+    where content moves along ``u``; direction ``θ`` is ``max(R_u, 0)`` and ``θ + 180°`` is
+    ``max(−R_u, 0)``. Zero at every run's first frame.
+
+    Parameters
+    ----------
+    stim : ndarray of shape (n_frames, H, W)
+    starts : ndarray of int
+        First frame of every run.
+
+    Returns
+    -------
+    ndarray of shape (n_frames, 8, H, W), float32; direction k is at 45·k degrees.
+    """
+    s = _bandpassed(stim)
+    prev = np.concatenate([s[:1] * 0, s[:-1]])
+    prev[starts] = 0.0
+    out = np.empty((len(s), 8, *s.shape[1:]), np.float32)
+    for k in range(4):
+        theta = math.radians(45.0 * k)
+        dx = int(round(DIRECTION_SHIFT_PX * math.cos(theta)))
+        dy = -int(round(DIRECTION_SHIFT_PX * math.sin(theta)))  # rows grow downward
+        r = s * _shifted(prev, dy, dx) - _shifted(s, dy, dx) * prev
+        out[:, k] = np.maximum(r, 0.0)
+        out[:, k + 4] = np.maximum(-r, 0.0)
+    return out
+
+
+def _direction_drive(stim: NDArray, starts: NDArray, prf: Mapping[str, NDArray],
+                     direction: NDArray, chunk: int = 2048) -> NDArray[np.float64]:
+    """Every voxel's pRF-pooled motion signal in its preferred direction: (n_frames, V)."""
+    h, w = stim.shape[1:]
+    gauss = _gaussian_maps(prf, h, w)  # (V, H·W)
+    out = np.empty((len(stim), len(direction)))
+    for i in range(0, len(stim), chunk):
+        lo = max(i - 1, 0)  # the correlators need the frame before the chunk
+        firsts = starts[(starts > lo) & (starts < i + chunk)] - lo
+        maps = direction_maps(stim[lo:i + chunk], firsts)[i - lo:]
+        pooled = (maps.reshape(-1, h * w) @ gauss.T).reshape(len(maps), 8, -1)
+        out[i:i + len(maps)] = np.take_along_axis(pooled, direction[None, None, :], 1)[:, 0]
+    return out
+
+
 def _bold_matrix(n_volumes: int, n_frames: int, fps: float, tr: float, peak: float,
                  ) -> NDArray[np.float64]:
     """(n_volumes, n_frames): weight of frame i in volume j, h(j·tr − i/fps)/fps for frames
@@ -211,7 +283,8 @@ def _ar1(rng: np.random.Generator, shape: tuple[int, ...], axis_len: int) -> NDA
 def simulate_movie(n_train_runs: int = 4, run_seconds: float = 120.0, fps: float = 8.0,
                    tr: float = 1.0, size: int = 32, n_voxels: Mapping[str, int] | None = None,
                    n_repeats: int = 6, ceiling_range: tuple[float, float] = (0.3, 0.7),
-                   nonlinear: bool = False, seed: int = 0) -> MovieSimulation:
+                   nonlinear: bool = False, motion: bool = False, seed: int = 0,
+                   ) -> MovieSimulation:
     """Simulate a movie fMRI data set: ``n_train_runs`` runs and one repeated test run.
 
     Parameters
@@ -232,6 +305,8 @@ def simulate_movie(n_train_runs: int = 4, run_seconds: float = 120.0, fps: float
     nonlinear : bool
         Divisively normalised, thresholded and squared V1 maps and an end-stopping and
         junction V2 (the static simulator's nonlinear stages) instead of the energy model.
+    motion : bool
+        Every voxel also signals motion in a preferred direction (module documentation).
     seed : int
 
     Returns
@@ -252,13 +327,14 @@ def simulate_movie(n_train_runs: int = 4, run_seconds: float = 120.0, fps: float
     n_vol = int(math.floor(run_seconds / tr + 1e-9))
     volume_run = np.repeat(runs, n_vol).astype(np.int64)
     return simulate_bold(stim, frame_run, volume_run, fps, tr, n_voxels, n_repeats,
-                         ceiling_range, cfg, seed)
+                         ceiling_range, cfg, seed, motion)
 
 
 def simulate_bold(stim: NDArray, frame_run: NDArray, volume_run: NDArray, fps: float,
                   tr: float, n_voxels: Mapping[str, int], n_repeats: int = 6,
                   ceiling_range: tuple[float, float] = (0.3, 0.7),
-                  config: SimConfig | None = None, seed: int = 0) -> MovieSimulation:
+                  config: SimConfig | None = None, seed: int = 0, motion: bool = False,
+                  ) -> MovieSimulation:
     """Voxels, HRFs and noise for a given movie; the last run is the repeated test run.
 
     Parameters
@@ -275,6 +351,9 @@ def simulate_bold(stim: NDArray, frame_run: NDArray, volume_run: NDArray, fps: f
     config : SimConfig, optional
         The static cortex (pRF law, feature stages); default ``SimConfig()``.
     seed : int
+    motion : bool
+        Add each voxel's direction-selective drive; the truth then also holds
+        ``direction_deg`` and ``motion_weight``.
 
     Returns
     -------
@@ -292,6 +371,12 @@ def simulate_bold(stim: NDArray, frame_run: NDArray, volume_run: NDArray, fps: f
         transient = _zscore(_transient(sustained, starts))
         w = rng.uniform(0.0, 0.6, v)
         neural = (1 - w) * sustained + w * transient
+        if motion:  # its own stream: the draws above stay those of the plain regime
+            mrng = np.random.default_rng([seed, _MOVIE_STREAM, 2, len(out.truth)])
+            direction = mrng.integers(0, 8, v)
+            m = mrng.uniform(*MOTION_WEIGHT, v)
+            moving = _zscore(_direction_drive(stim, starts, static.truth[area], direction))
+            neural = (1 - m) * neural + m * moving
         peaks = np.round(rng.uniform(*PEAK_RANGE, v) / PEAK_STEP) * PEAK_STEP
         bold = np.concatenate([
             _run_bold(neural[frame_run == r], peaks, fps, tr, int(np.sum(volume_run == r)))
@@ -317,6 +402,8 @@ def simulate_bold(stim: NDArray, frame_run: NDArray, volume_run: NDArray, fps: f
             "hrf_param_s": peaks, "hrf_peak_s": np.array([shapes[p][0] for p in peaks]),
             "hrf_fwhm_s": np.array([shapes[p][1] for p in peaks]), "transient": w,
             "noise_ceiling": ceiling}
+        if motion:
+            out.truth[area].update(direction_deg=45.0 * direction, motion_weight=m)
     return out
 
 
