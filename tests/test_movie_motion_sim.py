@@ -50,8 +50,9 @@ def test_the_direction_drive_is_the_same_in_chunks():
     starts = np.flatnonzero(np.r_[True, sim.frame_run[1:] != sim.frame_run[:-1]])
     prf = {k: sim.truth["V1"][k] for k in ("prf_x", "prf_y", "prf_sigma")}
     direction = np.arange(12) % 8
-    whole = mv._direction_drive(sim.stim, starts, prf, direction, chunk=10**6)
-    assert np.allclose(mv._direction_drive(sim.stim, starts, prf, direction, chunk=37), whole)
+    voxels = {"V1": (prf, direction)}
+    whole = mv._direction_drives(sim.stim, starts, voxels, chunk=10**6)["V1"]
+    assert np.allclose(mv._direction_drives(sim.stim, starts, voxels, chunk=37)["V1"], whole)
 
 
 def test_motion_voxels_mix_their_direction_into_the_plain_regime():

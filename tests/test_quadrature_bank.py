@@ -12,7 +12,7 @@ from scipy import signal
 from _configs import default_config
 from niflow import config as cfgmod
 from niflow.model.filters import GaborBank, bank_wavelengths, gabor_kernel
-from niflow.model.video import CausalConv3d, CausalQuadrature, VideoNIF
+from niflow.model.video import CausalQuadrature, VideoNIF
 
 
 def _gabor_config(space_time: str) -> cfgmod.RunConfig:
@@ -83,38 +83,6 @@ def test_a_quadrature_filter_whose_phase_turns_prefers_one_direction_of_motion()
     # channels whose filter stayed at zero are the static bank
     frames = drifting(1.0)
     assert torch.allclose(layer(frames)[:, 1:], bank(frames[0])[:, 1:], atol=1e-6)
-
-
-def test_a_full_gabor_model_starts_as_the_factorised_one_and_stays_causal():
-    torch.manual_seed(0)
-    factorised = VideoNIF(_gabor_config("factorised"), (1, 16, 16), {"V1": 7, "V2": 5}, 4.0)
-    torch.manual_seed(0)
-    full = VideoNIF(_gabor_config("full"), (1, 16, 16), {"V1": 7, "V2": 5}, 4.0)
-    assert isinstance(full.space_time_conv["V1"], CausalQuadrature)
-    assert isinstance(full.space_time_conv["V2"], CausalConv3d)
-    assert set(full.temporal) == {"V1"}  # the bank keeps its per-channel filter after
-    assert full.history == factorised.history + full.space_time_conv["V1"].taps - 1
-    x = torch.rand(1, 12, 1, 16, 16)
-    a, b = factorised.drive(x), full.drive(x)
-    for area in a:
-        assert torch.allclose(a[area], b[area], atol=1e-5)
-    with torch.no_grad():
-        full.space_time_conv["V1"].past.normal_(std=0.5)
-    full.eval()
-    before = full.drive(x)
-    y = x.clone()
-    y[:, 6] = torch.rand(16, 16)
-    after = full.drive(y)
-    for area in before:
-        assert torch.allclose(before[area][:, :6], after[area][:, :6], atol=1e-6)
-        assert not torch.allclose(before[area][:, 6:], after[area][:, 6:])
-    assert not torch.allclose(factorised.drive(y)["V1"], after["V1"])
-    groups = {g["name"]: g for g in full.parameter_groups(0.01)}
-    assert any(p is full.space_time_conv["V1"].past for p in groups["temporal"]["params"])
-    again = VideoNIF(_gabor_config("full"), (1, 16, 16), {"V1": 7, "V2": 5}, 4.0)
-    again.load_state_dict(full.state_dict())
-    again.eval()
-    assert torch.allclose(again.drive(y)["V1"], after["V1"])
 
 
 def test_the_quadrature_filter_learns_from_gradients():

@@ -12,7 +12,7 @@ from niflow import config as cfgmod
 from niflow.data.movie import MovieTiming, read_movie
 from niflow.data.simulate.movie import simulate_movie, write_movie_simulation
 from niflow.model.areas import DivisiveNorm
-from niflow.model.video import CausalTemporal, VideoNIF
+from niflow.model.video import CausalConv3d, CausalQuadrature, CausalTemporal, VideoNIF
 from niflow.train.video import (
     fit_movie,
     hrf_weighted_features,
@@ -171,17 +171,9 @@ def test_the_latency_search_recovers_the_latencies_that_made_the_responses(movie
         assert np.array_equal(found[a], truth[a]), (found[a], truth[a])
 
 
-def _full_config() -> cfgmod.RunConfig:
-    cfg = default_config(3)  # learned areas: full space-time kernels apply to them
-    cfg.video.space_time = "full"
-    return cfg
-
-
 def test_full_space_time_kernels_are_a_causal_sum_of_2d_convolutions():
     """CausalConv3d equals the naive Σ_l conv2d(x[t − l], W_l) with zeros before frame 0."""
     import torch.nn.functional as F
-
-    from niflow.model.video import CausalConv3d
 
     torch.manual_seed(0)
     conv = torch.nn.Conv2d(2, 3, 3, padding=2, dilation=2)
@@ -199,19 +191,38 @@ def test_full_space_time_kernels_are_a_causal_sum_of_2d_convolutions():
         assert torch.allclose(got[:, t], want, atol=1e-5)
 
 
-def test_a_full_space_time_model_starts_as_the_factorised_one_and_stays_causal():
+def _space_time_config(space_time: str, candidate: str | None = None) -> cfgmod.RunConfig:
+    cfg = default_config(3)  # learned areas: full space-time kernels apply to them
+    if candidate is not None:
+        cfg = cfgmod.candidate(cfg, candidate)
+    cfg.video.space_time = space_time
+    return cfg
+
+
+@pytest.mark.parametrize("candidate, kinds, std", [
+    (None, {"V1": CausalConv3d, "V2": CausalConv3d}, 0.1),
+    # a Gabor V1: its quadrature responses are filtered in time, then each channel as before
+    ("gabor-gaussian", {"V1": CausalQuadrature, "V2": CausalConv3d}, 0.5),
+])
+def test_a_full_space_time_model_starts_as_the_factorised_one_and_stays_causal(
+        candidate, kinds, std):
     torch.manual_seed(0)
-    factorised = VideoNIF(default_config(3), (1, 16, 16), {"V1": 7, "V2": 5}, 4.0)
+    factorised = VideoNIF(_space_time_config("factorised", candidate), (1, 16, 16),
+                          {"V1": 7, "V2": 5}, 4.0)
     torch.manual_seed(0)
-    full = VideoNIF(_full_config(), (1, 16, 16), {"V1": 7, "V2": 5}, 4.0)
-    assert set(full.space_time_conv) == {"V1", "V2"} and not full.temporal
+    full = VideoNIF(_space_time_config("full", candidate), (1, 16, 16), {"V1": 7, "V2": 5}, 4.0)
+    assert {a: type(m) for a, m in full.space_time_conv.items()} == kinds
+    banks = {a for a, kind in kinds.items() if kind is CausalQuadrature}
+    assert set(full.temporal) == banks
+    assert full.history == factorised.history + sum(
+        full.space_time_conv[a].taps - 1 for a in banks)
     x = torch.rand(1, 12, 1, 16, 16)
     a, b = factorised.drive(x), full.drive(x)
     for area in a:
         assert torch.allclose(a[area], b[area], atol=1e-5)
     with torch.no_grad():
         for m in full.space_time_conv.values():
-            m.past.normal_(std=0.1)
+            m.past.normal_(std=std)
     full.eval()  # in training, batch-norm statistics span the whole segment
     before = full.drive(x)
     y = x.clone()
@@ -220,10 +231,12 @@ def test_a_full_space_time_model_starts_as_the_factorised_one_and_stays_causal()
     for area in before:
         assert torch.allclose(before[area][:, :6], after[area][:, :6], atol=1e-6)
         assert not torch.allclose(before[area][:, 6:], after[area][:, 6:])
+    assert not torch.allclose(factorised.drive(y)["V1"], after["V1"])
     # the past kernels are trained, and the model rebuilds from its config and weights
     names = {g["name"]: g for g in full.parameter_groups(0.01)}
     assert any(p is full.space_time_conv["V1"].past for p in names["temporal"]["params"])
-    again = VideoNIF(_full_config(), (1, 16, 16), {"V1": 7, "V2": 5}, 4.0)
+    again = VideoNIF(_space_time_config("full", candidate), (1, 16, 16), {"V1": 7, "V2": 5},
+                     4.0)
     again.load_state_dict(full.state_dict())
     again.eval()
     assert torch.allclose(again.drive(y)["V1"], after["V1"])

@@ -140,7 +140,7 @@ class GaborBank(nn.Module):
         planes = []
         for k in kern:  # one channel at a time: (B, fy, fx) complex at most
             z = rows @ (spec * k) @ cols  # (B, H, W): even + i·odd
-            planes.append(energy_of(z) if energy else z)
+            planes.append(quadrature_energy(torch.view_as_real(z)) if energy else z)
         return torch.stack(planes, 1)
 
     def _transform(self, kernels: Tensor) -> Tensor:
@@ -163,10 +163,11 @@ class GaborBank(nn.Module):
                              getattr(self, f"{name}_im").float())
 
 
-def energy_of(z: Tensor) -> Tensor:
-    """Local energy ``√(even² + odd² + 1e-8)`` of complex responses (any shape); the constant
-    keeps the gradient finite where both parts vanish."""
-    return torch.sqrt(torch.view_as_real(z).square().sum(-1) + 1e-8)
+def quadrature_energy(pair: Tensor, dim: int = -1) -> Tensor:
+    """Local energy ``√(even² + odd² + 1e-8)`` of responses whose (even, odd) parts lie
+    along ``dim`` (size 2), which is removed; the constant keeps the gradient finite where
+    both parts vanish."""
+    return torch.sqrt(pair.square().sum(dim) + 1e-8)
 
 
 def _inverse_dft(n: int, keep: int) -> Tensor:

@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from niflow.config import STIMULUS, RunConfig
 from niflow.model.areas import DivisiveNorm
-from niflow.model.filters import GaborBank
+from niflow.model.filters import GaborBank, quadrature_energy
 from niflow.model.gaussian import GaussianReadout, fit_channel_weights
 from niflow.model.hrf import HRFReadout
 from niflow.model.nif import NIFModel
@@ -165,7 +165,7 @@ class CausalQuadrature(nn.Module):
         y = torch.view_as_real(z).unflatten(0, (b, t)).permute(0, 3, 4, 2, 5, 1)
         y = F.conv1d(F.pad(y.reshape(b * h * w, 2 * f, t), (self.taps - 1, 0)),
                      self._complex_weight().to(y.dtype), groups=f)
-        e = torch.sqrt(y.unflatten(1, (f, 2)).square().sum(2) + 1e-8)  # (B·H·W, F, T)
+        e = quadrature_energy(y.unflatten(1, (f, 2)), dim=2)  # (B·H·W, F, T)
         return e.reshape(b, h, w, f, t).permute(0, 4, 3, 1, 2).flatten(0, 1).to(x.dtype)
 
     def _complex_weight(self) -> Tensor:
@@ -178,6 +178,14 @@ class CausalQuadrature(nn.Module):
         hre, him = torch.cat([self.past, one], 1).unbind(-1)  # (F, taps)
         rows = torch.stack([torch.stack([hre, -him], 1), torch.stack([him, hre], 1)], 1)
         return rows.flatten(0, 1)  # (F·2, 2, taps)
+
+
+def _space_time_layer(conv: nn.Module, taps: int) -> nn.Module:
+    """A full space-time area's filtering stage: 3D kernels for a learned convolution, a
+    temporal quadrature filter for a Gabor bank."""
+    if isinstance(conv, nn.Conv2d):
+        return CausalConv3d(conv, taps)
+    return CausalQuadrature(conv, taps)  # type: ignore[arg-type]
 
 
 class VideoNIF(nn.Module):
@@ -217,9 +225,7 @@ class VideoNIF(nn.Module):
         # its channels then in time as in the factorised model (which keeps its sustained
         # and transient mix); the other areas filter each frame, then each channel in time
         self.space_time_conv = nn.ModuleDict({
-            name: CausalConv3d(areas[name].conv, taps)
-            if isinstance(areas[name].conv, nn.Conv2d)
-            else CausalQuadrature(areas[name].conv, taps) for name in full})
+            name: _space_time_layer(areas[name].conv, taps) for name in full})
         self.temporal = nn.ModuleDict({
             name: CausalTemporal(self.spatial.geometry(name).channels, taps)
             for name, area in areas.items()

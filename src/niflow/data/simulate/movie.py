@@ -225,7 +225,7 @@ def direction_maps(stim: NDArray, starts: NDArray) -> NDArray[np.float32]:
     ndarray of shape (n_frames, 8, H, W), float32; direction k is at 45·k degrees.
     """
     s = _bandpassed(stim)
-    prev = np.concatenate([s[:1] * 0, s[:-1]])
+    prev = np.concatenate([np.zeros_like(s[:1]), s[:-1]])
     prev[starts] = 0.0
     out = np.empty((len(s), 8, *s.shape[1:]), np.float32)
     for k in range(4):
@@ -238,19 +238,41 @@ def direction_maps(stim: NDArray, starts: NDArray) -> NDArray[np.float32]:
     return out
 
 
-def _direction_drive(stim: NDArray, starts: NDArray, prf: Mapping[str, NDArray],
-                     direction: NDArray, chunk: int = 2048) -> NDArray[np.float64]:
-    """Every voxel's pRF-pooled motion signal in its preferred direction: (n_frames, V)."""
+def _direction_drives(stim: NDArray, starts: NDArray,
+                      voxels: Mapping[str, tuple[Mapping[str, NDArray], NDArray]],
+                      chunk: int = 2048) -> dict[str, NDArray[np.float64]]:
+    """Every voxel's pRF-pooled motion signal in its preferred direction.
+
+    ``voxels``: per area, its pRFs (``prf_x``, ``prf_y``, ``prf_sigma``) and each voxel's
+    direction index (V,). The correlators run once over the movie for all areas.
+    Returns {area: (n_frames, V)}.
+    """
     h, w = stim.shape[1:]
-    gauss = _gaussian_maps(prf, h, w)  # (V, H·W)
-    out = np.empty((len(stim), len(direction)))
+    gauss = {a: _gaussian_maps(prf, h, w) for a, (prf, _) in voxels.items()}  # (V, H·W)
+    out = {a: np.empty((len(stim), len(d))) for a, (_, d) in voxels.items()}
     for i in range(0, len(stim), chunk):
         lo = max(i - 1, 0)  # the correlators need the frame before the chunk
         firsts = starts[(starts > lo) & (starts < i + chunk)] - lo
         maps = direction_maps(stim[lo:i + chunk], firsts)[i - lo:]
-        pooled = (maps.reshape(-1, h * w) @ gauss.T).reshape(len(maps), 8, -1)
-        out[i:i + len(maps)] = np.take_along_axis(pooled, direction[None, None, :], 1)[:, 0]
+        flat = maps.reshape(-1, h * w)
+        for a, (_, direction) in voxels.items():
+            pooled = (flat @ gauss[a].T).reshape(len(maps), 8, -1)
+            out[a][i:i + len(maps)] = np.take_along_axis(pooled, direction[None, None], 1)[:, 0]
     return out
+
+
+def _motion_voxels(stim: NDArray, starts: NDArray, prfs: Mapping[str, Mapping[str, NDArray]],
+                   n_voxels: Mapping[str, int], seed: int,
+                   ) -> dict[str, tuple[NDArray, NDArray, NDArray]]:
+    """Per area: each voxel's direction index (V,), motion weight (V,) and z-scored motion
+    drive (n_frames, V). Drawn from their own stream, so that the plain regime's draws stay
+    the same with and without motion."""
+    drawn = {}
+    for i, (area, v) in enumerate(n_voxels.items()):
+        rng = np.random.default_rng([seed, _MOVIE_STREAM, 2, i])
+        drawn[area] = (rng.integers(0, 8, v), rng.uniform(*MOTION_WEIGHT, v))
+    drives = _direction_drives(stim, starts, {a: (prfs[a], d) for a, (d, _) in drawn.items()})
+    return {a: (d, m, _zscore(drives[a])) for a, (d, m) in drawn.items()}
 
 
 def _bold_matrix(n_volumes: int, n_frames: int, fps: float, tr: float, peak: float,
@@ -365,18 +387,16 @@ def simulate_bold(stim: NDArray, frame_run: NDArray, volume_run: NDArray, fps: f
     runs = [int(r) for r in frame_run[starts]]
     static = simulate_responses(stim, n_voxels, seed=seed, config=config)
     rng = np.random.default_rng([seed, _MOVIE_STREAM, 1])
+    moving = _motion_voxels(stim, starts, static.truth, n_voxels, seed) if motion else {}
     out = MovieSimulation(stim, fps, tr, frame_run, volume_run, runs[-1], {}, {}, {})
     for area, v in n_voxels.items():
         sustained = _zscore(static.signal[area].astype(np.float64))
         transient = _zscore(_transient(sustained, starts))
         w = rng.uniform(0.0, 0.6, v)
         neural = (1 - w) * sustained + w * transient
-        if motion:  # its own stream: the draws above stay those of the plain regime
-            mrng = np.random.default_rng([seed, _MOVIE_STREAM, 2, len(out.truth)])
-            direction = mrng.integers(0, 8, v)
-            m = mrng.uniform(*MOTION_WEIGHT, v)
-            moving = _zscore(_direction_drive(stim, starts, static.truth[area], direction))
-            neural = (1 - m) * neural + m * moving
+        if motion:
+            direction, m, drive = moving[area]
+            neural = (1 - m) * neural + m * drive
         peaks = np.round(rng.uniform(*PEAK_RANGE, v) / PEAK_STEP) * PEAK_STEP
         bold = np.concatenate([
             _run_bold(neural[frame_run == r], peaks, fps, tr, int(np.sum(volume_run == r)))
