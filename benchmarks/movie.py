@@ -15,7 +15,7 @@ with r > 0.3, and the pRF centre error (px) over the same voxels.
 
     python benchmarks/movie.py [--runs 4] [--run-seconds 120] [--size 24] [--seeds 0 1]
         [--regimes energy nonlinear motion] [--space-time factorised|full]
-        [--candidates gabor-gaussian]
+        [--candidates gabor-gaussian] [--motion-hz [2 ...]]
 """
 
 from __future__ import annotations
@@ -49,6 +49,12 @@ def one(args, regime: str, seed: int, tmp: str) -> list[str]:
     cfg.video.space_time = args.space_time
     if args.candidates:
         cfg.select.candidates = list(args.candidates)
+    if args.motion_hz is not None:  # the Gabor candidate with these motion channels
+        select = cfg.select
+        cfg = cfgmod.candidate(cfg, "gabor-gaussian")
+        cfg.areas[0].motion_hz = list(args.motion_hz)
+        cfg.select = select
+        cfg.select.candidates = []
     start = time.perf_counter()
     train_movie(paths["stim"], paths["bold"], folder / "run", cfg, [sim.test_run],
                 force=True, progress=False)
@@ -101,6 +107,9 @@ def main() -> None:
                     help="config.video.space_time of the video model")
     ap.add_argument("--candidates", nargs="+", default=None,
                     help="restrict the default preset's selection to these candidates")
+    ap.add_argument("--motion-hz", type=float, nargs="*", default=None,
+                    help="train the gabor-gaussian candidate (and its ensemble member) with "
+                         "these motion-energy frequencies in V1 (none given: without)")
     ap.add_argument("--tmp", default="/tmp/niflow_movie_benchmark")
     args = ap.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))

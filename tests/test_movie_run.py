@@ -228,6 +228,26 @@ def test_a_full_space_time_run_saves_and_loads(movie_run, tmp_path):
         assert np.allclose(got[area], stored[area], rtol=1e-4, atol=1e-4)
 
 
+def test_a_run_with_motion_energy_channels_saves_and_loads(movie_run, tmp_path):
+    """``motion_hz`` on the Gabor V1 (1 Hz at 4 fps): each pair adds two motion-energy
+    channels, the run's config records them, and the loaded run (heads rebuilt from the
+    config and frame rate) predicts what training stored."""
+    sim, paths, _, _ = movie_run
+    cfg = _config(1)
+    cfg.areas[0].motion_hz = [1.0, 3.0]  # 3 Hz is above 4 fps's Nyquist: not built
+    train_movie(paths["stim"], paths["bold"], tmp_path / "motion", cfg, [sim.test_run],
+                progress=False)
+    assert json.loads((tmp_path / "motion" / "config.json").read_text())["areas"][0][
+        "motion_hz"] == [1.0, 3.0]
+    run = load_run(tmp_path / "motion")
+    assert run.video.spatial.geometry("V1").channels == 3 * 32
+    assert run.video.spatial.graph.areas["V1"].conv.n_heads == 2
+    stored = np.load(tmp_path / "motion" / "predictions.npz")
+    got = run.predict_volumes(read_movie(paths["stim"], paths["bold"]), stored["test_rows"])
+    for area in ("V1", "V2"):
+        assert np.allclose(got[area], stored[area], rtol=1e-4, atol=1e-4)
+
+
 def test_an_ensemble_of_movie_models_averages_its_members(movie_run, tmp_path):
     """``select.members = 2``: a second model of the chosen kind with the next seed; the run
     stores both, predicts their mean, and reports the members' median HRFs and pRFs."""

@@ -65,6 +65,13 @@ class AreaConfig:
     dilation : int
         Spacing of a learned kernel's taps (1 = dense): a 3×3 kernel with dilation 2 compares
         positions 2 cells apart, e.g. an energy and the energy beyond a line's end.
+    motion_hz : list of float
+        Gabor banks in movie models only: temporal frequencies (Hz) of motion-energy
+        channels. For each, every pair adds two channels, the energies of its complex
+        response filtered over the past ``video.taps_s`` at ``+f`` and ``−f`` (the two
+        directions across its stripes; :func:`niflow.model.filters.motion_filters`).
+        Frequencies at or above half the frame rate, or with filters of one frame, are not
+        built; static images (movies of one frame) ignore them.
     """
 
     name: str
@@ -84,10 +91,13 @@ class AreaConfig:
     scales: int = 4
     wavelength_min: float = 4.0
     wavelength_max: float | None = None
+    motion_hz: list[float] = field(default_factory=list)
 
     @property
     def conv_channels(self) -> int:
-        """Channels after the filtering stage (before any 1×1 mixing)."""
+        """Channels after the filtering stage (before any 1×1 mixing) of a static model;
+        a movie model's motion-energy channels come on top (:class:`~niflow.model.areas.
+        Area`)."""
         return self.orientations * self.scales if self.filters != "learned" else self.channels
 
     @property
@@ -461,6 +471,14 @@ def validate(cfg: RunConfig) -> None:
                 _check_type(a.wavelength_max, (int, float), f"{where}.wavelength_max")
                 _check(a.wavelength_max >= a.wavelength_min,
                        f"{where}.wavelength_max: must be >= wavelength_min")
+        _check(isinstance(a.motion_hz, list)
+               and all(isinstance(f, (int, float)) and not isinstance(f, bool) and f > 0
+                       for f in a.motion_hz),
+               f"{where}.motion_hz: expected a list of positive frequencies (Hz), "
+               f"got {a.motion_hz!r}")
+        _check(not a.motion_hz or a.filters != "learned",
+               f"{where}.motion_hz: only a Gabor bank (filters 'gabor' or 'gabor_init') has "
+               f"motion-energy channels")
         seen.add(a.name)
     r = cfg.readout
     _check(r.kind in READOUTS, f"config.readout.kind: {r.kind!r} not in {READOUTS}")

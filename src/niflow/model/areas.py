@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
@@ -110,9 +111,14 @@ class DivisiveNorm(nn.Module):
 
 
 class Area(nn.Module):
-    """One area; ``forward`` takes its sources' feature tensors in config order."""
+    """One area; ``forward`` takes its sources' feature tensors in config order.
 
-    def __init__(self, cfg: AreaConfig, in_geometries: list[Geometry]) -> None:
+    ``heads``: a Gabor bank's temporal filters (:func:`~niflow.model.filters.motion_filters`,
+    movie models only): each pair's motion-energy channels follow its static energy.
+    """
+
+    def __init__(self, cfg: AreaConfig, in_geometries: list[Geometry],
+                 heads: np.ndarray | None = None) -> None:
         super().__init__()
         self.cfg = cfg
         target = in_geometries[0]
@@ -131,15 +137,17 @@ class Area(nn.Module):
         if min(out_grid) < 1:
             raise ConfigError(
                 f"area {cfg.name!r}: pooling {pool} shrinks grid {conv_grid} to zero")
-        channels = cfg.conv_channels
         if cfg.filters == "learned":
-            self.conv: nn.Module = nn.Conv2d(in_channels, channels, cfg.kernel, padding=pad,
-                                             dilation=cfg.dilation)
+            if heads is not None and len(heads):
+                raise ConfigError(f"area {cfg.name!r}: only a Gabor bank has temporal heads")
+            self.conv: nn.Module = nn.Conv2d(in_channels, cfg.channels, cfg.kernel,
+                                             padding=pad, dilation=cfg.dilation)
         else:
             lams = bank_wavelengths(target.grid[1], cfg.scales, cfg.wavelength_min,
                                     cfg.wavelength_max)
             self.conv = GaborBank(in_channels, target.grid, cfg.orientations, lams,
-                                  learn=cfg.filters == "gabor_init")
+                                  learn=cfg.filters == "gabor_init", heads=heads)
+        channels = self.conv.out_channels if isinstance(self.conv, GaborBank) else cfg.channels
         # per-channel gain (set from training stimuli by calibrate): energies at different
         # wavelengths differ in scale, and the normalisation pools over all of them
         self.register_buffer("gain", torch.ones(channels))
@@ -161,7 +169,8 @@ class Area(nn.Module):
         conv_offset = (kernel - 1) / 2 - pad
         scale = target.scale * pool
         offset = target.offset + target.scale * (conv_offset + (pool - 1) / 2)
-        self.geometry = Geometry(cfg.out_channels, (int(out_grid[0]), int(out_grid[1])),
+        out_channels = cfg.mix_channels if cfg.mix_channels > 0 else channels
+        self.geometry = Geometry(out_channels, (int(out_grid[0]), int(out_grid[1])),
                                  scale, offset)
         self.reset_parameters()
 
@@ -210,16 +219,20 @@ class AreaGraph(nn.Module):
         Stimulus channels.
     image_size : tuple of int
         Stimulus ``(height, width)``.
+    heads : dict of str to ndarray of shape (M, taps), complex, optional
+        Temporal heads of Gabor-bank areas (movie models), by area.
     """
 
     def __init__(self, areas: list[AreaConfig], in_channels: int,
-                 image_size: tuple[int, int]) -> None:
+                 image_size: tuple[int, int],
+                 heads: dict[str, np.ndarray] | None = None) -> None:
         super().__init__()
         self.geometries: dict[str, Geometry] = {
             STIMULUS: Geometry(in_channels, (int(image_size[0]), int(image_size[1])))}
         self.areas = nn.ModuleDict()
         for cfg in areas:
-            area = Area(cfg, [self.geometries[s] for s in cfg.sources])
+            area = Area(cfg, [self.geometries[s] for s in cfg.sources],
+                        (heads or {}).get(cfg.name))
             self.areas[cfg.name] = area
             self.geometries[cfg.name] = area.geometry
 

@@ -73,12 +73,19 @@ class GaborBank(nn.Module):
     learn : bool
         ``False``: the kernels are fixed (buffers); ``True``: they start as Gabor pairs
         and are learned.
+    heads : ndarray of shape (M, taps), complex, optional
+        Causal temporal filters (lag 0 first, :func:`motion_filters`) whose energies each
+        pair adds in a movie model (motion-energy channels; :class:`~niflow.model.video.
+        CausalQuadrature` applies them over frames). On a single image, a movie of one
+        frame, head ``m`` gives ``|h_m[0]|`` times the pair's energy.
 
-    Output channels are orientation-major: ``channel = o · n_scales + k``.
+    Output channels are orientation-major, each pair's heads after its static energy:
+    ``channel = (o · n_scales + k) · (1 + M) + m`` (``m = 0``: static).
     """
 
     def __init__(self, in_channels: int, image_size: tuple[int, int], n_orientations: int,
-                 wavelengths: np.ndarray, learn: bool = False) -> None:
+                 wavelengths: np.ndarray, learn: bool = False,
+                 heads: np.ndarray | None = None) -> None:
         super().__init__()
         kernels = [gabor_kernel(float(lam), 180.0 * o / n_orientations)
                    for o in range(n_orientations) for lam in wavelengths]
@@ -108,11 +115,29 @@ class GaborBank(nn.Module):
         self._register_complex("inverse_cols", _inverse_dft(fx, w).T)
         self.colour = nn.Parameter(torch.full((in_channels,), 1.0 / in_channels),
                                    requires_grad=in_channels > 1)
-        self.out_channels = len(kernels)
+        self.pairs = len(kernels)
+        heads = np.zeros((0, 1), np.complex128) if heads is None else np.asarray(heads)
+        if heads.ndim != 2:
+            raise ValueError(f"heads must be (M, taps) temporal filters, got {heads.shape}")
+        # rebuilt from the configuration and frame rate, so not saved
+        self.register_buffer("heads", torch.view_as_real(torch.as_tensor(
+            heads, dtype=torch.complex128)).float(), persistent=False)  # (M, taps, 2)
+        self.out_channels = self.pairs * (1 + heads.shape[0])
+
+    @property
+    def n_heads(self) -> int:
+        """Temporal heads (motion-energy channels) per pair."""
+        return int(self.heads.shape[0])
 
     def forward(self, x: Tensor) -> Tensor:
-        """Energies (B, n_orientations · n_scales, H, W) of images (B, C, H, W)."""
-        return self._chunked(x, energy=True).to(x.dtype)
+        """Energies (B, out_channels, H, W) of images (B, C, H, W), each a movie of one
+        frame (frames before it are zero)."""
+        e = self._chunked(x, energy=True).to(x.dtype)
+        if not self.n_heads:
+            return e
+        lag0 = torch.linalg.vector_norm(self.heads[:, 0], dim=-1).to(e.dtype)  # (M,)
+        scale = torch.cat([torch.ones_like(lag0[:1]), lag0])
+        return (e[:, :, None] * scale[None, None, :, None, None]).flatten(1, 2)
 
     def responses(self, x: Tensor) -> Tensor:
         """Complex responses ``even + i·odd`` (B, n_orientations · n_scales, H, W) of images
@@ -161,6 +186,35 @@ class GaborBank(nn.Module):
     def _complex(self, name: str) -> Tensor:
         return torch.complex(getattr(self, f"{name}_re").float(),
                              getattr(self, f"{name}_im").float())
+
+
+def motion_filters(hz: list[float], fps: float, taps: int) -> np.ndarray:
+    """Causal complex temporal filters of motion-energy channels: for each frequency ``f``
+    (Hz) one turning at ``+f`` and one at ``−f`` over ``taps`` frames, lag 0 first.
+
+    ``h_l = w_l · e^{±2πi f l / fps} − c_± · w_l`` with a raised-cosine envelope ``w`` over
+    the taps and ``c_±`` chosen so that ``Σ h_l = 0``: applied to a pair's complex response
+    ``z``, the energy ``|Σ_l h_l z_{t−l}|`` of one sign grows for one direction of motion
+    across the pair's stripes and that of the other for the opposite direction (Adelson &
+    Bergen 1985), and nothing that stays still gives any (the static energy is its own
+    channel). Unit L2 norm. Frequencies at or above ``fps / 2`` cannot tell the two
+    directions apart, and one frame cannot show motion: those give no filters.
+
+    Returns
+    -------
+    ndarray of shape (2 · n_usable, taps), complex128
+        Rows ``+f₁, −f₁, +f₂, …`` for the usable frequencies in the order given.
+    """
+    usable = [float(f) for f in hz if 0 < f < fps / 2] if taps > 1 else []
+    lags = np.arange(taps)
+    w = np.sin(np.pi * (lags + 0.5) / taps) ** 2
+    rows = []
+    for f in usable:
+        for sign in (1.0, -1.0):
+            h = w * np.exp(sign * 2j * np.pi * f * lags / fps)
+            h = h - w * (h.sum() / w.sum())
+            rows.append(h / np.sqrt((np.abs(h) ** 2).sum()))
+    return np.array(rows, np.complex128).reshape(len(rows), taps)
 
 
 def quadrature_energy(pair: Tensor, dim: int = -1) -> Tensor:

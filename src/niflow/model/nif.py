@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
@@ -28,6 +29,9 @@ class NIFModel(nn.Module):
         ``(channels, height, width)`` of one stimulus.
     n_voxels : dict of str to int
         Voxels per area with data; areas without voxels are hidden (computed, not read out).
+    heads : dict of str to ndarray of shape (M, taps), complex, optional
+        Temporal heads of Gabor-bank areas, by area (a movie model's spatial part,
+        :class:`~niflow.model.video.VideoNIF`; a single image is a movie of one frame).
 
     Notes
     -----
@@ -37,7 +41,8 @@ class NIFModel(nn.Module):
     """
 
     def __init__(self, config: RunConfig, image_shape: tuple[int, int, int],
-                 n_voxels: dict[str, int]) -> None:
+                 n_voxels: dict[str, int], heads: dict[str, np.ndarray] | None = None,
+                 ) -> None:
         super().__init__()
         names = config.area_names()
         unknown = [a for a in n_voxels if a not in names]
@@ -47,7 +52,8 @@ class NIFModel(nn.Module):
                 f"model areas are {names}")
         self.config = config
         self.image_shape = tuple(int(s) for s in image_shape)
-        self.graph = AreaGraph(config.areas, self.image_shape[0], self.image_shape[1:])
+        self.graph = AreaGraph(config.areas, self.image_shape[0], self.image_shape[1:],
+                               heads)
         self.readouts = nn.ModuleDict({area: self._readout(area, n)
                                        for area, n in n_voxels.items()})
         self.register_buffer("pixel_mean", torch.zeros(()))

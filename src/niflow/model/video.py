@@ -5,8 +5,9 @@ by a causal temporal filter per channel (factorised space-time: the Sensorium-st
 core), or, with ``config.video.space_time = "full"``, a learned area filters space and time
 at once with causal 3D kernels (:class:`CausalConv3d`) and a Gabor bank filters its
 quadrature responses in time before their energy (:class:`CausalQuadrature`, a learned
-motion-energy bank); either way an area's output at frame ``t`` depends on frames
-``t, t−1, …`` only. The temporal
+motion-energy bank); a Gabor bank with ``motion_hz`` adds fixed motion-energy channels in
+either form (:func:`~niflow.model.filters.motion_filters`). Either way an area's output at
+frame ``t`` depends on frames ``t, t−1, …`` only. The temporal
 filters start as the identity, which makes the static model the special case of a movie of
 one frame. Each area's spatial readout (Gaussian pRF or low-rank) gives every voxel's drive
 at every frame; :class:`~niflow.model.hrf.HRFReadout` turns the drive into the volumes.
@@ -25,12 +26,13 @@ from torch import Tensor, nn
 
 from niflow.config import STIMULUS, RunConfig
 from niflow.model.areas import DivisiveNorm
-from niflow.model.filters import GaborBank, quadrature_energy
+from niflow.model.filters import GaborBank, motion_filters, quadrature_energy
 from niflow.model.gaussian import GaussianReadout, fit_channel_weights
 from niflow.model.hrf import HRFReadout
 from niflow.model.nif import NIFModel
 
-__all__ = ["CausalConv3d", "CausalQuadrature", "CausalTemporal", "VideoNIF", "Weighted"]
+__all__ = ["CausalConv3d", "CausalQuadrature", "CausalTemporal", "VideoNIF", "Weighted",
+           "motion_heads"]
 
 # what the readouts' initialisation asks for: z-scored responses {area: (m, V)} of m
 # volumes, their HRF-weighted features {peak_s: {area: (m, C, H, W)}} and the mean frame's
@@ -48,8 +50,9 @@ NORM_START = 100.0
 
 
 @torch.no_grad()
-def _mean_drives(graph: nn.Module, norms: list[DivisiveNorm], x: Tensor) -> list[float]:
-    """Mean pooled drive ``mean_c |input|`` reaching each normalisation over frames ``x``."""
+def _mean_drives(run: Callable[[], None], norms: list[DivisiveNorm]) -> list[float]:
+    """Mean pooled drive ``mean_c |input|`` reaching each normalisation while ``run()``
+    passes frames through the model."""
     sums = [0.0] * len(norms)
     counts = [0] * len(norms)
 
@@ -61,8 +64,7 @@ def _mean_drives(graph: nn.Module, norms: list[DivisiveNorm], x: Tensor) -> list
 
     handles = [m.register_forward_pre_hook(hook(i)) for i, m in enumerate(norms)]
     try:
-        for i in range(0, x.shape[0], 64):
-            graph(x[i:i + 64])
+        run()
     finally:
         for h in handles:
             h.remove()
@@ -129,63 +131,106 @@ class CausalConv3d(nn.Module):
 
 
 class CausalQuadrature(nn.Module):
-    """A Gabor bank extended into the past: each channel's complex (quadrature) response is
-    filtered by a learned causal complex filter before its energy is taken,
-    ``e_t = |z_t + Σ_{l≥1} h_l · z_{t−l}|``. The filter's phase turning with the lag makes a
-    channel prefer one direction of motion and its magnitudes make it prefer change or
-    persistence (a learned motion-energy bank, after Adelson & Bergen 1985); with every
-    ``h_l = 0`` (the start) it is the static bank.
+    """A Gabor bank extended into the past: each pair's complex (quadrature) response is
+    filtered by causal complex filters before the energies are taken.
+
+    Head 0 (the pair's static channel) is ``e_t = |z_t + Σ_{l≥1} h_l · z_{t−l}|`` with a
+    learned ``h`` (``learn=True``: the filter's phase turning with the lag makes the channel
+    prefer one direction of motion and its magnitudes change or persistence, a learned
+    motion-energy bank after Adelson & Bergen 1985; every ``h_l = 0`` at the start) or
+    ``|z_t|`` (``learn=False``). The bank's fixed heads (:attr:`GaborBank.heads`,
+    motion-energy channels) follow it, in the bank's channel order.
 
     Parameters
     ----------
     bank : GaborBank
-        The area's spatial bank; its kernels and colour weights are shared.
+        The area's spatial bank; its kernels, colour weights and heads are shared.
     taps : int
-        Frames of the filter (lag 0 to ``taps − 1``); lag 0's coefficient is fixed at 1
-        (a common phase or scale would be invisible to the energy or absorbed downstream).
+        Frames of the filters (lag 0 to ``taps − 1``); lag 0's coefficient of head 0 is
+        fixed at 1 (a common phase or scale would be invisible to the energy or absorbed
+        downstream).
+    learn : bool
+        Whether head 0 has a learned past.
     """
 
-    def __init__(self, bank: GaborBank, taps: int) -> None:
+    def __init__(self, bank: GaborBank, taps: int, learn: bool = True) -> None:
         super().__init__()
         self.bank = bank
-        self.taps = int(taps)
-        # lags taps − 1 … 1, as (real, imaginary): complex parameters would not survive
-        # Module.to(float dtype)
-        self.past = nn.Parameter(torch.zeros(bank.out_channels, self.taps - 1, 2))
+        self.taps = max(int(taps), int(bank.heads.shape[1]) if bank.n_heads else 1)
+        self.learn = learn
+        if learn:
+            # lags taps − 1 … 1, as (real, imaginary): complex parameters would not survive
+            # Module.to(float dtype)
+            self.past = nn.Parameter(torch.zeros(bank.pairs, self.taps - 1, 2))
 
     def forward(self, x: Tensor) -> Tensor:
-        """``x`` (B, T, C, H, W) → energies (B·T, F, H, W); frames before the first are zero."""
+        """``x`` (B, T, C, H, W) → energies (B·T, F, H, W), ``F = bank.out_channels``;
+        frames before the first are zero."""
         b, t, _, h, w = x.shape
-        z = self.bank.responses(x.flatten(0, 1))  # (B·T, F, H, W) complex
-        f = z.shape[1]
-        # (real, imaginary) of every channel as a pair of conv1d channels over time: the
-        # complex product is a grouped convolution, one call forward and backward, and the
-        # energy is taken before the frames go back in front (a complex multiply-and-shift
-        # per lag took 1.4x as long forward and backward on a 736-frame segment at 24 px)
-        y = torch.view_as_real(z).unflatten(0, (b, t)).permute(0, 3, 4, 2, 5, 1)
-        y = F.conv1d(F.pad(y.reshape(b * h * w, 2 * f, t), (self.taps - 1, 0)),
-                     self._complex_weight().to(y.dtype), groups=f)
-        e = quadrature_energy(y.unflatten(1, (f, 2)), dim=2)  # (B·H·W, F, T)
-        return e.reshape(b, h, w, f, t).permute(0, 4, 3, 1, 2).flatten(0, 1).to(x.dtype)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and self._needs_grad()):
+            z = self.bank.responses(x.flatten(0, 1))  # (B·T, P, H, W) complex
+            p = z.shape[1]
+            # (real, imaginary) of every pair as two conv1d channels over time: the complex
+            # products are a grouped convolution, one call forward and backward, and the
+            # energy is taken before the frames go back in front (a complex multiply-and-
+            # shift per lag took 1.4x as long forward and backward at 24 px)
+            y = torch.view_as_real(z).unflatten(0, (b, t)).permute(0, 3, 4, 2, 5, 1)
+            y = F.pad(y.reshape(b * h * w, 2 * p, t), (self.taps - 1, 0))
+            weight = self._complex_weight().to(y.dtype)
+            heads = weight.shape[0] // (2 * p)
+            # rows of pixels in chunks: the filtered pairs (2 · heads values per energy)
+            # are the largest intermediate
+            step = max(1, QUADRATURE_CHUNK_BYTES // (8 * heads * p * (t + self.taps)))
+            e = torch.cat([quadrature_energy(
+                F.conv1d(y[i:i + step], weight, groups=p).unflatten(1, (p * heads, 2)), dim=2)
+                for i in range(0, y.shape[0], step)])  # (B·H·W, P·heads, T)
+        return e.reshape(b, h, w, -1, t).permute(0, 4, 3, 1, 2).flatten(0, 1).to(x.dtype)
+
+    def _needs_grad(self) -> bool:
+        return any(q.requires_grad for q in self.parameters())
 
     def _complex_weight(self) -> Tensor:
-        """conv1d weight (2F, 2, taps) of the complex filter: per channel, output rows
-        (re, im) from input columns (re, im) are [[h_re, −h_im], [h_im, h_re]] at every lag
-        (lag 0 last, fixed at 1)."""
-        one = torch.zeros(self.past.shape[0], 1, 2, dtype=self.past.dtype,
-                          device=self.past.device)
-        one[..., 0] = 1.0
-        hre, him = torch.cat([self.past, one], 1).unbind(-1)  # (F, taps)
-        rows = torch.stack([torch.stack([hre, -him], 1), torch.stack([him, hre], 1)], 1)
-        return rows.flatten(0, 1)  # (F·2, 2, taps)
+        """conv1d weight (P·heads·2, 2, taps) of the complex filters: per pair and head,
+        output rows (re, im) from input columns (re, im) are [[h_re, −h_im], [h_im, h_re]]
+        at every lag (lag 0 last)."""
+        ref = self.bank.heads
+        p, taps = self.bank.pairs, self.taps
+        static = torch.zeros(p, 1, taps, 2, dtype=ref.dtype, device=ref.device)
+        static[:, 0, -1, 0] = 1.0
+        if self.learn:
+            static = torch.cat([self.past.to(ref.dtype)[:, None], static[:, :, -1:]], 2)
+        filters = [static]
+        if self.bank.n_heads:
+            fixed = ref.flip(1)  # lag 0 last
+            fixed = F.pad(fixed, (0, 0, taps - fixed.shape[1], 0))
+            filters.append(fixed[None].expand(p, -1, -1, -1))
+        hre, him = torch.cat(filters, 1).unbind(-1)  # (P, heads, taps)
+        rows = torch.stack([torch.stack([hre, -him], 2), torch.stack([him, hre], 2)], 2)
+        return rows.flatten(0, 2)  # (P·heads·2, 2, taps)
 
 
-def _space_time_layer(conv: nn.Module, taps: int) -> nn.Module:
-    """A full space-time area's filtering stage: 3D kernels for a learned convolution, a
-    temporal quadrature filter for a Gabor bank."""
+QUADRATURE_CHUNK_BYTES = 64 * 2**20
+
+
+def _space_time_layer(conv: nn.Module, taps: int, full: bool) -> nn.Module:
+    """An area's filtering stage over frames: 3D kernels for a learned convolution of a
+    full space-time model, temporal quadrature filters for a Gabor bank (learned for its
+    static channels in a full model)."""
     if isinstance(conv, nn.Conv2d):
         return CausalConv3d(conv, taps)
-    return CausalQuadrature(conv, taps)  # type: ignore[arg-type]
+    return CausalQuadrature(conv, taps, learn=full)  # type: ignore[arg-type]
+
+
+def motion_heads(config: RunConfig, fps: float, taps: int) -> dict[str, np.ndarray]:
+    """The temporal heads of every Gabor-bank area with usable ``motion_hz`` at ``fps``
+    with filters of ``taps`` frames: {area: (M, taps) complex}."""
+    out = {}
+    for a in config.areas:
+        if a.filters != "learned" and a.motion_hz:
+            heads = motion_filters(a.motion_hz, fps, taps)
+            if len(heads):
+                out[a.name] = heads
+    return out
 
 
 class VideoNIF(nn.Module):
@@ -214,18 +259,23 @@ class VideoNIF(nn.Module):
         self.taps_s = float(config.video.taps_s if taps_s is None else taps_s)
         self.hrf_span_s = float(config.video.hrf_span_s if hrf_span_s is None else hrf_span_s)
         self.space_time = config.video.space_time
-        self.spatial = NIFModel(config, frame_shape, n_voxels)
         taps = max(1, int(round(self.taps_s * fps)))
+        self.spatial = NIFModel(config, frame_shape, n_voxels, motion_heads(config, fps, taps))
         areas = self.spatial.graph.areas
         full = {name for name, area in areas.items()
                 if self.space_time == "full" and taps > 1
                 and isinstance(area.conv, (nn.Conv2d, GaborBank))}
+        moving = {name for name, area in areas.items()
+                  if isinstance(area.conv, GaborBank) and area.conv.n_heads}
         # learned areas of a "full" model filter space and time at once with 3D kernels; a
-        # Gabor bank's quadrature responses are filtered in time before their energy and
-        # its channels then in time as in the factorised model (which keeps its sustained
-        # and transient mix); the other areas filter each frame, then each channel in time
+        # Gabor bank's quadrature responses are filtered in time before their energy (its
+        # static channels by a learned filter in a "full" model, its motion-energy channels
+        # by fixed ones) and its channels then in time as in the factorised model (which
+        # keeps its sustained and transient mix); the other areas filter each frame, then
+        # each channel in time
         self.space_time_conv = nn.ModuleDict({
-            name: _space_time_layer(areas[name].conv, taps) for name in full})
+            name: _space_time_layer(areas[name].conv, taps, name in full)
+            for name in sorted(full | moving)})
         self.temporal = nn.ModuleDict({
             name: CausalTemporal(self.spatial.geometry(name).channels, taps)
             for name, area in areas.items()
@@ -239,6 +289,11 @@ class VideoNIF(nn.Module):
         taps = sum(t.taps - 1 for t in (*self.temporal.values(),
                                          *self.space_time_conv.values()))
         return max(h.n_lags for h in self.hrf.values()) + taps
+
+    @property
+    def needs_clips(self) -> bool:
+        """Whether :meth:`initialize_readouts` needs clips (motion-energy channels)."""
+        return bool(self._moving_banks())
 
     @property
     def frame_shape(self) -> tuple[int, int, int]:
@@ -291,7 +346,8 @@ class VideoNIF(nn.Module):
         return {a: self.hrf[a](d, last_frames) for a, d in self.drive(frames).items()}
 
     def initialize_readouts(self, frames: Tensor, responses: dict[str, Tensor],
-                            weighted: Weighted, shown: Tensor | None = None) -> None:
+                            weighted: Weighted, shown: Tensor | None = None,
+                            clips: Tensor | None = None) -> None:
         """Start the spatial readouts (and each voxel's HRF latency) from training volumes.
 
         Parameters
@@ -319,21 +375,60 @@ class VideoNIF(nn.Module):
             Frames as shown, on which Gabor banks calibrate their channel gains (the
             features ``weighted`` weighs are those of single frames, whose fine-scale
             energy an averaged frame lacks); default ``frames``.
+        clips : Tensor of shape (k, T, C, H, W), optional
+            Runs of consecutive frames as shown
+            (:func:`~niflow.train.video_init.calibration_clips`); needed by Gabor banks with
+            motion-energy channels, which calibrate on them (a single frame shows no
+            motion), as do then the normalisations' strengths.
         """
         spatial = self.spatial
-        was_training = spatial.training
-        spatial.eval()
+        was_training = self.training
+        self.eval()
         with torch.no_grad():
             x = spatial.standardize(frames if shown is None else shown)
             spatial.graph.calibrate(x)
+            moving = self._moving_banks()
+            if moving and (clips is None or not len(clips)):
+                raise ValueError(f"area(s) {sorted(moving)} have motion-energy channels: "
+                                 f"their calibration needs clips of consecutive frames")
             norms = [m for m in spatial.graph.modules() if isinstance(m, DivisiveNorm)]
-            for norm, drive in zip(norms, _mean_drives(spatial.graph, norms, x), strict=True):
+            if moving:
+                self._calibrate_over_time(moving, clips)
+
+                def run() -> None:
+                    for i in range(0, clips.shape[0], 4):
+                        self.features(clips[i:i + 4])
+            else:
+                def run() -> None:
+                    for i in range(0, x.shape[0], 64):
+                        spatial.graph(x[i:i + 64])
+            for norm, drive in zip(norms, _mean_drives(run, norms), strict=True):
                 norm.set_strength(NORM_START * drive, drive)
             spatial.initialize_lowrank(frames, responses)
             gaussian = [a for a, r in spatial.readouts.items() if isinstance(r, GaussianReadout)]
             if gaussian:
                 self._initialize_gaussians(gaussian, weighted)
-        spatial.train(was_training)
+        self.train(was_training)
+
+    def _moving_banks(self) -> dict[str, CausalQuadrature]:
+        """Gabor-bank areas with motion-energy channels, by name."""
+        return {a: m for a, m in self.space_time_conv.items()
+                if isinstance(m, CausalQuadrature) and m.bank.n_heads}
+
+    def _calibrate_over_time(self, moving: dict[str, CausalQuadrature], clips: Tensor) -> None:
+        """Scale each channel of the banks in ``moving`` to unit mean energy over the clips'
+        frames, leaving out each clip's first ``taps − 1`` (their filters reach before it)."""
+        for name, layer in moving.items():
+            total, count = None, 0
+            for i in range(0, clips.shape[0], 4):
+                x = self.spatial.standardize(clips[i:i + 4])
+                e = layer(x).unflatten(0, x.shape[:2])[:, layer.taps - 1:]
+                part = e.abs().sum((0, 1, 3, 4))
+                total = part if total is None else total + part
+                count += e.shape[0] * e.shape[1] * e.shape[3] * e.shape[4]
+            mean = total / max(count, 1)
+            gain = self.spatial.graph.areas[name].gain
+            gain.copy_(torch.where(mean > 0, 1.0 / mean.clamp_min(1e-12), 1.0))
 
     def _initialize_gaussians(self, areas: list[str], weighted: Weighted) -> None:
         """Every voxel's pRF, channel weights, HRF latency and baseline from the weighted

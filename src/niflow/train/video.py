@@ -37,6 +37,7 @@ from niflow.train.segments import (
     segment_frames,
 )
 from niflow.train.video_init import (
+    calibration_clips,
     hrf_weighted_features,
     hrf_window_frames,
     initialize_hrf_latencies,
@@ -376,9 +377,11 @@ def _initialize(model: VideoNIF, files: MovieFiles, z: dict[str, np.ndarray],
         used, feats, mean = hrf_weighted_features(model, files, init, seconds=segment_s)
         return {a: torch.as_tensor(r[used]) for a, r in z.items()}, feats, mean
 
+    clips = calibration_clips(files, init) if model.needs_clips else None
     model.initialize_readouts(torch.as_tensor(frames),
                               {a: torch.as_tensor(r[init]) for a, r in z.items()}, weighted,
-                              torch.as_tensor(shown))
+                              torch.as_tensor(shown),
+                              None if clips is None else torch.as_tensor(clips))
 
 
 HRF_REFINE_GRID_S = tuple(float(p) for p in np.arange(2.5, 10.01, 0.1))

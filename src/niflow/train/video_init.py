@@ -16,8 +16,8 @@ from niflow.model.hrf import HRFReadout
 from niflow.model.video import HRF_INIT_WINDOW_S, VideoNIF
 from niflow.train.segments import make_segments, segment_frames
 
-__all__ = ["HRF_PEAK_GRID_S", "INIT_PEAKS_S", "hrf_weighted_features", "hrf_window_frames",
-           "initialize_hrf_latencies"]
+__all__ = ["HRF_PEAK_GRID_S", "INIT_PEAKS_S", "calibration_clips", "hrf_weighted_features",
+           "hrf_window_frames", "initialize_hrf_latencies"]
 
 
 def hrf_window_frames(files: MovieFiles, volumes: np.ndarray) -> np.ndarray:
@@ -45,6 +45,34 @@ def hrf_window_frames(files: MovieFiles, volumes: np.ndarray) -> np.ndarray:
         total[rows] += frames[pos[rows, j]]
     count = np.maximum(valid.sum(axis=1), 1).astype(np.float32)
     return total / count[:, None, None, None]
+
+
+CLIP_S = 4.0  # length of each clip the motion-energy channels calibrate on (seconds)
+N_CLIPS = 32
+
+
+def calibration_clips(files: MovieFiles, volumes: np.ndarray, seconds: float = CLIP_S,
+                      n_clips: int = N_CLIPS) -> np.ndarray:
+    """Up to ``n_clips`` runs of consecutive frames, each the ``seconds`` before one of
+    ``volumes`` (evenly spaced among those with that much of their run before them), on
+    which filters over time calibrate (:meth:`niflow.model.video.VideoNIF.
+    initialize_readouts`).
+
+    Returns
+    -------
+    ndarray of shape (n, frames, channels, height, width), float32
+    """
+    t = files.timing
+    n_frames = max(2, int(round(seconds * t.fps)))
+    idx = t.frames_before(np.asarray(volumes), n_frames)  # (n, n_frames), oldest first
+    whole = np.flatnonzero((idx >= 0).all(axis=1))
+    if not whole.size:
+        return np.zeros((0, n_frames, *files.frame_shape), np.float32)
+    pick = whole[np.unique(np.linspace(0, whole.size - 1, min(n_clips, whole.size))
+                           .round().astype(int))]
+    wanted = idx[pick]
+    unique = np.unique(wanted)
+    return files.frames(unique)[np.searchsorted(unique, wanted)]
 
 
 INIT_PEAKS_S = (4.0, 5.0, 6.0, 7.0)  # HRF latencies the readouts' initial search tries
