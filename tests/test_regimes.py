@@ -121,11 +121,11 @@ def test_mixed_families_interleaved():
 
 def _pooled_v1_energy_corr(sim, stim: np.ndarray) -> np.ndarray:
     """Per-V2-voxel r between its signal and plain V1 energy pooled under its own pRF."""
-    from niflow.data.simulate.cortex import _gaussian_maps
+    from niflow.data.simulate.cortex import gaussian_maps
 
     x = as_unit_float(stim)
     energy = V1Energy(SimConfig(), SIZE, SIZE)(x).sum(1).reshape(len(x), -1)
-    pooled = energy @ _gaussian_maps(sim.truth["V2"], SIZE, SIZE).T
+    pooled = energy @ gaussian_maps(sim.truth["V2"], SIZE, SIZE).T
     a = pooled - pooled.mean(0)
     b = sim.signal["V2"] - sim.signal["V2"].mean(0)
     return (a * b).sum(0) / np.sqrt((a**2).sum(0) * (b**2).sum(0))

@@ -24,6 +24,7 @@ __all__ = [
     "DEFAULT_N_VOXELS",
     "SimConfig",
     "Simulation",
+    "gaussian_maps",
     "harder_configs",
     "simulate_responses",
 ]
@@ -109,7 +110,7 @@ def _draw_reliability(rng: np.random.Generator, n_vox: int, cfg: SimConfig) -> N
     return rng.uniform(lo, hi, n_vox)
 
 
-def _gaussian_maps(prf: Mapping[str, np.ndarray], h: int, w: int) -> NDArray[np.float32]:
+def gaussian_maps(prf: Mapping[str, np.ndarray], h: int, w: int) -> NDArray[np.float32]:
     """pRF weight maps (n_vox, h*w), normalised to sum 1 over the infinite pixel plane.
 
     The analytic normalisation (rather than summing over the image) means voxels near the
@@ -232,7 +233,7 @@ def simulate_responses(
 
     rngs = {a: np.random.default_rng([seed, _RESPONSE_STREAM, AREAS.index(a)]) for a in areas}
     truth = {a: _draw_truth(rngs[a], a, int(n_voxels[a]), h, w, cfg) for a in areas}
-    gauss = {a: _gaussian_maps(truth[a], h, w) for a in areas}
+    gauss = {a: gaussian_maps(truth[a], h, w) for a in areas}
     stages = FeatureStages(cfg, x, truth.get("V2", {}).get("feature_mixing"), tuple(areas))
     for a, thr in stages.threshold.items():
         if a in truth:

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from niflow.data.simulate.cortex import _gaussian_maps, simulate_responses
+from niflow.data.simulate.cortex import gaussian_maps, simulate_responses
 from niflow.data.simulate.settings import SimConfig
 from niflow.data.simulate.stimuli import make_stimuli
 
@@ -248,7 +248,7 @@ def _direction_drives(stim: NDArray, starts: NDArray,
     Returns {area: (n_frames, V)}.
     """
     h, w = stim.shape[1:]
-    gauss = {a: _gaussian_maps(prf, h, w) for a, (prf, _) in voxels.items()}  # (V, H·W)
+    gauss = {a: gaussian_maps(prf, h, w) for a, (prf, _) in voxels.items()}  # (V, H·W)
     out = {a: np.empty((len(stim), len(d))) for a, (_, d) in voxels.items()}
     for i in range(0, len(stim), chunk):
         lo = max(i - 1, 0)  # the correlators need the frame before the chunk
