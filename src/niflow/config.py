@@ -102,6 +102,7 @@ class AreaConfig:
 
     @property
     def out_channels(self) -> int:
+        """The area's output channels in a static model (see :attr:`conv_channels`)."""
         return self.mix_channels if self.mix_channels > 0 else self.conv_channels
 
     @property

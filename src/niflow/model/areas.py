@@ -8,6 +8,7 @@ stimulus coordinates.
 
 from __future__ import annotations
 
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -179,6 +180,20 @@ class Area(nn.Module):
             nn.init.kaiming_normal_(self.conv.weight, nonlinearity="relu")
             nn.init.zeros_(self.conv.bias)
 
+    @torch.no_grad()
+    def calibrate_gain(self, outputs: Iterable[Tensor]) -> None:
+        """Set each channel's gain to one over its mean ``|output|`` over ``outputs``, the
+        filtering stage's outputs (each (N, C, H, W)) on training stimuli."""
+        total, count = None, 0
+        for x in outputs:
+            part = x.abs().sum((0, 2, 3))
+            total = part if total is None else total + part
+            count += x.shape[0] * x.shape[2] * x.shape[3]
+        if total is None:
+            return
+        mean = total / max(count, 1)
+        self.gain.copy_(torch.where(mean > 0, 1.0 / mean.clamp_min(1e-12), 1.0))
+
     def kernel_weights(self) -> Tensor:
         """The filtering stage's kernels (out, in, k, k); a Gabor bank gives its even parts,
         weighted by its input-channel weights."""
@@ -260,17 +275,13 @@ class AreaGraph(nn.Module):
         return feats
 
     @torch.no_grad()
-    def calibrate(self, stimulus: Tensor, batch: int = 64) -> None:
-        """Scale each channel of every Gabor-bank area to unit mean energy over ``stimulus``
-        (B, C, H, W), the standardised training stimuli. Learned areas keep gain 1."""
-        for area in self.areas.values():
-            if isinstance(area.conv, nn.Conv2d):
+    def calibrate(self, stimulus: Tensor, batch: int = 64,
+                  skip: Collection[str] = ()) -> None:
+        """Scale each channel of every Gabor-bank area (but those in ``skip``) to unit mean
+        energy over ``stimulus`` (B, C, H, W), the standardised training stimuli. Learned
+        areas keep gain 1."""
+        for name, area in self.areas.items():
+            if isinstance(area.conv, nn.Conv2d) or name in skip:
                 continue
-            total, count = None, 0
-            for i in range(0, stimulus.shape[0], batch):
-                x = area.conv(stimulus[i:i + batch])
-                part = x.abs().sum((0, 2, 3))
-                total = part if total is None else total + part
-                count += x.shape[0] * x.shape[2] * x.shape[3]
-            mean = total / max(count, 1)
-            area.gain.copy_(torch.where(mean > 0, 1.0 / mean.clamp_min(1e-12), 1.0))
+            area.calibrate_gain(area.conv(stimulus[i:i + batch])
+                                for i in range(0, stimulus.shape[0], batch))

@@ -17,7 +17,7 @@ Shapes: frames (B, T, C, H, W) → drive {area: (B, T, V)} → volumes {area: (B
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
@@ -386,8 +386,10 @@ class VideoNIF(nn.Module):
         self.eval()
         with torch.no_grad():
             x = spatial.standardize(frames if shown is None else shown)
-            spatial.graph.calibrate(x)
             moving = self._moving_banks()
+            # banks with motion-energy channels calibrate on clips below: a frame alone
+            # shows no motion
+            spatial.graph.calibrate(x, skip=moving)
             if moving and (clips is None or not len(clips)):
                 raise ValueError(f"area(s) {sorted(moving)} have motion-energy channels: "
                                  f"their calibration needs clips of consecutive frames")
@@ -418,17 +420,13 @@ class VideoNIF(nn.Module):
     def _calibrate_over_time(self, moving: dict[str, CausalQuadrature], clips: Tensor) -> None:
         """Scale each channel of the banks in ``moving`` to unit mean energy over the clips'
         frames, leaving out each clip's first ``taps − 1`` (their filters reach before it)."""
-        for name, layer in moving.items():
-            total, count = None, 0
+        def energies(layer: CausalQuadrature) -> Iterator[Tensor]:
             for i in range(0, clips.shape[0], 4):
                 x = self.spatial.standardize(clips[i:i + 4])
-                e = layer(x).unflatten(0, x.shape[:2])[:, layer.taps - 1:]
-                part = e.abs().sum((0, 1, 3, 4))
-                total = part if total is None else total + part
-                count += e.shape[0] * e.shape[1] * e.shape[3] * e.shape[4]
-            mean = total / max(count, 1)
-            gain = self.spatial.graph.areas[name].gain
-            gain.copy_(torch.where(mean > 0, 1.0 / mean.clamp_min(1e-12), 1.0))
+                yield layer(x).unflatten(0, x.shape[:2])[:, layer.taps - 1:].flatten(0, 1)
+
+        for name, layer in moving.items():
+            self.spatial.graph.areas[name].calibrate_gain(energies(layer))
 
     def _initialize_gaussians(self, areas: list[str], weighted: Weighted) -> None:
         """Every voxel's pRF, channel weights, HRF latency and baseline from the weighted
