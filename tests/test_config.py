@@ -11,6 +11,7 @@ import pytest
 from niflow import config as cfgmod
 from niflow.config import AreaConfig, ConfigError, RunConfig, from_dict, preset
 from niflow.model import NIFModel
+from niflow.runs.inputs import check_config
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -303,3 +304,21 @@ def test_the_video_section_is_checked_and_optional():
                        ({"segment_s": float("inf")}, "segment_s"), ({"frames": 3}, "frames")):
         with pytest.raises(ConfigError, match=match):
             from_dict({"video": bad})
+
+
+def test_area_settings_that_selection_would_replace_are_refused():
+    # the candidates bring their own V1 and V2: a user's V2 change would be dropped silently
+    data = preset("default").to_dict()
+    data["areas"][1]["channels"] = 8
+    cfg = from_dict(data)  # a model can still be built from it as given
+    assert NIFModel(cfg, (1, 24, 24), {"V2": 3}).graph.areas["V2"].conv.out_channels == 8
+    with pytest.raises(ConfigError, match=r"V2 set differently.*\"candidates\": \[\]"):
+        check_config(cfg, (1, 24, 24), "my.json")
+    data["select"]["candidates"] = []
+    check_config(from_dict(data), (1, 24, 24))
+    # the preset's own areas written out in full, and areas of another layout, are kept
+    check_config(from_dict(preset("default").to_dict()), (1, 24, 24))
+    three = from_dict({"areas": [{"name": "V1"}, {"name": "V2", "sources": ["V1"]},
+                                 {"name": "V3", "sources": ["V2"]}]})
+    assert three.select.candidates == preset("default").select.candidates
+    check_config(three, (1, 24, 24))

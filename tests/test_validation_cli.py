@@ -87,8 +87,11 @@ def _write_inputs(d: Path) -> dict:
             for i in range(6)]},
         "channels_type": {"areas": [{"name": "V1", "channels": "16"},
                                     {"name": "V2", "sources": ["V1"]}]},
+        "areas_dropped": {"areas": [{"name": "V1", "channels": 8},
+                                    {"name": "V2", "sources": ["V1"]}]},
+        # trained as given (a selection's candidates would replace these areas)
         "huge": {"areas": [{"name": "V1", "channels": 10_000_000},
-                           {"name": "V2", "sources": ["V1"]}]},
+                           {"name": "V2", "sources": ["V1"]}], "select": {"candidates": []}},
     }
     for name, cfg in configs.items():
         (d / f"{name}.json").write_text(json.dumps(cfg))
@@ -159,6 +162,9 @@ TRAIN_ERRORS = {
     "not_json": ("stim.mat", "bold.mat", ["--config", "{d}/not_json.json"],
                  ["not_json.json", "JSON"]),
     "negative_batch": ("stim.mat", "bold.mat", ["--batch-size", "-4"], ["batch_size", "-4"]),
+    "areas_dropped": ("stim.mat", "bold.mat", ["--config", "{d}/areas_dropped.json"],
+                      ["areas_dropped.json", "V1 and V2 set differently", "select.candidates",
+                       '"candidates": []']),
     # memory
     "memory_impossible": ("stim.mat", "bold.mat", ["--config", "{d}/huge.json"],
                           ["training needs about", "TiB", "available", "--batch-size"]),

@@ -428,6 +428,27 @@ def _check_type(value: Any, types: type | tuple[type, ...], where: str) -> None:
     _check(isinstance(value, types), f"{where}: expected {types}, got {type(value).__name__}")
 
 
+def check_areas_kept(cfg: RunConfig) -> None:
+    """Refuse V1/V2 settings that selection would silently replace by a candidate's.
+
+    Not part of :func:`validate`: a configuration with areas of one's own and the default
+    ``select`` builds a model as given; only training it with selection would drop them.
+    """
+    own = {"default": _default_areas, "basicnif": _basicnif_areas}.get(cfg.preset)
+    if not cfg.select.candidates or own is None:
+        return
+    family = [a.name for a in _default_areas()]
+    if cfg.area_names() != family or cfg.areas == own():
+        return
+    changed = [a.name for a, b in zip(cfg.areas, own(), strict=True) if a != b]
+    raise ConfigError(
+        f"config.areas: {' and '.join(changed)} set differently from preset "
+        f"{cfg.preset!r}, but config.select.candidates {cfg.select.candidates} trains each "
+        f"candidate's own {' and '.join(family)}, so these settings would not be used; set "
+        "\"select\": {\"candidates\": []} to train your areas, or leave \"areas\" out to "
+        "select among the candidates")
+
+
 def validate(cfg: RunConfig) -> None:
     """Raise :class:`ConfigError` for wrong types, impossible values or a broken area graph."""
     _check(len(cfg.areas) > 0, "config.areas: at least one area is required")

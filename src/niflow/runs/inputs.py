@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from niflow.config import ConfigError, RunConfig
+from niflow.config import ConfigError, RunConfig, check_areas_kept
 from niflow.data.dataset import (
     DroppedVoxelsWarning,
     Split,
@@ -110,6 +110,10 @@ def check_config(cfg: RunConfig, shape: tuple[int, int, int], source: str = "con
     except ConfigError as err:
         raise ConfigError(f"{source}: {err} for stimuli of {shape[1]}x{shape[2]} pixels; use "
                           f"a smaller kernel, more padding or less pooling") from None
+    try:
+        check_areas_kept(cfg)
+    except ConfigError as err:
+        raise ConfigError(f"{source}: {err}") from None
     return cfg
 
 
