@@ -15,7 +15,7 @@ with r > 0.3, and the pRF centre error (px) over the same voxels.
 
     python benchmarks/movie.py [--runs 4] [--run-seconds 120] [--size 24] [--seeds 0 1]
         [--regimes energy nonlinear motion] [--space-time factorised|full]
-        [--candidates gabor-gaussian] [--motion-hz [2 ...]]
+        [--candidates gabor-gaussian] [--motion-hz [2 ...]] [--v2-pool 1]
 """
 
 from __future__ import annotations
@@ -91,6 +91,19 @@ def one(args, regime: str, seed: int, tmp: str) -> list[str]:
     return rows
 
 
+def _set_v2_pool(pool: int) -> None:
+    """Make every family member's V2 pool by ``pool`` (candidates bring their own areas)."""
+    def with_pool(make):
+        def areas():
+            out = make()
+            out[1].pool = pool
+            return out
+        return areas
+
+    for name, (make, kind) in list(cfgmod.FAMILY.items()):
+        cfgmod.FAMILY[name] = (with_pool(make), kind)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=4)
@@ -110,8 +123,13 @@ def main() -> None:
     ap.add_argument("--motion-hz", type=float, nargs="*", default=None,
                     help="train the gabor-gaussian candidate (and its ensemble member) with "
                          "these motion-energy frequencies in V1 (none given: without)")
+    ap.add_argument("--v2-pool", type=int, default=None,
+                    help="V2's pooling in every candidate (the family's is 2; 1: V2 keeps "
+                         "V1's grid)")
     ap.add_argument("--tmp", default="/tmp/niflow_movie_benchmark")
     args = ap.parse_args()
+    if args.v2_pool is not None:
+        _set_v2_pool(args.v2_pool)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     print("| regime | seed | area | ceiling | video NIF r | >0.3 | ME ridge r | >0.3 | "
           "HRF peak err (s) | HRF ρ | voxels r>0.3 | pRF centre err (px) |")
