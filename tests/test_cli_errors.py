@@ -55,6 +55,8 @@ def cli(tmp_path_factory):
     (d / "corrupt.mat").write_bytes(rng.integers(0, 256, 2048, np.uint8).tobytes())
     (d / "bad_key.json").write_text(json.dumps({"train": {"epochs": 1}, "colour": "red"}))
     (d / "bad_area.json").write_text(json.dumps({"areas": [{"name": "V1", "kernal": 3}]}))
+    (d / "own_v2.json").write_text(json.dumps({"areas": [
+        {"name": "V1"}, {"name": "V2", "sources": ["V1"], "channels": 4}]}))
     exist = d / "existing"
     exist.mkdir()
     (exist / "notes.txt").write_text("my earlier run\n")
@@ -96,6 +98,7 @@ def cli(tmp_path_factory):
     jobs = {f"help:{cmd}": ([cmd, "--help"] if cmd else ["--help"]) for cmd in HELP}
     jobs.update({f"error:{k}": v for k, v in errors.items()})
     jobs["config_cmd_error"] = ["config", d / "bad_key.json"]
+    jobs["config_cmd_dropped"] = ["config", d / "own_v2.json"]
     jobs["evaluate_not_a_run"] = ["evaluate", d / "existing_missing", "--stim", d / "stim.mat",
                                   "--bold", d / "bold.mat"]
 
@@ -237,6 +240,11 @@ def test_out_is_not_a_folder(cli, case):
 
 def test_config_command_error(cli):
     _check_error(cli, "config_cmd_error", "colour", "bad_key.json", command="config")
+
+
+def test_config_command_refuses_areas_selection_would_drop(cli):
+    _check_error(cli, "config_cmd_dropped", "own_v2.json", "V1 and V2 set differently",
+                 '"candidates": []', command="config")
 
 
 def test_evaluate_without_run(cli):

@@ -578,6 +578,10 @@ def cmd_demo(args) -> int:
 
 def cmd_config(args) -> int:
     cfg = cfgmod.load(args.file) if args.file else cfgmod.preset(args.preset)
+    try:  # what training would refuse, so that a checked file trains
+        cfgmod.check_areas_kept(cfg)
+    except cfgmod.ConfigError as err:
+        raise cfgmod.ConfigError(f"{args.file}: {err}") from None
     print(json.dumps(cfg.to_dict(), indent=2))
     return 0
 
