@@ -284,6 +284,11 @@ FAMILY: dict[str, tuple] = {
 }
 
 
+def _takes_family_areas(cfg: RunConfig, name: str) -> bool:
+    """Whether :func:`candidate` ``name`` replaces ``cfg``'s areas by its own (same layout)."""
+    return cfg.area_names() == [a.name for a in FAMILY[name][0]()]
+
+
 def candidate(cfg: RunConfig, name: str) -> RunConfig:
     """``cfg`` with the areas and readout of family member ``name``, selection switched off.
 
@@ -295,7 +300,7 @@ def candidate(cfg: RunConfig, name: str) -> RunConfig:
                           f"choose from {sorted(FAMILY)}")
     make_areas, kind = FAMILY[name]
     out = from_dict(cfg.to_dict())
-    if out.area_names() == [a.name for a in make_areas()]:
+    if _takes_family_areas(out, name):
         out.areas = make_areas()
     out.readout.kind = kind
     out.select = SelectConfig()
@@ -434,19 +439,19 @@ def check_areas_kept(cfg: RunConfig) -> None:
     Not part of :func:`validate`: a configuration with areas of one's own and the default
     ``select`` builds a model as given; only training it with selection would drop them.
     """
-    own = {"default": _default_areas, "basicnif": _basicnif_areas}.get(cfg.preset)
-    if not cfg.select.candidates or own is None:
+    replacing = [c for c in cfg.select.candidates if c in FAMILY and _takes_family_areas(cfg, c)]
+    if not replacing or cfg.preset not in PRESETS:
         return
-    family = [a.name for a in _default_areas()]
-    if cfg.area_names() != family or cfg.areas == own():
+    own = {a.name: a for a in preset(cfg.preset).areas}
+    changed = [a.name for a in cfg.areas if own.get(a.name) != a]
+    if not changed:
         return
-    changed = [a.name for a, b in zip(cfg.areas, own(), strict=True) if a != b]
     raise ConfigError(
         f"config.areas: {' and '.join(changed)} set differently from preset "
         f"{cfg.preset!r}, but config.select.candidates {cfg.select.candidates} trains each "
-        f"candidate's own {' and '.join(family)}, so these settings would not be used; set "
-        "\"select\": {\"candidates\": []} to train your areas, or leave \"areas\" out to "
-        "select among the candidates")
+        f"candidate's own {' and '.join(cfg.area_names())}, so these settings would not be "
+        "used; set \"select\": {\"candidates\": []} to train your areas, or leave \"areas\" "
+        "out to select among the candidates")
 
 
 def validate(cfg: RunConfig) -> None:
