@@ -8,7 +8,8 @@ import torch
 
 from niflow import config as cfgmod
 from niflow.config import AreaConfig, RunConfig
-from niflow.model import NIFModel
+from niflow.model import GaussianReadout, NIFModel
+from niflow.model.gaussian import search_prfs_features
 
 
 def _support_centre(model: NIFModel, area: str, i: int, j: int) -> tuple[float, float]:
@@ -80,3 +81,51 @@ def test_unknown_area_and_wrong_stimulus_shape_are_clear_errors():
     model = NIFModel(cfgmod.preset("basicnif"), (1, 56, 56), {"V1": 3})
     with pytest.raises(ValueError, match=r"\(B, 1, 56, 56\).*\(2, 1, 40, 40\)"):
         model(torch.rand(2, 1, 40, 40))
+
+
+def test_prf_search_places_a_downstream_voxel_between_its_areas_cells():
+    """A V2 voxel driven by V1 features pooled at a V1 cell that lies between V2's cells is
+    found there, in V2's grid coordinates through both geometries (closed form), not at the
+    nearest V2 cell as a search on V1 averaged onto V2's grid would place it."""
+    cfg = cfgmod.candidate(cfgmod.preset("default"), "gabor-gaussian")
+    model = NIFModel(cfg, (1, 24, 24), {"V2": 3})
+    v1, v2 = model.geometry("V1"), model.geometry("V2")
+    assert (v1.grid, v2.grid) == ((12, 12), (6, 6))  # V2's cells are two V1 cells wide
+    gen = torch.Generator().manual_seed(0)
+    n = 400
+    f1 = torch.rand(n, model.graph.geometries["V1"].channels, 12, 12, generator=gen)
+    f2 = torch.rand(n, model.graph.geometries["V2"].channels, 6, 6, generator=gen)
+    cells = torch.tensor([[5.0, 8.0], [2.0, 9.0], [7.0, 3.0]])  # V1 cells (row, column)
+    ro = GaussianReadout(3, f1.shape[1], (12, 12))
+    weight = torch.zeros(f1.shape[1], 3)
+    weight[[4, 11, 20], [0, 1, 2]] = 1.0
+    ro.initialize(centre=cells, sigma=torch.full((3,), 0.7), weight=weight)
+    with torch.no_grad():
+        y = ro(f1)
+    centre, sigma, _ = model.searched_prfs("V2", {"V1": f1, "V2": f2}, y)
+    pixels = v1.scale * cells + v1.offset
+    want = (pixels - v2.offset) / v2.scale  # e.g. V1 cell 5 -> pixel 10.5 -> V2 cell 2.25
+    assert torch.all((want - want.round()).abs() == 0.25)
+    torch.testing.assert_close(centre, want)
+    torch.testing.assert_close(sigma, torch.full((3,), 0.7 * v1.scale / v2.scale))
+
+
+def test_prf_search_averages_a_source_whose_candidates_are_no_closer():
+    """On 56-px images V1's search steps over every other of its 2-px cells, as far apart as
+    V2's 4-px cells: V2's voxels are then searched on V1 averaged onto V2's grid (reference:
+    that search done by hand) and, where V2's own features explain less, placed there."""
+    cfg = cfgmod.candidate(cfgmod.preset("default"), "gabor-gaussian")
+    model = NIFModel(cfg, (1, 56, 56), {"V2": 4})
+    v1, v2 = model.geometry("V1"), model.geometry("V2")
+    assert (v1.grid, v2.grid) == ((28, 28), (14, 14))
+    gen = torch.Generator().manual_seed(1)
+    f1 = torch.rand(300, model.graph.geometries["V1"].channels, 28, 28, generator=gen)
+    f2 = torch.rand(300, model.graph.geometries["V2"].channels, 14, 14, generator=gen)
+    y = torch.randn(300, 4, generator=gen) + f1[:, 3, 10:14, 15:19].mean((1, 2))[:, None]
+    centre, sigma, explained = model.searched_prfs("V2", {"V1": f1, "V2": f2}, y)
+    pooled = search_prfs_features(torch.nn.functional.adaptive_avg_pool2d(f1, (14, 14)), y)
+    own = search_prfs_features(f2, y)
+    pick = (pooled[2] >= own[2])[:, None]
+    torch.testing.assert_close(centre, torch.where(pick, pooled[0], own[0]).clamp(-0.5, 13.5))
+    torch.testing.assert_close(explained, torch.maximum(pooled[2], own[2]))
+    assert torch.all(pick)  # V2's own random features lose to V1's signal

@@ -147,6 +147,11 @@ class GaussianReadout(nn.Module):
         return f"n_voxels={self.n_voxels}, channels={self.channels}, grid={self.grid}"
 
 
+def search_step(grid: tuple[int, int]) -> int:
+    """Cells between the candidate centres :func:`search_prfs_features` tries on a grid."""
+    return 2 if min(grid) > 16 else 1
+
+
 @torch.no_grad()
 def search_prfs_features(features: Tensor, responses: Tensor,
                          sigmas: tuple[float, ...] = SIGMAS_SEARCHED, ridge: float = 1.0,
@@ -186,7 +191,7 @@ def search_prfs_features(features: Tensor, responses: Tensor,
     # candidate centres every `step` cells (training refines them): on grids finer than
     # 16 cells a side every other cell, which quarters the cost and loses nothing the first
     # epochs do not recover (the Gaussians searched are at least 0.7 cells wide there)
-    step = 2 if min(h, w) > 16 else 1
+    step = search_step((h, w))
     cy = torch.arange(0, h, step, dtype=dtype)
     cx = torch.arange(0, w, step, dtype=dtype)
     for s in sigmas:
