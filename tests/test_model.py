@@ -122,7 +122,7 @@ def test_prf_search_averages_a_source_whose_candidates_are_no_closer():
     f1 = torch.rand(300, model.graph.geometries["V1"].channels, 28, 28, generator=gen)
     f2 = torch.rand(300, model.graph.geometries["V2"].channels, 14, 14, generator=gen)
     y = torch.randn(300, 4, generator=gen) + f1[:, 3, 10:14, 15:19].mean((1, 2))[:, None]
-    centre, sigma, explained = model.searched_prfs("V2", {"V1": f1, "V2": f2}, y)
+    centre, _, explained = model.searched_prfs("V2", {"V1": f1, "V2": f2}, y)
     pooled = search_prfs_features(torch.nn.functional.adaptive_avg_pool2d(f1, (14, 14)), y)
     own = search_prfs_features(f2, y)
     pick = (pooled[2] >= own[2])[:, None]

@@ -148,7 +148,12 @@ class GaussianReadout(nn.Module):
 
 
 def search_step(grid: tuple[int, int]) -> int:
-    """Cells between the candidate centres :func:`search_prfs_features` tries on a grid."""
+    """Cells between the candidate centres :func:`search_prfs_features` tries on a grid.
+
+    On grids finer than 16 cells a side every other cell: that quarters the cost and loses
+    nothing the first epochs do not recover (the Gaussians searched there are at least 0.7
+    cells wide); training refines the centres.
+    """
     return 2 if min(grid) > 16 else 1
 
 
@@ -188,9 +193,6 @@ def search_prfs_features(features: Tensor, responses: Tensor,
     centre = torch.zeros(v, 2, dtype=dtype)
     size = torch.full((v,), sigmas[0], dtype=dtype)
     eye = torch.eye(c, dtype=dtype)
-    # candidate centres every `step` cells (training refines them): on grids finer than
-    # 16 cells a side every other cell, which quarters the cost and loses nothing the first
-    # epochs do not recover (the Gaussians searched are at least 0.7 cells wide there)
     step = search_step((h, w))
     cy = torch.arange(0, h, step, dtype=dtype)
     cx = torch.arange(0, w, step, dtype=dtype)
