@@ -239,7 +239,7 @@ class NIFModel(nn.Module):
         centres came 0.8 px closer to the truth on two of three 24-minute simulations, and
         training did not undo it). Otherwise the source is averaged onto the area's grid
         first (56-px images: V1's search steps over every other of its 2-px cells, as far
-        apart as V2's cells; searching it unaveraged there lost up to 0.02 in median r).
+        apart as V2's cells; searching it unaveraged there lost up to 0.03 in median r).
 
         Returns
         -------
