@@ -155,6 +155,77 @@ def test_bad_movie_inputs_get_one_line(movie_run, tmp_path):
             assert not (tmp_path / jobs[name][jobs[name].index("--out") + 1]).exists()
 
 
+def _bold_copy(src, dst, change) -> None:
+    """Copy a response file, every variable passed through ``change(name, array)``."""
+    with h5py.File(src, "r") as fi, h5py.File(dst, "w") as fo:
+        for name in fi:
+            fo[name] = change(name, np.asarray(fi[name][()]))
+
+
+def test_unusable_movie_voxels_are_dropped_as_if_never_there(movie_run, tmp_path):
+    """Voxels with NaN in a volume or in a repeat of the test run, or constant on the
+    training runs, are dropped with one warning per area (as static runs drop them); the run
+    keeps the file's voxel numbers and equals, voxel for voxel, a run on a file from which
+    those voxels were removed. An area with no usable voxel is refused in one line."""
+    from niflow.data.dataset import DroppedVoxelsWarning
+    from niflow.data.errors import DataError
+    from niflow.runs.movie_baseline import movie_baseline_folder
+
+    sim, paths, _, _ = movie_run
+    bad = {"V1": [2, 5], "V2": [1]}
+
+    def spoil(name, a):
+        a = a.astype(np.float32) if a.dtype.kind == "f" else a
+        if name == "V1":
+            a[7, 2] = np.nan
+            a[:, 5] = 3.0
+        if name == "V2_repeats":
+            a[1, 4, 1] = np.inf
+        return a
+
+    def remove(name, a):
+        area = name.split("_")[0]
+        return np.delete(a, bad[area], axis=-1) if area in bad else a
+
+    _bold_copy(paths["bold"], tmp_path / "spoilt.h5", spoil)
+    _bold_copy(paths["bold"], tmp_path / "removed.h5", remove)
+    with pytest.warns(DroppedVoxelsWarning) as caught:
+        train_movie(paths["stim"], tmp_path / "spoilt.h5", tmp_path / "dropped", _config(2),
+                    [sim.test_run], progress=False)
+    notes = sorted(str(w.message) for w in caught if w.category is DroppedVoxelsWarning)
+    assert len(notes) == 2
+    assert "'V1': dropped 2 of 30 voxels (1 with NaN/Inf, 1 constant" in notes[0]
+    assert "'V2': dropped 1 of 12 voxels (1 with NaN/Inf, 0 constant" in notes[1]
+    train_movie(paths["stim"], tmp_path / "removed.h5", tmp_path / "reference", _config(2),
+                [sim.test_run], progress=False)
+    got = read_table(tmp_path / "dropped" / "voxels.csv")
+    ref = read_table(tmp_path / "reference" / "voxels.csv")
+    pred_got = np.load(tmp_path / "dropped" / "predictions.npz")
+    pred_ref = np.load(tmp_path / "reference" / "predictions.npz")
+    for area, n in (("V1", 30), ("V2", 12)):
+        kept = np.setdiff1d(np.arange(n), bad[area])
+        m = got["area"] == area
+        assert np.array_equal(got["voxel"][m].astype(int), kept)
+        for col in ("r_test", "prf_x", "hrf_peak_s", "noise_ceiling"):
+            assert np.allclose(got[col][m].astype(float),
+                               ref[col][ref["area"] == area].astype(float), atol=1e-5), col
+        assert np.allclose(pred_got[area], pred_ref[area], atol=1e-5)
+    # the ridge in the run folder fits the kept voxels only, and keeps their noise ceiling
+    movie_baseline_folder(read_movie(paths["stim"], tmp_path / "spoilt.h5"),
+                          tmp_path / "dropped", n_permutations=0)
+    ridge = read_table(tmp_path / "dropped" / "baseline_motion_energy.csv")
+    assert np.array_equal(ridge["voxel"][ridge["area"] == "V2"].astype(int), [0, *range(2, 12)])
+    assert np.isfinite(ridge["noise_ceiling"].astype(float)).all()
+
+    _bold_copy(paths["bold"], tmp_path / "dead.h5",
+               lambda name, a: np.full_like(a, np.nan) if name == "V2" else a)
+    with pytest.raises(DataError, match=r"dead\.h5: variable 'V2': none of its 12 voxels is "
+                                        r"usable \(12 with NaN/Inf"):
+        train_movie(paths["stim"], tmp_path / "dead.h5", tmp_path / "dead", _config(2),
+                    [sim.test_run], progress=False)
+    assert not (tmp_path / "dead").exists()
+
+
 def test_the_report_shows_a_movie_runs_haemodynamics(movie_run):
     from niflow.report.html import write_report
 

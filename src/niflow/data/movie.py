@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -426,6 +426,18 @@ class MovieFiles:
         sample = np.unique(np.linspace(0, n - 1, min(n, 64)).round().astype(np.int64))
         raw = self.stim.read(sample) if isinstance(self.stim, H5Array) else self.stim[sample]
         return float(np.abs(np.asarray(raw, dtype=np.float64)).max())
+
+    def with_voxels(self, keep: dict[str, np.ndarray]) -> MovieFiles:
+        """The same data set with only the columns ``keep[area]`` (indices, ascending) of
+        each area, in its responses and in its ``<AREA>_repeats``; the frames are shared."""
+        responses = {a: r[:, keep[a]] for a, r in self.responses.items()}
+        arrays = dict(self.arrays)
+        for a, cols in keep.items():
+            arrays[a] = responses[a]
+            name = a + REPEATS_SUFFIX
+            if name in arrays:
+                arrays[name] = np.asarray(arrays[name])[:, :, cols]
+        return replace(self, responses=responses, arrays=arrays)
 
     def repeats(self, area: str, test_runs: list[int]) -> np.ndarray | None:
         """The test runs' repeats of ``area``, checked (None without them)."""

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -41,6 +42,7 @@ import numpy as np
 
 from niflow import config as cfgmod
 from niflow._atomic import atomic_write_text
+from niflow.data.dataset import DroppedVoxelsWarning, dropped_voxels_message, voxel_usability
 from niflow.data.errors import DataError
 from niflow.data.io import save_npz
 from niflow.data.movie import MovieFiles, check_test_runs, movie_split, read_movie
@@ -63,7 +65,7 @@ from niflow.train.safety import TrainingInterrupted
 from niflow.train.select import member_config
 from niflow.train.video import MovieFit, ensemble_hrf_parameters, fit_movie
 
-__all__ = ["movie_outputs", "train_movie"]
+__all__ = ["movie_outputs", "train_movie", "usable_movie_voxels"]
 
 CEILING_NOTE = ("split-half reliability of the test runs' repeats (<AREA>_repeats), "
                 "Spearman-Brown corrected to their number; ceiling = sqrt(reliability)")
@@ -200,9 +202,9 @@ def train_movie(stim_path: str | Path, bold_path: str | Path, out: str | Path,
         if area not in cfg.area_names():
             raise DataError(f"{bold_path}: area {area!r} is not in the configuration's areas "
                             f"{cfg.area_names()}")
-        if not np.isfinite(files.responses[area]).all():
-            raise DataError(f"{bold_path}: variable {area!r} has NaN or Inf values")
-        files.repeats(area, test_runs)  # shape checked before anything is written
+    train, val, test = movie_split(files.timing, test_runs, cfg.train.val_fraction,
+                                   cfg.train.seed)
+    voxel_index, notes = usable_movie_voxels(files, np.concatenate([train, val]), test_runs)
     check_run_dir(out, force, resume)
     runtime = runtime or Runtime()
     if runtime.distributed:
@@ -211,8 +213,10 @@ def train_movie(stim_path: str | Path, bold_path: str | Path, out: str | Path,
         dist.barrier()  # every process has checked the folder before rank 0 creates it
     started = time.time()
     say = _say(progress and runtime.is_main)
-    train, val, test = movie_split(files.timing, test_runs, cfg.train.val_fraction,
-                                   cfg.train.seed)
+    if runtime.is_main:
+        for note in notes:
+            warnings.warn(note, DroppedVoxelsWarning, stacklevel=2)
+    files = files.with_voxels(voxel_index)
     split = {"kind": "movie", "train": train, "val": val, "test": test,
              "train_runs": sorted({int(r) for r in files.timing.volume_run[train]}),
              "val_runs": sorted({int(r) for r in files.timing.volume_run[val]}),
@@ -231,7 +235,6 @@ def train_movie(stim_path: str | Path, bold_path: str | Path, out: str | Path,
         _create_run_dir(out, force, start_folder)
     fit, chosen_cfg, selection = _select(files, test_runs, cfg, say, taps_s, device, runtime,
                                          out, resume)
-    voxel_index = {a: np.arange(r.shape[1]) for a, r in files.responses.items()}
     fit.model.cpu()
     for m in fit.members:
         m.cpu()
@@ -250,6 +253,52 @@ def train_movie(stim_path: str | Path, bold_path: str | Path, out: str | Path,
     atomic_write_text(out / "run.json", json.dumps(info, indent=2) + "\n")
     remove_units(out)  # a finished run never resumes
     return run
+
+
+def usable_movie_voxels(files: MovieFiles, fit_volumes: np.ndarray, test_runs: list[int],
+                        ) -> tuple[dict[str, np.ndarray], list[str]]:
+    """The voxels of each area that a movie run fits, as the static path keeps them
+    (:func:`~niflow.data.dataset.voxel_usability`): finite in every volume and in every
+    repeat of the test runs, and not constant on the training and validation volumes.
+
+    Parameters
+    ----------
+    files : MovieFiles
+    fit_volumes : ndarray of int
+        Training and validation volumes.
+    test_runs : list of int
+
+    Returns
+    -------
+    voxel_index : dict of str to ndarray of int
+        Per area, the kept columns (indices into the response file's variable), ascending.
+    notes : list of str
+        One line per area with dropped voxels.
+
+    Raises
+    ------
+    DataError
+        An area without a usable voxel, or ``<AREA>_repeats`` of the wrong shape.
+    """
+    source = files.sources["bold"]
+    index, notes = {}, []
+    for area, resp in files.responses.items():
+        keep, nonfinite, constant = voxel_usability(resp, fit_volumes)
+        rep = files.repeats(area, test_runs)  # shape checked before anything is written
+        if rep is not None:
+            nonfinite = nonfinite | ~np.isfinite(rep).all(axis=(0, 1))
+            constant = constant & ~nonfinite
+            keep = ~nonfinite & ~constant
+        where = f"{source}: variable {area!r}"
+        if not keep.any():
+            raise DataError(f"{where}: none of its {keep.size} voxels is usable "
+                            f"({int(nonfinite.sum())} with NaN/Inf in a volume or repeat, "
+                            f"{int(constant.sum())} constant on the training runs); check "
+                            f"the mask and the export")
+        if not keep.all():
+            notes.append(dropped_voxels_message(where, keep, nonfinite, constant))
+        index[area] = np.flatnonzero(keep)
+    return index, notes
 
 
 class _Recorded:

@@ -117,14 +117,14 @@ def _repeats(files: MovieFiles, area: str, test_runs: list[int], test: np.ndarra
         notes.append(f"{name} holds {shape[1]} volumes but the test runs {test_runs} have "
                      f"{test.size}: repeats of other runs, so no noise ceiling for {area}")
         return None
-    rep = np.asarray(files.repeats(area, test_runs), dtype=np.float64)
-    y = np.asarray(files.responses[area], dtype=np.float64)[test]
+    rep = np.asarray(files.repeats(area, test_runs), dtype=np.float64)[:, :, cols]
+    y = np.asarray(files.responses[area], dtype=np.float64)[test][:, cols]
     scale = float(np.std(y)) or 1.0
     if not np.allclose(rep.mean(axis=0), y, rtol=1e-4, atol=1e-4 * scale):
         notes.append(f"the mean of {name} is not {area} on the test runs {test_runs}: repeats "
                      f"of other runs, so no noise ceiling for {area}")
         return None
-    return rep[:, :, cols]
+    return rep
 
 
 def movie_baseline_scores(files: MovieFiles, test_runs: list[int],
@@ -178,7 +178,8 @@ def movie_baseline_scores(files: MovieFiles, test_runs: list[int],
         y = np.asarray(resp, dtype=np.float64)[:, c]
         if not np.isfinite(y).all():
             raise DataError(f"{source}: area {area!r} has NaN or Inf values; ridge needs "
-                            f"finite responses")
+                            f"finite responses: pass the run folder of a `niflow train` on "
+                            f"these files as --out (it drops such voxels) or remove them")
         cols[area] = c
         ys.append(y)
     delays = fir_delays(t.tr)
