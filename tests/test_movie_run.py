@@ -127,8 +127,14 @@ def test_bad_movie_inputs_get_one_line(movie_run, tmp_path):
         fh["V1"] = np.random.default_rng(0).standard_normal((80, 5)).astype(np.float32)
         fh["tr"] = 4.0
         fh["run"] = np.repeat([1, 2, 3, 4], 20)
+    with h5py.File(bold, "r") as src, h5py.File(tmp_path / "hv4_bold.h5", "w") as fh:
+        for name in src:
+            fh[name] = src[name][()]
+        fh["hV4"] = fh["V2"][()]
     jobs = {
         "no_runs": ["train", "--stim", stim, "--bold", bold, "--out", "a"],
+        "area": ["train", "--stim", stim, "--bold", "hv4_bold.h5", "--out", "g",
+                 "--test-runs", "4"],
         "unknown_run": ["train", "--stim", stim, "--bold", bold, "--out", "b",
                         "--test-runs", "9"],
         "rows": ["train", "--stim", stim, "--bold", bold, "--out", "c", "--test-runs", "4",
@@ -144,6 +150,8 @@ def test_bad_movie_inputs_get_one_line(movie_run, tmp_path):
             "rows": "--test-rows is not available for movie data",
             "static": "for images use --test-rows",
             "durations": "each run must last as long in both files",
+            "area": "area variable(s) ['hV4'] do not match any area of the model config "
+                    "['V1', 'V2']; rename the variables or add areas to the config",
             "evaluate": "a movie run; niflow evaluate scores image runs"}
     for name, text in want.items():
         r = res[name]

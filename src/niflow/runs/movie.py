@@ -46,6 +46,7 @@ from niflow.data.dataset import DroppedVoxelsWarning, dropped_voxels_message, vo
 from niflow.data.errors import DataError
 from niflow.data.io import save_npz
 from niflow.data.movie import MovieFiles, check_test_runs, movie_split, read_movie
+from niflow.data.validate import check_areas
 from niflow.evaluate.statistics import area_summary, summarize, voxel_statistics
 from niflow.interpret.receptive_fields import spatial_maps
 from niflow.runs.evaluation import write_statistics
@@ -198,10 +199,7 @@ def train_movie(stim_path: str | Path, bold_path: str | Path, out: str | Path,
     test_runs = check_test_runs(files.timing, [int(r) for r in test_runs],
                                 files.sources["bold"])
     check_config(cfg, files.frame_shape, config_source)
-    for area in files.responses:
-        if area not in cfg.area_names():
-            raise DataError(f"{bold_path}: area {area!r} is not in the configuration's areas "
-                            f"{cfg.area_names()}")
+    check_areas(files.responses, cfg, str(bold_path))
     train, val, test = movie_split(files.timing, test_runs, cfg.train.val_fraction,
                                    cfg.train.seed)
     voxel_index, notes = usable_movie_voxels(files, np.concatenate([train, val]), test_runs)
