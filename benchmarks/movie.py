@@ -15,7 +15,8 @@ with r > 0.3, and the pRF centre error (px) over the same voxels.
 
     python benchmarks/movie.py [--runs 4] [--run-seconds 120] [--size 24] [--seeds 0 1]
         [--regimes energy nonlinear motion] [--space-time factorised|full]
-        [--candidates gabor-gaussian] [--motion-hz [2 ...]] [--v2-pool 1]
+        [--candidates gabor-gaussian] [--motion-hz [2 ...]] [--v2-pool 1] [--members 3]
+        [--spatial-lr-scale 1]
 """
 
 from __future__ import annotations
@@ -49,6 +50,10 @@ def one(args, regime: str, seed: int, tmp: str) -> list[str]:
     cfg.video.space_time = args.space_time
     if args.candidates:
         cfg.select.candidates = list(args.candidates)
+    if args.members is not None:
+        cfg.select.members = args.members
+    if args.spatial_lr_scale is not None:  # candidates keep the readout's settings
+        cfg.readout.spatial_lr_scale = args.spatial_lr_scale
     if args.motion_hz is not None:  # the Gabor candidate with these motion channels
         select = cfg.select
         cfg = cfgmod.candidate(cfg, "gabor-gaussian")
@@ -126,6 +131,11 @@ def main() -> None:
     ap.add_argument("--v2-pool", type=int, default=None,
                     help="V2's pooling in every candidate (the family's is 2; 1: V2 keeps "
                          "V1's grid)")
+    ap.add_argument("--members", type=int, default=None,
+                    help="config.select.members of the video model (the default preset's: 2)")
+    ap.add_argument("--spatial-lr-scale", type=float, default=None,
+                    help="config.readout.spatial_lr_scale: the pRF centres' and sizes' "
+                         "learning rate over the training one (the default preset's: 10)")
     ap.add_argument("--tmp", default="/tmp/niflow_movie_benchmark")
     args = ap.parse_args()
     if args.v2_pool is not None:

@@ -131,7 +131,25 @@ def test_bad_movie_inputs_get_one_line(movie_run, tmp_path):
         for name in src:
             fh[name] = src[name][()]
         fh["hV4"] = fh["V2"][()]
+    # MATLAB-style exports: frames or volumes on the last axis
+    with h5py.File(stim, "r") as src, h5py.File(tmp_path / "hwn.h5", "w") as fh:
+        fh["stim"] = np.moveaxis(src["stim"][()], 0, -1)
+        fh["fps"], fh["run"] = src["fps"][()], src["run"][()]
+    with h5py.File(stim, "r") as src, h5py.File(tmp_path / "hw3n.h5", "w") as fh:
+        fh["stim"] = np.moveaxis(np.repeat(src["stim"][()][..., None], 3, axis=-1), 0, -1)
+        fh["fps"] = src["fps"][()]  # no run labels: the frame count comes from the BOLD
+    with h5py.File(bold, "r") as src, h5py.File(tmp_path / "vt_bold.h5", "w") as fh:
+        for name in src:
+            fh[name] = src[name][()].T if name == "V2" else src[name][()]
+    with h5py.File(bold, "r") as src, h5py.File(tmp_path / "one_run_bold.h5", "w") as fh:
+        fh["V1"], fh["tr"] = src["V1"][()], src["tr"][()]
     jobs = {
+        "stim_t": ["train", "--stim", "hwn.h5", "--bold", bold, "--out", "h",
+                   "--test-runs", "4"],
+        "colour_t": ["train", "--stim", "hw3n.h5", "--bold", "one_run_bold.h5", "--out", "i",
+                     "--test-runs", "0"],
+        "bold_t": ["train", "--stim", stim, "--bold", "vt_bold.h5", "--out", "j",
+                   "--test-runs", "4"],
         "no_runs": ["train", "--stim", stim, "--bold", bold, "--out", "a"],
         "area": ["train", "--stim", stim, "--bold", "hv4_bold.h5", "--out", "g",
                  "--test-runs", "4"],
@@ -146,7 +164,17 @@ def test_bad_movie_inputs_get_one_line(movie_run, tmp_path):
     }
     jobs["evaluate"] = ["evaluate", str(movie_run[3]), "--stim", stim, "--bold", bold]
     res = run_many(jobs, tmp_path)
-    want = {"no_runs": "need --test-runs", "unknown_run": "test run(s) [9] not found",
+    n = sim.stim.shape[0]
+    want = {"stim_t": f"hwn.h5: variable 'stim' has shape (20, 20, {n}) and looks transposed: "
+                      f"expected (n_frames, H, W) = ({n}, 20, 20); move the frame axis first "
+                      f"(numpy: np.moveaxis(stim, -1, 0); MATLAB: stim = permute(stim, "
+                      f"[3 1 2]))",
+            "colour_t": f"hw3n.h5: variable 'stim' has shape (20, 20, 3, {n}) and looks "
+                        f"transposed: expected (n_frames, H, W, 3) = ({n}, 20, 20, 3)",
+            "bold_t": "vt_bold.h5: variable 'V2' has shape (12, 240) and looks transposed: "
+                      "expected (n_TR, n_voxels) = (240, 12); transpose it (numpy: V2.T; "
+                      "MATLAB: V2 = V2')",
+            "no_runs": "need --test-runs", "unknown_run": "test run(s) [9] not found",
             "rows": "--test-rows is not available for movie data",
             "static": "for images use --test-rows",
             "durations": "each run must last as long in both files",

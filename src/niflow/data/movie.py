@@ -457,6 +457,51 @@ def _check_frames(shape: tuple[int, ...], kind: str, path: Path, variable: str) 
                         f"(n_frames, H, W, 3)")
 
 
+def _volume_count(responses: dict[str, np.ndarray], bold: dict[str, np.ndarray]) -> int:
+    """Volumes the response file holds: its run labels' number, else the areas' most common
+    first axis."""
+    if "run" in bold:
+        return int(np.asarray(bold["run"]).size)
+    firsts = [r.shape[0] for r in responses.values()]
+    return max(set(firsts), key=firsts.count)
+
+
+def _check_transposed(shape: tuple[int, ...], small: dict[str, np.ndarray],
+                      responses: dict[str, np.ndarray], bold: dict[str, np.ndarray],
+                      stim_path: Path, variable: str, bold_path: Path) -> None:
+    """One line, with the fix, for arrays whose last axis is the frame or volume axis
+    (MATLAB's height × width × frames movies, voxel × volume matrices).
+
+    The volume count comes from the response file's run labels or its other areas; the frame
+    count from the stimulus file's run labels, else from the volumes' duration."""
+    n_vol = _volume_count(responses, bold)
+    for area, r in responses.items():
+        if r.shape[0] != n_vol and r.shape[-1] == n_vol:
+            raise DataError(f"{bold_path}: variable {area!r} has shape {r.shape} and looks "
+                            f"transposed: expected (n_TR, n_voxels) = {r.shape[::-1]}; "
+                            f"transpose it (numpy: {area}.T; MATLAB: {area} = {area}')")
+    if "run" in small:
+        n_frames, slack = int(np.asarray(small["run"]).size), 0.0
+    elif "fps" in small and "tr" in bold:
+        fps = float(np.asarray(small["fps"]).reshape(-1)[0])
+        tr = float(np.asarray(bold["tr"]).reshape(-1)[0])
+        n_frames, slack = round(n_vol * tr * fps), fps * tr + 1
+    else:
+        return
+    if len(shape) not in (3, 4) or abs(shape[0] - n_frames) <= slack \
+            or abs(shape[-1] - n_frames) > slack:
+        return
+    if len(shape) == 3:
+        want, perm = (shape[2], shape[0], shape[1]), "[3 1 2]"
+    else:
+        want, perm = (shape[3], shape[0], shape[1], shape[2]), "[4 1 2 3]"
+    layout = "(n_frames, H, W)" if len(shape) == 3 else "(n_frames, H, W, 3)"
+    raise DataError(f"{stim_path}: variable {variable!r} has shape {shape} and looks "
+                    f"transposed: expected {layout} = {want}; move the frame axis first "
+                    f"(numpy: np.moveaxis({variable}, -1, 0); MATLAB: {variable} = "
+                    f"permute({variable}, {perm}))")
+
+
 def read_movie(stim_path: str | Path, bold_path: str | Path, variable: str = "stim",
                ) -> MovieFiles:
     """Read and check a movie data set (see the module documentation for the contract).
@@ -481,7 +526,6 @@ def read_movie(stim_path: str | Path, bold_path: str | Path, variable: str = "st
             raise DataError(f"{stim_path}: variable {variable!r} not found; variables are "
                             f"{sorted(arrays)}")
         stim, small, kind = arrays[variable], arrays, arrays[variable].dtype.kind
-    _check_frames(tuple(stim.shape), kind, stim_path, variable)
     bold = load_arrays(bold_path)
     responses = {k: np.atleast_2d(v.T).T for k, v in bold.items()
                  if k not in RESERVED and not k.endswith(REPEATS_SUFFIX)
@@ -489,6 +533,9 @@ def read_movie(stim_path: str | Path, bold_path: str | Path, variable: str = "st
     if not responses:
         raise DataError(f"{bold_path}: no response variables; expected one (n_TR, n_voxels) "
                         f"array per area besides 'tr' and 'run'")
+    _check_transposed(tuple(stim.shape), small, responses, bold, stim_path, variable,
+                      bold_path)
+    _check_frames(tuple(stim.shape), kind, stim_path, variable)
     n_tr = {a: r.shape[0] for a, r in responses.items()}
     if len(set(n_tr.values())) > 1:
         raise DataError(f"{bold_path}: areas have different numbers of volumes {n_tr}")
