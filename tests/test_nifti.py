@@ -11,7 +11,12 @@ import scipy.io
 
 from niflow.cli.main import main
 from niflow.data.errors import DataError
-from niflow.data.nifti import load_nifti_responses, nifti_from_voxels, voxel_maps_to_nifti
+from niflow.data.nifti import (
+    load_nifti_movie,
+    load_nifti_responses,
+    nifti_from_voxels,
+    voxel_maps_to_nifti,
+)
 from niflow.runs.nifti import export_nifti
 
 SHAPE = (6, 5, 4)
@@ -185,3 +190,83 @@ def test_exported_maps_are_nan_outside_the_mask(volumes):
     vox = c_order_voxels(volumes["mask_arrays"]["V1"])
     want = [0.0 if v % 2 else v / 100 for v in range(n1)]
     np.testing.assert_allclose([r[v] for v in vox], want, rtol=1e-6)
+
+
+def test_movie_runs_and_test_repeats_become_the_movie_contract(tmp_path, capsys):
+    """One 4-D image per run (TR from the headers, milliseconds converted) and the test
+    run's repeats → areas in C order of the masks, run labels 1..k in order, the repeats'
+    mean as the last run and ``<AREA>_repeats``; read back by the movie reader against a
+    stimulus file of the same runs; a movie run's HRF maps go back to NIfTI."""
+    import h5py
+
+    from niflow.data.movie import read_movie
+
+    rng = np.random.default_rng(1)
+    lengths, n_test = [12, 9, 15], 8
+    runs = [rng.normal(size=(*SHAPE, n)).astype(np.float32) for n in lengths]
+    reps = [rng.normal(size=(*SHAPE, n_test)).astype(np.float32) for _ in range(3)]
+
+    def save_tr(path, data, tr, unit="sec"):
+        img = nib.Nifti1Image(data, AFFINE)
+        img.header.set_zooms((2.0, 2.0, 2.5, tr))
+        img.header.set_xyzt_units("mm", unit)
+        nib.save(img, str(path))
+        return str(path)
+
+    run_paths = [save_tr(tmp_path / f"run{i}.nii.gz", r, 1.5) for i, r in enumerate(runs)]
+    run_paths[1] = save_tr(tmp_path / "run1.nii.gz", runs[1], 1500.0, "msec")
+    rep_paths = [save_tr(tmp_path / f"rep{i}.nii.gz", r, 1.5) for i, r in enumerate(reps)]
+    v1 = np.zeros(SHAPE, bool)
+    v1[1:3, 2:4, 1] = True
+    v1[5, 0, 3] = True
+    save(tmp_path / "v1.nii.gz", v1.astype(np.uint8))
+    out = tmp_path / "bold.npz"
+    assert main(["nifti", "import", "--nifti", *run_paths, "--repeats", *rep_paths,
+                 "--mask", f"V1={tmp_path / 'v1.nii.gz'}", "--out", str(out)]) == 0
+    assert "--test-runs 4" in capsys.readouterr().out
+    got = np.load(out)
+    idx = c_order_voxels(v1)
+    series = [*runs, np.mean(reps, axis=0)]
+    want = np.concatenate([[[s[i, j, k, t] for (i, j, k) in idx] for t in range(s.shape[3])]
+                           for s in series])
+    np.testing.assert_allclose(got["V1"], want, rtol=1e-6)
+    assert got["run"].tolist() == sum(([i + 1] * s.shape[3] for i, s in enumerate(series)), [])
+    assert float(got["tr"]) == 1.5
+    assert got["V1_repeats"].shape == (3, n_test, len(idx))
+    np.testing.assert_array_equal(got["V1_repeats"][2], [[reps[2][i, j, k, t] for (i, j, k)
+                                                          in idx] for t in range(n_test)])
+    # a stimulus of the same runs at 2 fps (3 frames per 1.5-s volume) reads as one data set
+    with h5py.File(tmp_path / "stim.h5", "w") as fh:
+        fh["stim"] = np.zeros((3 * got["run"].size, 8, 8), np.uint8)
+        fh["fps"] = 2.0
+        fh["run"] = np.repeat(got["run"], 3)
+    files = read_movie(tmp_path / "stim.h5", out)
+    assert files.timing.runs == [1, 2, 3, 4] and files.repeats("V1", [4]).shape[0] == 3
+
+    # headers without a TR (no time unit: nibabel's default pixdim[4] is 1), or with two,
+    # need --tr
+    bare = [str(save(tmp_path / f"bare{i}.nii.gz", r)) for i, r in enumerate(runs[:2])]
+    no_tr = "the header gives no repetition time (pixdim[4] with a time unit); give --tr"
+    for paths, text in ((bare, no_tr),
+                        ([run_paths[0], save_tr(tmp_path / "slow.nii.gz", runs[1], 2.0)],
+                         "different repetition times [1.5, 2.0] s")):
+        with pytest.raises(DataError, match=re.escape(text)):
+            load_nifti_movie(paths, {"V1": tmp_path / "v1.nii.gz"})
+    assert float(load_nifti_movie(bare, {"V1": tmp_path / "v1.nii.gz"}, tr=0.8)["tr"]) == 0.8
+
+
+def test_a_movie_runs_hrf_maps_are_exported(volumes):
+    d = volumes["dir"]
+    n1, n2 = (int(volumes["mask_arrays"][a].sum()) for a in ("V1", "V2"))
+    rows = ["area,voxel,r_test,hrf_peak_s,hrf_fwhm_s"]
+    rows += [f"V1,{v},0.1,{4 + v / 10},{5 + v / 10}" for v in range(n1)]
+    rows += [f"V2,{v},0.2,{6 + v / 10},{7 + v / 10}" for v in range(n2)]
+    run = d / "run"
+    run.mkdir()
+    (run / "voxels.csv").write_text("\n".join(rows) + "\n")
+    export_nifti(run, volumes["masks"])
+    for area, base in (("V1", 4.0), ("V2", 6.0)):
+        img = np.asarray(nib.load(str(run / "nifti" / f"{area}_hrf_peak_s.nii.gz")).dataobj)
+        mask = volumes["mask_arrays"][area]
+        np.testing.assert_allclose(img[mask], base + np.arange(mask.sum()) / 10, rtol=1e-6)
+        assert np.isnan(img[~mask]).all()

@@ -143,21 +143,27 @@ def cmd_report(args) -> int:
 
 def cmd_nifti(args) -> int:
     from niflow.data.io import save_mat, save_npz
-    from niflow.data.nifti import load_nifti_responses
+    from niflow.data.nifti import (
+        is_time_series,
+        load_nifti_movie,
+        load_nifti_responses,
+        movie_import_summary,
+    )
     from niflow.runs.nifti import export_nifti
 
     masks = _parse_masks(args.mask)
     if args.nifti_command == "import":
-        resp = load_nifti_responses(args.nifti, masks)
-        suffix = args.out.suffix.lower()
-        if suffix == ".mat":
-            save_mat(args.out, resp)
-        elif suffix == ".npz":
-            save_npz(args.out, resp)
-        else:
+        movie = (args.tr is not None or bool(args.repeats)
+                 or (len(args.nifti) > 1 and is_time_series(args.nifti[0])))
+        resp = (load_nifti_movie(args.nifti, masks, args.repeats, args.tr) if movie
+                else load_nifti_responses(args.nifti, masks))
+        save = {".mat": save_mat, ".npz": save_npz}.get(args.out.suffix.lower())
+        if save is None:
             raise DataError(f"{args.out}: write a .mat or .npz response file")
-        shapes = ", ".join(f"{a}: {r.shape[0]} samples x {r.shape[1]} voxels"
-                           for a, r in resp.items())
+        save(args.out, resp)
+        shapes = (movie_import_summary(resp, list(masks), len(args.repeats)) if movie else
+                  ", ".join(f"{a}: {r.shape[0]} samples x {r.shape[1]} voxels"
+                            for a, r in resp.items()))
         print(f"wrote {args.out} ({shapes})")
         return 0
     paths = export_nifti(args.run, masks, args.out)

@@ -256,11 +256,19 @@ def _add_science(sub) -> None:
     nsub = p.add_subparsers(dest="nifti_command", required=True, metavar="import|export")
     q = nsub.add_parser("import", help="NIfTI responses + masks → .mat/.npz response file")
     q.add_argument("--nifti", type=Path, nargs="+", required=True,
-                   help="one 4-D image (x, y, z, samples) or one 3-D image per sample")
+                   help="one 4-D image (x, y, z, samples) or one 3-D image per sample; "
+                        "movies: one 4-D image per run, in order (labelled 1, 2, ...)")
     q.add_argument("--mask", action="append", required=True, metavar="AREA=FILE",
                    help="ROI mask of an area, e.g. V1=v1.nii.gz; repeat per area")
+    q.add_argument("--repeats", type=Path, nargs="+", default=[],
+                   help="movies: one 4-D image per repeat of the test run; their mean is "
+                        "written as the last run and the repeats as <AREA>_repeats (the "
+                        "noise ceiling)")
+    q.add_argument("--tr", type=float, default=None,
+                   help="movies: seconds per volume (default: the images' headers)")
     q.add_argument("--out", type=Path, required=True,
-                   help="response file to write (.mat or .npz)")
+                   help="response file to write (.mat or .npz); with several 4-D images, "
+                        "--repeats or --tr a movie response file (areas, run, tr)")
     q = nsub.add_parser("export", help="a run's per-voxel results → 3-D NIfTI maps")
     q.add_argument("run", type=Path, help="run folder (trained on `nifti import` output)")
     q.add_argument("--mask", action="append", required=True, metavar="AREA=FILE",

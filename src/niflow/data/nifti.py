@@ -88,6 +88,130 @@ def _load_bold(paths: list[Path]) -> tuple[np.ndarray, np.ndarray, Path]:
     return np.stack(vols, axis=-1), affine, paths[0]
 
 
+def _tr_seconds(path: Path, img) -> float:
+    """The repetition time in a 4-D image's header (pixdim[4] in its time unit), or 0
+    without one: a header without a time unit holds no TR (nibabel, for one, writes 1)."""
+    zooms = img.header.get_zooms()
+    scale = {"sec": 1.0, "msec": 1e-3, "usec": 1e-6}.get(img.header.get_xyzt_units()[1])
+    if scale is None or len(zooms) < 4 or not np.isfinite(zooms[3]) or zooms[3] <= 0:
+        return 0.0
+    return float(zooms[3]) * scale
+
+
+def _load_runs(paths: list[Path], what: str) -> tuple[list[np.ndarray], np.ndarray, list[float]]:
+    """4-D images (x, y, z, volumes) on one grid: their data, the affine, each header's TR."""
+    runs, trs, affine = [], [], None
+    for p in paths:
+        img = _load_image(p)
+        data = _image_data(p, img)
+        if data.ndim != 4:
+            raise DataError(f"{p}: expected a 4-D image (x, y, z, volumes) for {what}, got "
+                            f"shape {data.shape}")
+        if runs and data.shape[:3] != runs[0].shape[:3]:
+            raise DataError(f"{p}: grid {data.shape[:3]} differs from {paths[0]}'s "
+                            f"{runs[0].shape[:3]}")
+        img_affine = np.asarray(img.affine, float)
+        if affine is not None and not np.allclose(img_affine, affine, atol=AFFINE_ATOL):
+            raise DataError(f"{p}: affine differs from {paths[0]}'s; resample the images to "
+                            f"one space first")
+        affine = img_affine
+        runs.append(np.asarray(data, dtype=np.float32))
+        trs.append(_tr_seconds(p, img))
+    return runs, affine, trs
+
+
+def is_time_series(path: str | Path) -> bool:
+    """Whether the image is 4-D with more than one volume (read from its header)."""
+    shape = _load_image(path).shape
+    return len(shape) == 4 and shape[3] > 1
+
+
+def load_nifti_movie(runs: list[str | Path], masks: dict[str, str | Path],
+                     repeats: list[str | Path] | None = None, tr: float | None = None,
+                     ) -> dict[str, np.ndarray]:
+    """A movie response file (:mod:`niflow.data.movie`'s contract) from one 4-D image per run
+    and one ROI mask per area.
+
+    Parameters
+    ----------
+    runs : list of path
+        One 4-D image (x, y, z, volumes) per run, in the order the runs were shown; they get
+        the labels 1, 2, ….
+    masks : dict of area name to mask path
+        3-D images on the runs' grid (shape and affine).
+    repeats : list of path, optional
+        Repeats of the test run, one 4-D image each, all of one length: their mean becomes
+        one more run (the last label), and ``<AREA>_repeats`` holds them.
+    tr : float, optional
+        Seconds per volume; default the images' headers (pixdim[4]), which must agree.
+
+    Returns
+    -------
+    dict of str to ndarray
+        ``<AREA>`` (n_TR, n_voxels) float32 (columns in C order of the mask's voxels),
+        ``run`` (n_TR,) int64, ``tr`` (scalar) and, with ``repeats``, ``<AREA>_repeats``
+        (n_repeats, n_TR_test, n_voxels).
+    """
+    paths = [Path(p) for p in runs]
+    rep_paths = [Path(p) for p in (repeats or [])]
+    if not paths and not rep_paths:
+        raise DataError("no response image given")
+    if not masks:
+        raise DataError("no ROI mask given; pass one mask image per area (e.g. V1=v1.nii.gz)")
+    data, affine, trs = _load_runs(paths + rep_paths, "a run")
+    if tr is None:
+        found = sorted({round(t, 6) for t in trs})
+        if found == [0.0] or 0.0 in found:
+            bad = next(p for p, t in zip(paths + rep_paths, trs, strict=True) if t == 0.0)
+            raise DataError(f"{bad}: the header gives no repetition time (pixdim[4] with a "
+                            f"time unit); give --tr SECONDS")
+        if len(found) > 1:
+            raise DataError(f"{paths[0]}: the images' headers give different repetition times "
+                            f"{found} s; give --tr SECONDS if they are one TR")
+        tr = found[0]
+    if not (np.isfinite(tr) and tr > 0):
+        raise DataError(f"--tr {tr}: must be a positive number of seconds")
+    series = data[:len(paths)]
+    if rep_paths:
+        reps = data[len(paths):]
+        n = reps[0].shape[3]
+        odd = next((p for p, r in zip(rep_paths, reps, strict=True) if r.shape[3] != n), None)
+        if odd is not None:
+            raise DataError(f"{odd}: a repeat of the test run must have its {n} volumes "
+                            f"(as {rep_paths[0]}), got {reps[rep_paths.index(odd)].shape[3]}")
+        if len(reps) < 2:
+            raise DataError(f"{rep_paths[0]}: one repeat of the test run; a noise ceiling "
+                            f"needs at least 2 (or pass it as a run)")
+        series = [*series, np.mean(reps, axis=0)]
+    out: dict[str, np.ndarray] = {}
+    first = (paths + rep_paths)[0]
+    for area, mpath in masks.items():
+        mask, m_affine = load_mask(mpath)
+        if mask.shape != data[0].shape[:3]:
+            raise DataError(f"{mpath}: mask of area {area!r} has shape {mask.shape} but the "
+                            f"responses {first} have {data[0].shape[:3]}")
+        if not np.allclose(m_affine, affine, atol=AFFINE_ATOL):
+            raise DataError(f"{mpath}: mask of area {area!r} has a different affine from "
+                            f"{first}; masks must be in the responses' space")
+        out[area] = np.ascontiguousarray(np.concatenate([r[mask].T for r in series]))
+        if rep_paths:
+            out[area + "_repeats"] = np.stack([r[mask].T for r in data[len(paths):]])
+    out["run"] = np.repeat(np.arange(1, len(series) + 1), [r.shape[3] for r in series])
+    out["tr"] = np.float64(tr)
+    return out
+
+
+def movie_import_summary(arrays: dict[str, np.ndarray], areas: list[str],
+                         n_repeats: int) -> str:
+    """What :func:`load_nifti_movie` returned, in one line (with the test run to give)."""
+    runs = np.unique(arrays["run"]).tolist()
+    test = (f"; run {runs[-1]} is the mean of the {n_repeats} repeats ({areas[0]}_repeats "
+            f"…): --test-runs {runs[-1]}") if n_repeats else ""
+    return (f"movie responses: runs {runs}, {arrays['run'].size} volumes, TR "
+            f"{float(arrays['tr']):g} s; "
+            + ", ".join(f"{a}: {arrays[a].shape[1]} voxels" for a in areas) + test)
+
+
 def load_nifti_responses(bold: str | Path | list[str | Path],
                          masks: dict[str, str | Path]) -> dict[str, np.ndarray]:
     """Voxel responses per area from NIfTI images and one ROI mask per area.

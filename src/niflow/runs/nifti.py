@@ -11,7 +11,7 @@ from niflow.runs.outputs import PROBE_CSV, VOXELS_CSV
 
 NIFTI_MEASURES = {
     VOXELS_CSV: ("r_test", "r2_test", "q_fdr", "prf_x", "prf_y", "prf_sigma", "prf_ecc",
-                 "prf_angle", "prf_ecc_deg", "prf_sigma_deg"),
+                 "prf_angle", "prf_ecc_deg", "prf_sigma_deg", "hrf_peak_s", "hrf_fwhm_s"),
     "stats_voxels.csv": ("r_normalised", "noise_ceiling"),
     PROBE_CSV: ("prf_x", "prf_y", "prf_sigma", "eccentricity", "polar_angle",
                 "preferred_orientation", "orientation_selectivity", "preferred_sf"),
@@ -23,15 +23,16 @@ def export_nifti(run_dir: str | Path, masks: dict[str, str | Path],
     """Write a run's per-voxel results as 3-D NIfTI images in each area's mask space.
 
     The run must have been trained on responses read with
-    :func:`niflow.data.nifti.load_nifti_responses` and these masks (a voxel's input column is
-    its index in the mask's C-ordered voxel list). From ``voxels.csv``: held-out r, R², FDR
-    q, readout pRF centre, size, eccentricity, polar angle (and degrees if known); from
+    :func:`niflow.data.nifti.load_nifti_responses` (or ``load_nifti_movie``) and these masks
+    (a voxel's input column is its index in the mask's C-ordered voxel list). From
+    ``voxels.csv``: held-out r, R², FDR q, readout pRF centre, size, eccentricity, polar
+    angle (and degrees if known), a movie run's HRF peak and width (seconds); from
     ``stats_voxels.csv`` (``niflow evaluate``): noise-normalised r and noise ceiling; from
     ``probe_voxels.csv`` (``niflow probe``): the in-silico pRF and tuning, as
     ``insilico_*``. Measures with no finite value are skipped. Voxels outside the mask are
     NaN (so that they differ from r = 0), and so are mask voxels without results. A mask for
-    an area the run does not have is a :class:`~niflow.data.errors.DataError`, raised
-    before anything is written.
+    an area the run does not have is a :class:`~niflow.data.errors.DataError`, raised before
+    anything is written.
 
     Returns
     -------
