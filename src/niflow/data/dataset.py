@@ -307,6 +307,7 @@ def build_dataset(stim: np.ndarray, responses: dict[str, np.ndarray], test_rows:
 
 
 def voxel_usability(responses: np.ndarray, fit_rows: np.ndarray,
+                    repeats: np.ndarray | None = None,
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Which voxels can be fitted.
 
@@ -315,14 +316,19 @@ def voxel_usability(responses: np.ndarray, fit_rows: np.ndarray,
     responses : ndarray of shape (n_samples, n_voxels)
     fit_rows : ndarray of int
         Rows the model is fitted on (training and validation).
+    repeats : ndarray of shape (n_repeats, n_test, n_voxels), optional
+        Separate repeats of the test rows (their noise ceiling).
 
     Returns
     -------
     keep, nonfinite, constant : ndarray of shape (n_voxels,), bool
-        ``nonfinite``: NaN or Inf in any row (test rows too: such a voxel cannot be scored);
-        ``constant``: finite but without variance on ``fit_rows``; ``keep``: neither.
+        ``nonfinite``: NaN or Inf in any row or repeat (test rows too: such a voxel cannot
+        be scored); ``constant``: finite but without variance on ``fit_rows``; ``keep``:
+        neither.
     """
     nonfinite = ~np.isfinite(responses).all(0)
+    if repeats is not None:
+        nonfinite |= ~np.isfinite(repeats).all(axis=(0, 1))
     with np.errstate(invalid="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns are counted above
         fit = responses[fit_rows].astype(np.float64)
@@ -339,6 +345,46 @@ def dropped_voxels_message(where: str, keep: np.ndarray, nonfinite: np.ndarray,
             f"training rows); outputs keep the input's voxel indices")
 
 
+def usable_voxel_columns(responses: dict[str, np.ndarray], fit_rows: np.ndarray,
+                         source: str | None = None,
+                         repeats: dict[str, np.ndarray | None] | None = None,
+                         ) -> tuple[dict[str, np.ndarray], list[str]]:
+    """The columns of every area worth fitting (:func:`voxel_usability`), and one line per
+    area with dropped voxels (for the caller to report).
+
+    Parameters
+    ----------
+    responses : dict of str to ndarray of shape (n_samples, n_voxels)
+    fit_rows : ndarray of int
+    source : str, optional
+        The response file, for messages (``"<source>: variable 'V1'"``; else ``"area 'V1'"``).
+    repeats : dict of str to ndarray of shape (n_repeats, n_test, n_voxels) or None, optional
+
+    Returns
+    -------
+    index : dict of str to ndarray of int
+        Kept columns (indices into the input), ascending.
+    notes : list of str
+
+    Raises
+    ------
+    DataError
+        An area without a usable voxel.
+    """
+    index, notes = {}, []
+    for area, r in responses.items():
+        keep, nonfinite, constant = voxel_usability(r, fit_rows, (repeats or {}).get(area))
+        where = f"area {area!r}" if source is None else f"{source}: variable {area!r}"
+        if not keep.any():
+            raise DataError(f"{where}: none of its {keep.size} voxels is usable "
+                            f"({int(nonfinite.sum())} with NaN/Inf, {int(constant.sum())} "
+                            f"constant on the training rows); check the mask and the export")
+        if not keep.all():
+            notes.append(dropped_voxels_message(where, keep, nonfinite, constant))
+        index[area] = np.flatnonzero(keep)
+    return index, notes
+
+
 def usable_voxels(area: str, responses: np.ndarray, fit_rows: np.ndarray) -> np.ndarray:
     """Columns of ``responses`` (n_samples, n_voxels) worth fitting: finite in every row and
     not constant on the fitting rows. Dropped voxels are reported in one warning per area.
@@ -347,15 +393,10 @@ def usable_voxels(area: str, responses: np.ndarray, fit_rows: np.ndarray) -> np.
     -------
     ndarray of int, the kept columns (indices into the input).
     """
-    keep, nonfinite, constant = voxel_usability(responses, fit_rows)
-    if not keep.any():
-        raise DataError(f"area {area!r}: none of its {responses.shape[1]} voxels is usable "
-                        f"({int(nonfinite.sum())} with NaN/Inf, {int(constant.sum())} constant "
-                        f"on the training rows)")
-    if not keep.all():
-        warnings.warn(dropped_voxels_message(f"area {area!r}", keep, nonfinite, constant),
-                      DroppedVoxelsWarning, stacklevel=3)
-    return np.flatnonzero(keep)
+    index, notes = usable_voxel_columns({area: responses}, fit_rows)
+    for note in notes:
+        warnings.warn(note, DroppedVoxelsWarning, stacklevel=3)
+    return index[area]
 
 
 class DroppedVoxelsWarning(UserWarning):

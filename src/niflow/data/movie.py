@@ -28,6 +28,7 @@ import numpy as np
 from niflow.data.errors import DataError
 from niflow.data.io import load_arrays
 from niflow.data.stream import H5Array
+from niflow.data.validate import transposed_responses_message
 
 __all__ = ["MovieFiles", "MovieTiming", "check_movie_timing", "check_repeats",
            "check_test_runs", "is_movie_data", "movie_split", "parse_runs", "read_movie",
@@ -477,9 +478,8 @@ def _check_transposed(shape: tuple[int, ...], small: dict[str, np.ndarray],
     n_vol = _volume_count(responses, bold)
     for area, r in responses.items():
         if r.shape[0] != n_vol and r.shape[-1] == n_vol:
-            raise DataError(f"{bold_path}: variable {area!r} has shape {r.shape} and looks "
-                            f"transposed: expected (n_TR, n_voxels) = {r.shape[::-1]}; "
-                            f"transpose it (numpy: {area}.T; MATLAB: {area} = {area}')")
+            raise DataError(transposed_responses_message(
+                f"{bold_path}: variable {area!r}", area, r.shape, rows="n_TR"))
     if "run" in small:
         n_frames, slack = int(np.asarray(small["run"]).size), 0.0
     elif "fps" in small and "tr" in bold:

@@ -88,7 +88,7 @@ def _load_bold(paths: list[Path]) -> tuple[np.ndarray, np.ndarray, Path]:
     return np.stack(vols, axis=-1), affine, paths[0]
 
 
-def _tr_seconds(path: Path, img) -> float:
+def _tr_seconds(img) -> float:
     """The repetition time in a 4-D image's header (pixdim[4] in its time unit), or 0
     without one: a header without a time unit holds no TR (nibabel, for one, writes 1)."""
     zooms = img.header.get_zooms()
@@ -98,32 +98,65 @@ def _tr_seconds(path: Path, img) -> float:
     return float(zooms[3]) * scale
 
 
-def _load_runs(paths: list[Path], what: str) -> tuple[list[np.ndarray], np.ndarray, list[float]]:
-    """4-D images (x, y, z, volumes) on one grid: their data, the affine, each header's TR."""
-    runs, trs, affine = [], [], None
+def _checked_masks(masks: dict[str, str | Path], grid: tuple[int, ...], affine: np.ndarray,
+                   first: Path) -> dict[str, np.ndarray]:
+    """Each area's mask (X, Y, Z), bool, checked against the responses' grid and affine."""
+    out = {}
+    for area, mpath in masks.items():
+        mask, m_affine = load_mask(mpath)
+        if mask.shape != grid:
+            raise DataError(f"{mpath}: mask of area {area!r} has shape {mask.shape} but the "
+                            f"responses {first} have {grid}")
+        if not np.allclose(m_affine, affine, atol=AFFINE_ATOL):
+            raise DataError(f"{mpath}: mask of area {area!r} has a different affine from "
+                            f"{first}; masks must be in the responses' space")
+        out[area] = mask
+    return out
+
+
+def _masked_runs(paths: list[Path], masks: dict[str, str | Path],
+                 ) -> tuple[list[dict[str, np.ndarray]], list[float]]:
+    """Per 4-D image, every area's voxels (n_volumes, n_voxels) float32, and its header's TR.
+
+    Each image is masked as it is read, so memory holds the areas' voxels, not the brain."""
+    out, trs, grid, affine = [], [], None, None
     for p in paths:
         img = _load_image(p)
         data = _image_data(p, img)
         if data.ndim != 4:
-            raise DataError(f"{p}: expected a 4-D image (x, y, z, volumes) for {what}, got "
+            raise DataError(f"{p}: expected a 4-D image (x, y, z, volumes) for a run, got "
                             f"shape {data.shape}")
-        if runs and data.shape[:3] != runs[0].shape[:3]:
-            raise DataError(f"{p}: grid {data.shape[:3]} differs from {paths[0]}'s "
-                            f"{runs[0].shape[:3]}")
         img_affine = np.asarray(img.affine, float)
-        if affine is not None and not np.allclose(img_affine, affine, atol=AFFINE_ATOL):
+        if grid is None:
+            grid = _checked_masks(masks, data.shape[:3], img_affine, p)
+            affine = img_affine
+        elif data.shape[:3] != next(iter(grid.values())).shape:
+            raise DataError(f"{p}: grid {data.shape[:3]} differs from {paths[0]}'s "
+                            f"{next(iter(grid.values())).shape}")
+        elif not np.allclose(img_affine, affine, atol=AFFINE_ATOL):
             raise DataError(f"{p}: affine differs from {paths[0]}'s; resample the images to "
                             f"one space first")
-        affine = img_affine
-        runs.append(np.asarray(data, dtype=np.float32))
-        trs.append(_tr_seconds(p, img))
-    return runs, affine, trs
+        out.append({a: np.asarray(data[m].T, dtype=np.float32) for a, m in grid.items()})
+        trs.append(_tr_seconds(img))
+    return out, trs
 
 
 def is_time_series(path: str | Path) -> bool:
     """Whether the image is 4-D with more than one volume (read from its header)."""
     shape = _load_image(path).shape
     return len(shape) == 4 and shape[3] > 1
+
+
+def _movie_tr(paths: list[Path], trs: list[float]) -> float:
+    """The one TR the headers agree on (seconds)."""
+    if 0.0 in trs:
+        raise DataError(f"{paths[trs.index(0.0)]}: the header gives no repetition time "
+                        f"(pixdim[4] with a time unit); give --tr SECONDS")
+    found = sorted({round(t, 6) for t in trs})
+    if len(found) > 1:
+        raise DataError(f"{paths[0]}: the images' headers give different repetition times "
+                        f"{found} s; give --tr SECONDS if they are one TR")
+    return found[0]
 
 
 def load_nifti_movie(runs: list[str | Path], masks: dict[str, str | Path],
@@ -158,45 +191,27 @@ def load_nifti_movie(runs: list[str | Path], masks: dict[str, str | Path],
         raise DataError("no response image given")
     if not masks:
         raise DataError("no ROI mask given; pass one mask image per area (e.g. V1=v1.nii.gz)")
-    data, affine, trs = _load_runs(paths + rep_paths, "a run")
-    if tr is None:
-        found = sorted({round(t, 6) for t in trs})
-        if found == [0.0] or 0.0 in found:
-            bad = next(p for p, t in zip(paths + rep_paths, trs, strict=True) if t == 0.0)
-            raise DataError(f"{bad}: the header gives no repetition time (pixdim[4] with a "
-                            f"time unit); give --tr SECONDS")
-        if len(found) > 1:
-            raise DataError(f"{paths[0]}: the images' headers give different repetition times "
-                            f"{found} s; give --tr SECONDS if they are one TR")
-        tr = found[0]
+    series, trs = _masked_runs(paths + rep_paths, masks)
+    tr = _movie_tr(paths + rep_paths, trs) if tr is None else tr
     if not (np.isfinite(tr) and tr > 0):
         raise DataError(f"--tr {tr}: must be a positive number of seconds")
-    series = data[:len(paths)]
-    if rep_paths:
-        reps = data[len(paths):]
-        n = reps[0].shape[3]
-        odd = next((p for p, r in zip(rep_paths, reps, strict=True) if r.shape[3] != n), None)
+    n_volumes = [next(iter(s.values())).shape[0] for s in series]
+    series, reps = series[:len(paths)], series[len(paths):]
+    if reps:
+        n = n_volumes[len(paths)]
+        odd = next((i for i, m in enumerate(n_volumes[len(paths):]) if m != n), None)
         if odd is not None:
-            raise DataError(f"{odd}: a repeat of the test run must have its {n} volumes "
-                            f"(as {rep_paths[0]}), got {reps[rep_paths.index(odd)].shape[3]}")
+            raise DataError(f"{rep_paths[odd]}: a repeat of the test run must have its {n} "
+                            f"volumes (as {rep_paths[0]}), got {n_volumes[len(paths) + odd]}")
         if len(reps) < 2:
             raise DataError(f"{rep_paths[0]}: one repeat of the test run; a noise ceiling "
                             f"needs at least 2 (or pass it as a run)")
-        series = [*series, np.mean(reps, axis=0)]
-    out: dict[str, np.ndarray] = {}
-    first = (paths + rep_paths)[0]
-    for area, mpath in masks.items():
-        mask, m_affine = load_mask(mpath)
-        if mask.shape != data[0].shape[:3]:
-            raise DataError(f"{mpath}: mask of area {area!r} has shape {mask.shape} but the "
-                            f"responses {first} have {data[0].shape[:3]}")
-        if not np.allclose(m_affine, affine, atol=AFFINE_ATOL):
-            raise DataError(f"{mpath}: mask of area {area!r} has a different affine from "
-                            f"{first}; masks must be in the responses' space")
-        out[area] = np.ascontiguousarray(np.concatenate([r[mask].T for r in series]))
-        if rep_paths:
-            out[area + "_repeats"] = np.stack([r[mask].T for r in data[len(paths):]])
-    out["run"] = np.repeat(np.arange(1, len(series) + 1), [r.shape[3] for r in series])
+        series.append({a: np.mean([r[a] for r in reps], axis=0) for a in masks})
+    out: dict[str, np.ndarray] = {a: np.concatenate([s[a] for s in series]) for a in masks}
+    if reps:
+        out.update({a + "_repeats": np.stack([r[a] for r in reps]) for a in masks})
+    out["run"] = np.repeat(np.arange(1, len(series) + 1),
+                           [next(iter(s.values())).shape[0] for s in series])
     out["tr"] = np.float64(tr)
     return out
 
@@ -234,17 +249,8 @@ def load_nifti_responses(bold: str | Path | list[str | Path],
     if not masks:
         raise DataError("no ROI mask given; pass one mask image per area (e.g. V1=v1.nii.gz)")
     data, affine, first = _load_bold(paths)
-    out = {}
-    for area, mpath in masks.items():
-        mask, m_affine = load_mask(mpath)
-        if mask.shape != data.shape[:3]:
-            raise DataError(f"{mpath}: mask of area {area!r} has shape {mask.shape} but the "
-                            f"responses {first} have {data.shape[:3]}")
-        if not np.allclose(m_affine, affine, atol=AFFINE_ATOL):
-            raise DataError(f"{mpath}: mask of area {area!r} has a different affine from "
-                            f"{first}; masks must be in the responses' space")
-        out[area] = np.ascontiguousarray(data[mask].T)  # boolean indexing is C order
-    return out
+    return {area: np.ascontiguousarray(data[mask].T)  # boolean indexing is C order
+            for area, mask in _checked_masks(masks, data.shape[:3], affine, first).items()}
 
 
 def nifti_from_voxels(values: np.ndarray, mask_path: str | Path, out_path: str | Path,

@@ -160,11 +160,16 @@ def check_rows(stim: np.ndarray, responses: dict[str, np.ndarray], stim_source: 
                             f"{stim_where} has {n} images; rows must match one to one")
 
 
+def transposed_responses_message(where: str, name: str, shape: tuple[int, ...],
+                                 rows: str = "n_samples") -> str:
+    """The one line for a response variable ``name`` of ``shape`` (n_voxels, rows)."""
+    return (f"{where} has shape {shape} and looks transposed: expected ({rows}, n_voxels) = "
+            f"{shape[::-1]}; transpose it (numpy: {name}.T; MATLAB: {name} = {name}')")
+
+
 def _transposed_message(where: str, name: str, arr: np.ndarray, is_stim: bool) -> str:
     if not is_stim:
-        return (f"{where} has shape {arr.shape} and looks transposed: expected (n_samples, "
-                f"n_voxels) = {arr.shape[::-1]}; transpose it (numpy: {name}.T; MATLAB: "
-                f"{name} = {name}')")
+        return transposed_responses_message(where, name, arr.shape)
     if arr.ndim == 3:
         layout, order, ml_order = "(n_samples, height, width)", (2, 0, 1), "[3 1 2]"
     else:

@@ -16,10 +16,9 @@ from niflow.data.dataset import (
     DroppedVoxelsWarning,
     Split,
     auto_test_rows,
-    dropped_voxels_message,
     is_auto,
     make_split,
-    voxel_usability,
+    usable_voxel_columns,
 )
 from niflow.data.errors import DataError
 from niflow.data.io import load_responses, load_stimuli
@@ -182,18 +181,9 @@ def check_arrays(stim: np.ndarray, responses: dict[str, np.ndarray], cfg: RunCon
     split = make_split(n, test, cfg.train.val_fraction, cfg.train.seed, train)
 
     fit_rows = np.concatenate([split.train, split.val])
-    index, notes = {}, []
-    for area, r in responses.items():
-        keep, nonfinite, constant = voxel_usability(r, fit_rows)
-        where = _where(bold_source, area)
-        if not keep.any():
-            raise DataError(f"{where}: none of its {keep.size} voxels is usable "
-                            f"({int(nonfinite.sum())} with NaN/Inf, {int(constant.sum())} "
-                            f"constant on the training rows); check the mask and the export")
-        if not keep.all():
-            notes.append(dropped_voxels_message(where, keep, nonfinite, constant))
-            warnings.warn(notes[-1], DroppedVoxelsWarning, stacklevel=2)
-        index[area] = np.flatnonzero(keep)
+    index, notes = usable_voxel_columns(responses, fit_rows, bold_source)
+    for note in notes:
+        warnings.warn(note, DroppedVoxelsWarning, stacklevel=2)
     return Inputs(stim=stim, responses=responses, config=cfg, split=split, voxel_index=index,
                   warnings=notes, sources={k: str(v) for k, v in sources.items()})
 

@@ -42,8 +42,7 @@ import numpy as np
 
 from niflow import config as cfgmod
 from niflow._atomic import atomic_write_text
-from niflow.data.dataset import DroppedVoxelsWarning, dropped_voxels_message, voxel_usability
-from niflow.data.errors import DataError
+from niflow.data.dataset import DroppedVoxelsWarning, usable_voxel_columns
 from niflow.data.io import save_npz
 from niflow.data.movie import MovieFiles, check_test_runs, movie_split, read_movie
 from niflow.data.validate import check_areas
@@ -66,7 +65,7 @@ from niflow.train.safety import TrainingInterrupted
 from niflow.train.select import member_config
 from niflow.train.video import MovieFit, ensemble_hrf_parameters, fit_movie
 
-__all__ = ["movie_outputs", "train_movie", "usable_movie_voxels"]
+__all__ = ["movie_outputs", "train_movie"]
 
 CEILING_NOTE = ("split-half reliability of the test runs' repeats (<AREA>_repeats), "
                 "Spearman-Brown corrected to their number; ceiling = sqrt(reliability)")
@@ -202,7 +201,10 @@ def train_movie(stim_path: str | Path, bold_path: str | Path, out: str | Path,
     check_areas(files.responses, cfg, str(bold_path))
     train, val, test = movie_split(files.timing, test_runs, cfg.train.val_fraction,
                                    cfg.train.seed)
-    voxel_index, notes = usable_movie_voxels(files, np.concatenate([train, val]), test_runs)
+    # the repeats' shapes are checked here too, before anything is written
+    repeats = {a: files.repeats(a, test_runs) for a in files.responses}
+    voxel_index, notes = usable_voxel_columns(files.responses, np.concatenate([train, val]),
+                                              files.sources["bold"], repeats)
     check_run_dir(out, force, resume)
     runtime = runtime or Runtime()
     if runtime.distributed:
@@ -251,52 +253,6 @@ def train_movie(stim_path: str | Path, bold_path: str | Path, out: str | Path,
     atomic_write_text(out / "run.json", json.dumps(info, indent=2) + "\n")
     remove_units(out)  # a finished run never resumes
     return run
-
-
-def usable_movie_voxels(files: MovieFiles, fit_volumes: np.ndarray, test_runs: list[int],
-                        ) -> tuple[dict[str, np.ndarray], list[str]]:
-    """The voxels of each area that a movie run fits, as the static path keeps them
-    (:func:`~niflow.data.dataset.voxel_usability`): finite in every volume and in every
-    repeat of the test runs, and not constant on the training and validation volumes.
-
-    Parameters
-    ----------
-    files : MovieFiles
-    fit_volumes : ndarray of int
-        Training and validation volumes.
-    test_runs : list of int
-
-    Returns
-    -------
-    voxel_index : dict of str to ndarray of int
-        Per area, the kept columns (indices into the response file's variable), ascending.
-    notes : list of str
-        One line per area with dropped voxels.
-
-    Raises
-    ------
-    DataError
-        An area without a usable voxel, or ``<AREA>_repeats`` of the wrong shape.
-    """
-    source = files.sources["bold"]
-    index, notes = {}, []
-    for area, resp in files.responses.items():
-        keep, nonfinite, constant = voxel_usability(resp, fit_volumes)
-        rep = files.repeats(area, test_runs)  # shape checked before anything is written
-        if rep is not None:
-            nonfinite = nonfinite | ~np.isfinite(rep).all(axis=(0, 1))
-            constant = constant & ~nonfinite
-            keep = ~nonfinite & ~constant
-        where = f"{source}: variable {area!r}"
-        if not keep.any():
-            raise DataError(f"{where}: none of its {keep.size} voxels is usable "
-                            f"({int(nonfinite.sum())} with NaN/Inf in a volume or repeat, "
-                            f"{int(constant.sum())} constant on the training runs); check "
-                            f"the mask and the export")
-        if not keep.all():
-            notes.append(dropped_voxels_message(where, keep, nonfinite, constant))
-        index[area] = np.flatnonzero(keep)
-    return index, notes
 
 
 class _Recorded:
