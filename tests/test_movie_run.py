@@ -12,11 +12,13 @@ import pytest
 
 from _cli import run_many
 from niflow import config as cfgmod
+from niflow.data.errors import DataError
 from niflow.data.io import save_mat
 from niflow.data.movie import read_movie
 from niflow.data.simulate.movie import simulate_movie, write_movie_simulation
 from niflow.evaluate.statistics import read_table
 from niflow.runs.movie import train_movie
+from niflow.runs.movie_evaluation import evaluate_movie_folder, evaluate_movie_run
 from niflow.runs.run import MovieRun, load_run
 
 
@@ -162,7 +164,18 @@ def test_bad_movie_inputs_get_one_line(movie_run, tmp_path):
         "durations": ["train", "--stim", "tiny.h5", "--bold", "slow_bold.h5", "--out", "f",
                       "--test-runs", "4"],
     }
-    jobs["evaluate"] = ["evaluate", str(movie_run[3]), "--stim", stim, "--bold", bold]
+    with h5py.File(tmp_path / "fps2.h5", "w") as fh:  # a consistent movie at another fps
+        fh["stim"] = np.zeros((80, 20, 20), np.uint8)
+        fh["fps"], fh["run"] = 2.0, np.repeat([1, 2], 40)
+    with h5py.File(tmp_path / "fps2_bold.h5", "w") as fh:
+        fh["V1"] = np.random.default_rng(1).standard_normal((40, 30)).astype(np.float32)
+        fh["tr"], fh["run"] = 1.0, np.repeat([1, 2], 20)
+    run_dir = str(movie_run[3])
+    jobs["evaluate"] = ["evaluate", run_dir, "--stim", stim, "--bold", bold]
+    jobs["evaluate_fps"] = ["evaluate", run_dir, "--stim", "fps2.h5", "--bold", "fps2_bold.h5"]
+    jobs["evaluate_run"] = ["evaluate", run_dir, "--stim", stim, "--bold", bold, "--runs", "9"]
+    jobs["evaluate_rows"] = ["evaluate", run_dir, "--stim", stim, "--bold", bold, "--rows",
+                             "0:5"]
     res = run_many(jobs, tmp_path)
     n = sim.stim.shape[0]
     want = {"stim_t": f"hwn.h5: variable 'stim' has shape (20, 20, {n}) and looks transposed: "
@@ -180,7 +193,12 @@ def test_bad_movie_inputs_get_one_line(movie_run, tmp_path):
             "durations": "each run must last as long in both files",
             "area": "area variable(s) ['hV4'] do not match any area of the model config "
                     "['V1', 'V2']; rename the variables or add areas to the config",
-            "evaluate": "a movie run; niflow evaluate scores image runs"}
+            "evaluate": f"bold.h5: variable 'V1_repeats' repeats 60 volumes but runs "
+                        f"[1, 2, 3, 4] have 240: score the runs they repeat with --runs "
+                        f"{sim.test_run}",
+            "evaluate_fps": "fps2.h5: variable 'fps' is 2 but",
+            "evaluate_run": "run(s) [9] not found in",
+            "evaluate_rows": "--rows is for image runs"}
     for name, text in want.items():
         r = res[name]
         assert r.rc != 0, name
@@ -189,6 +207,94 @@ def test_bad_movie_inputs_get_one_line(movie_run, tmp_path):
     for name in jobs:
         if "--out" in jobs[name]:
             assert not (tmp_path / jobs[name][jobs[name].index("--out") + 1]).exists()
+
+
+def _one_run_files(paths, run_label: int, folder) -> tuple:
+    """A second session's files: only run ``run_label`` of the data set (relabelled 1), with
+    its repeats."""
+    with h5py.File(paths["stim"], "r") as src, h5py.File(folder / "s.h5", "w") as fh:
+        keep = np.asarray(src["run"][()]) == run_label
+        fh["stim"], fh["fps"], fh["run"] = src["stim"][()][keep], src["fps"][()], \
+            np.ones(int(keep.sum()), np.int64)
+    with h5py.File(paths["bold"], "r") as src, h5py.File(folder / "b.h5", "w") as fh:
+        keep = np.asarray(src["run"][()]) == run_label
+        for name in src:
+            if name in ("V1", "V2"):
+                fh[name] = src[name][()][keep]
+            elif name.endswith("_repeats"):
+                fh[name] = src[name][()]
+        fh["tr"], fh["run"] = src["tr"][()], np.ones(int(keep.sum()), np.int64)
+    return folder / "s.h5", folder / "b.h5"
+
+
+def test_a_movie_run_scores_another_sessions_file_as_its_own_test_run(movie_run, tmp_path):
+    sim, paths, _, out = movie_run
+    stim2, bold2 = _one_run_files(paths, sim.test_run, tmp_path)
+    run = load_run(out)
+    res = evaluate_movie_folder(run, read_movie(stim2, bold2), None, tmp_path / "api")
+    trained = read_table(out / "stats_voxels.csv")
+    # frames before a run never reach its predictions, so the test run alone scores as it
+    # did inside the training file: the same r and the same ceiling from the same repeats
+    for area in ("V1", "V2"):
+        m = trained["area"] == area
+        assert np.array_equal(res[area]["voxel"], trained["voxel"][m].astype(int))
+        assert np.allclose(res[area]["stats"]["r"], trained["r"][m].astype(float), atol=2e-4)
+        assert np.allclose(res[area]["stats"]["noise_ceiling"],
+                           trained["noise_ceiling"][m].astype(float), atol=1e-5)
+    # and r is the plain Pearson r of the run's predictions against the file's volumes
+    files = read_movie(stim2, bold2)
+    pred = run.predict_volumes(files)
+    naive = [np.corrcoef(pred["V2"][:, v], files.responses["V2"][:, v])[0, 1]
+             for v in range(pred["V2"].shape[1])]
+    assert np.allclose(res["V2"]["stats"]["r"], naive, atol=1e-6)
+    # a file sampled at another TR: every other volume at TR 2 s is predicted as before
+    with h5py.File(bold2, "r") as src, h5py.File(tmp_path / "b_tr2.h5", "w") as fh:
+        for name in ("V1", "V2"):
+            fh[name] = src[name][()][::2]
+            fh[f"{name}_repeats"] = src[f"{name}_repeats"][()][:, ::2]
+        fh["tr"], fh["run"] = 2 * float(src["tr"][()]), src["run"][()][::2]
+    slow = run.predict_volumes(read_movie(stim2, tmp_path / "b_tr2.h5"))
+    for area in ("V1", "V2"):
+        assert np.allclose(slow[area], pred[area][::2], atol=1e-5)
+    stats = json.loads((tmp_path / "api" / "stats.json").read_text())
+    assert stats["runs"] == [1] and stats["n_volumes"] == files.timing.n_volumes
+    assert (tmp_path / "api" / "figures" / "noise_ceiling.png").stat().st_size > 0
+    # the command line: the training file's test run picked with --runs
+    cli = run_many({
+        "ok": ["evaluate", str(out), "--stim", str(paths["stim"]), "--bold",
+               str(paths["bold"]), "--runs", str(sim.test_run), "--out", "cli", "--json",
+               "cli.json"]}, tmp_path)
+    assert cli["ok"].rc == 0, cli["ok"].stderr
+    assert "V1" in cli["ok"].stdout and "p-values not computed" in cli["ok"].stdout
+    table = read_table(tmp_path / "cli" / "stats_voxels.csv")
+    assert np.allclose(table["r"].astype(float), trained["r"].astype(float), atol=2e-4)
+    payload = json.loads((tmp_path / "cli.json").read_text())
+    assert payload["V1"]["median_r"] == pytest.approx(
+        float(np.median(trained["r"][trained["area"] == "V1"].astype(float))), abs=2e-4)
+
+
+def test_movie_evaluation_flags_unusable_voxels_and_missing_columns(movie_run, tmp_path):
+    sim, paths, _, out = movie_run
+    stim2, bold2 = _one_run_files(paths, sim.test_run, tmp_path)
+    run = load_run(out)
+    with h5py.File(bold2, "a") as fh:
+        v1 = fh["V1"][()]
+        v1[3, 2] = np.nan
+        del fh["V1"]
+        fh["V1"] = v1
+        del fh["V2"], fh["V2_repeats"]  # an area the file lacks is left out
+    with pytest.warns(UserWarning, match=r"1 voxel\(s\) of 'V1' have NaN or Inf.*columns "
+                      r"\[2\]"):
+        res = evaluate_movie_run(run, read_movie(stim2, bold2))
+    assert set(res) == {"V1"}
+    r = res["V1"]["stats"]["r"]
+    assert np.isnan(r[run.voxel_index["V1"] == 2]).all() and np.isfinite(r).sum() == r.size - 1
+    with h5py.File(bold2, "a") as fh:
+        v1 = fh["V1"][()][:, :5]
+        del fh["V1"], fh["V1_repeats"]
+        fh["V1"] = v1
+    with pytest.raises(DataError, match=r"variable 'V1' has 5 voxels but the run reads voxel "):
+        evaluate_movie_run(run, read_movie(stim2, bold2))
 
 
 def _bold_copy(src, dst, change) -> None:

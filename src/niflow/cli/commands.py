@@ -11,6 +11,7 @@ import numpy as np
 
 from niflow import config as cfgmod
 from niflow.cli.compare import cmd_compare
+from niflow.cli.tables import print_stats_table
 from niflow.config import ConfigError
 from niflow.data.errors import DataError
 from niflow.runs.run import RunError
@@ -526,8 +527,11 @@ def cmd_evaluate(args) -> int:
         raise ConfigError(f"--alpha must be between 0 and 1, got {args.alpha}")
     run = load_run(args.run)
     if getattr(run, "video", None) is not None:
-        raise RunError(f"{args.run}: a movie run; niflow evaluate scores image runs (the movie "
-                       f"run's test runs are scored in its stats.json and voxels.csv)")
+        from niflow.cli.movie import movie_evaluate
+
+        return movie_evaluate(args, run)
+    if args.runs is not None:
+        raise ConfigError(f"--runs is for movie runs; {args.run} is an image run: use --rows")
     stim = load_stimuli(args.stim, run.config.data.stim_variable)
     resp, repeats = (load_response_repeats(args.bold) if args.bold is not None
                      else (None, None))
@@ -549,28 +553,12 @@ def cmd_evaluate(args) -> int:
     out = args.out if args.out is not None else args.run
     results = evaluate_folder(run, stim, resp, idx, repeats, out, args.permutations,
                               args.alpha, info={"stim": str(args.stim), "bold": bold_name})
-    _print_stats_table(results)
+    print_stats_table(results)
     if args.json:
         payload = {a: {**{k: v for k, v in res["summary"].items()},
                        "r": res["stats"]["r"].tolist()} for a, res in results.items()}
         atomic_write_text(args.json, json.dumps(payload) + "\n")
     return 0
-
-
-def _print_stats_table(results: dict[str, dict]) -> None:
-    def fmt(value, width, digits=3):
-        return f"{'n/a':>{width}}" if value is None else f"{value:>{width}.{digits}f}"
-
-    print(f"{'area':<6} {'voxels':>6} {'median r':>9} {'median R2':>9} {'signif.':>7} "
-          f"{'ceiling':>8} {'r/ceil':>7}")
-    for area, res in results.items():
-        s = res["summary"]
-        print(f"{area:<6} {s['n_voxels']:>6} {fmt(s['median_r'], 9)} {fmt(s['median_r2'], 9)} "
-              f"{fmt(s['frac_significant'], 7, 2)} {fmt(s['median_noise_ceiling'], 8)} "
-              f"{fmt(s['median_r_normalised'], 7)}")
-    notes = {s["summary"].get("note") for s in results.values()} - {None}
-    for note in sorted(notes):
-        print(f"note: {note}")
 
 
 def cmd_demo(args) -> int:

@@ -56,3 +56,35 @@ def movie_baseline(args) -> int:
         print(f"niflow baseline: note: {note}", file=sys.stderr)
     print(f"wrote baseline_motion_energy.csv, baseline_motion_energy.json to {args.out}")
     return 0
+
+
+def movie_evaluate(args, run) -> int:
+    """``niflow evaluate`` of a movie run on a movie data set (all runs, or ``--runs``)."""
+    from niflow._atomic import atomic_write_text
+    from niflow.cli.tables import print_stats_table
+    from niflow.data.errors import DataError
+    from niflow.data.movie import is_movie_data, read_movie
+    from niflow.runs.movie_evaluation import MOVIE_P_NOTE, evaluate_movie_folder
+
+    for flag, given in (("--rows", args.rows), ("--repeats", args.repeats)):
+        if given:
+            raise ConfigError(f"{flag} is for image runs; {args.run} is a movie run: choose "
+                              f"runs with --runs, and put the repeats in <AREA>_repeats of "
+                              f"--bold")
+    if not is_movie_data(args.stim, args.bold):
+        raise DataError(f"{args.run} is a movie run, but {args.stim} has no 'fps' and "
+                        f"{args.bold} no 'tr': give a movie data set (the movie contract)")
+    files = read_movie(args.stim, args.bold)
+    runs = None if args.runs is None else parse_runs(args.runs, "--runs")
+    out = args.out if args.out is not None else args.run
+    results = evaluate_movie_folder(run, files, runs, out)
+    scored = json.loads((out / "stats.json").read_text())
+    print(f"runs {scored['runs']} of {args.bold} ({scored['n_volumes']} volumes); p-values "
+          f"{MOVIE_P_NOTE}")
+    print_stats_table(results)
+    if args.json:
+        payload = {a: {**res["summary"], "r": res["stats"]["r"].tolist()}
+                   for a, res in results.items()}
+        atomic_write_text(args.json, json.dumps(payload) + "\n")
+    print(f"wrote stats_voxels.csv, stats.json to {out}")
+    return 0

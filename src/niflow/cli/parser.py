@@ -146,7 +146,8 @@ def _add_evaluate(sub) -> None:
                        "Benjamini-Hochberg FDR per area and, given repeated measurements, the "
                        "noise ceiling (split-half reliability, Spearman-Brown corrected) and "
                        "r normalised by it. Writes stats_voxels.csv and stats.json into the "
-                       "run folder (or --out).")
+                       "run folder (or --out). A movie run is scored on the volumes of a "
+                       "movie data set (all runs, or --runs), without p-values.")
     p.add_argument("run", type=Path, help="run folder written by `niflow train`")
     p.add_argument("--stim", type=Path, required=True)
     p.add_argument("--bold", type=Path,
@@ -156,6 +157,8 @@ def _add_evaluate(sub) -> None:
                    help="one response file per repeated measurement (e.g. bold_rep1.mat "
                    "bold_rep2.mat); gives the noise ceiling of their mean")
     p.add_argument("--rows", help="rows to score (default: all), e.g. 288:360")
+    p.add_argument("--runs", help="movie runs: run labels to score (default: all), e.g. 5 "
+                   "or 4,5; <AREA>_repeats in --bold must repeat these runs")
     p.add_argument("--permutations", type=int, default=1000,
                    help="permutations for the p-values (default 1000; 0 = none)")
     p.add_argument("--alpha", type=float, default=0.05, help="FDR level (default 0.05)")

@@ -32,6 +32,10 @@ from niflow.runs.inputs import (
 from niflow.runs.movie_baseline import (
     movie_baseline_folder,
 )
+from niflow.runs.movie_evaluation import (
+    evaluate_movie_folder,
+    evaluate_movie_run,
+)
 from niflow.runs.nifti import (
     export_nifti,
 )
@@ -87,6 +91,8 @@ __all__ = [
     "evaluate_folder",
     "baseline_folder",
     "movie_baseline_folder",
+    "evaluate_movie_run",
+    "evaluate_movie_folder",
     "probe_checks",
     "probe_run",
     "export_nifti",
