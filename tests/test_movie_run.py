@@ -84,6 +84,21 @@ def test_the_run_folder_holds_the_contract_in_volumes(movie_run):
             float) > 1)
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["kind"] == "movie" and metrics["n_test_rows"] == len(split["test"])
+    # the image runs' science outputs: retinotopy columns, coverage and information flow
+    assert {"prf_ecc", "prf_angle", "p_perm"} <= set(table)
+    assert np.isnan(table["p_perm"].astype(float)).all()
+    x = table["prf_x"].astype(float) - (20 - 1) / 2
+    y = table["prf_y"].astype(float) - (20 - 1) / 2
+    assert np.allclose(table["prf_ecc"].astype(float), np.hypot(x, y), atol=1e-3)
+    assert {"coverage.png", "size_ecc.png", "flow.png"} <= {
+        p.name for p in (out / "figures").iterdir()}
+    flow = read_table(out / "flow.csv")
+    assert list(zip(flow["target"], flow["source"], strict=True)) == [("V1", "stimulus"),
+                                                                       ("V2", "V1")]
+    v2 = flow["target"] == "V2"
+    # V2 reads only V1: without it, V2's prediction has nothing left to follow
+    assert float(flow["median_drop_zero"][v2][0]) > 0.1
+    assert float(flow["median_drop_mean"][v2][0]) > 0.1
 
 
 def test_a_movie_run_predicts_held_out_volumes_above_chance(movie_run):

@@ -113,21 +113,26 @@ class FlowResult:
 
 
 def connection_weights(model: NIFModel, target: str,
-                       channel_std: dict[str, np.ndarray] | None = None) -> dict[str, dict]:
+                       channel_std: dict[str, np.ndarray] | None = None,
+                       kernel: np.ndarray | None = None) -> dict[str, dict]:
     """Channel-to-channel weight norms of a target area's convolution, per source.
 
     Parameters
     ----------
     channel_std : dict of str to ndarray of shape (C_source,), optional
         Standard deviation of each source channel's activity; gives ``effective_share``.
+    kernel : ndarray of shape (C_target, C_in, ...), optional
+        The target's kernels, if not its 2D ones (a space-time area's, over its lags too);
+        each channel pair's norm is taken over all trailing axes.
 
     Returns
     -------
     dict of source to {"channel_norms": ndarray (C_target, C_source), "norm": float,
     "share": float, "effective_share": float (NaN without ``channel_std``)}
     """
-    w = model.graph.areas[target].kernel_weights().detach().cpu().numpy().astype(np.float64)
-    norms = np.sqrt((w ** 2).sum((2, 3)))  # (C_out, C_in)
+    w = (model.graph.areas[target].kernel_weights().detach().cpu().numpy() if kernel is None
+         else kernel).astype(np.float64)
+    norms = np.sqrt((w ** 2).reshape(*w.shape[:2], -1).sum(2))  # (C_out, C_in)
     blocks = _source_channels(model, target)
     total = float((norms ** 2).sum())
     eff = {s: (norms[:, b] * channel_std[s][None, :]) if channel_std is not None else None

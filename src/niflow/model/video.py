@@ -31,14 +31,17 @@ from niflow.model.gaussian import GaussianReadout, fit_channel_weights
 from niflow.model.hrf import HRFReadout
 from niflow.model.nif import NIFModel
 
-__all__ = ["CausalConv3d", "CausalQuadrature", "CausalTemporal", "VideoNIF", "Weighted",
-           "motion_heads"]
+__all__ = ["CausalConv3d", "CausalQuadrature", "CausalTemporal", "Replacements", "VideoNIF",
+           "Weighted", "motion_heads"]
 
 # what the readouts' initialisation asks for: z-scored responses {area: (m, V)} of m
 # volumes, their HRF-weighted features {peak_s: {area: (m, C, H, W)}} and the mean frame's
 # features {area: (C, H, W)} (niflow.train.video_init.hrf_weighted_features)
 Weighted = Callable[[], tuple[dict[str, Tensor], dict[float, dict[str, Tensor]],
                               dict[str, Tensor]]]
+
+# what a target area reads instead of a source's features, by (target, source): ablations
+Replacements = dict[tuple[str, str], Callable[[Tensor], Tensor]]
 
 HRF_INIT_WINDOW_S = (4.0, 6.0)  # frames this long before a volume weigh most in its BOLD
 # the divisive normalisations' constant at the start, in units of their mean drive: large,
@@ -305,13 +308,21 @@ class VideoNIF(nn.Module):
             raise ValueError(f"model expects frames of shape (B, T, {c}, {h}, {w}), got "
                              f"{tuple(frames.shape)}")
 
-    def features(self, frames: Tensor) -> dict[str, Tensor]:
-        """Every area's features at every frame, {area: (B, T, C_a, H_a, W_a)}."""
+    def features(self, frames: Tensor, replace: Replacements | None = None,
+                 ) -> dict[str, Tensor]:
+        """Every area's features at every frame, {area: (B, T, C_a, H_a, W_a)}.
+
+        ``replace`` maps ``(target, source)`` to a function of the source's features
+        (B·T, C, H, W) that the target reads instead (an ablation; other areas still read
+        the source itself).
+        """
         self._check(frames)
         b, t = frames.shape[:2]
         feats: dict[str, Tensor] = {STIMULUS: self.spatial.standardize(frames.flatten(0, 1))}
+        replace = replace or {}
         for name, area in self.spatial.graph.areas.items():
-            inputs = [feats[s] for s in area.cfg.sources]
+            inputs = [replace[(name, s)](feats[s]) if (name, s) in replace else feats[s]
+                      for s in area.cfg.sources]
             if name in self.space_time_conv:
                 gathered = area._gather(inputs).unflatten(0, (b, t))
                 y = area(inputs, bank=self.space_time_conv[name](gathered))
@@ -323,14 +334,17 @@ class VideoNIF(nn.Module):
         del feats[STIMULUS]
         return {a: f.unflatten(0, (b, t)) for a, f in feats.items()}
 
-    def drive(self, frames: Tensor) -> dict[str, Tensor]:
-        """Each voxel's neural drive at every frame, {area: (B, T, V)}."""
-        feats = self.features(frames)
+    def drive(self, frames: Tensor, replace: Replacements | None = None,
+              ) -> dict[str, Tensor]:
+        """Each voxel's neural drive at every frame, {area: (B, T, V)} (``replace``: as for
+        :meth:`features`)."""
+        feats = self.features(frames, replace)
         return {a: ro(feats[a].flatten(0, 1)).unflatten(0, feats[a].shape[:2])
                 for a, ro in self.spatial.readouts.items()}
 
-    def forward(self, frames: Tensor, last_frames: Tensor) -> dict[str, Tensor]:
-        """Predicted volumes.
+    def forward(self, frames: Tensor, last_frames: Tensor,
+                replace: Replacements | None = None) -> dict[str, Tensor]:
+        """Predicted volumes (``replace``: an ablation, as for :meth:`features`).
 
         Parameters
         ----------
@@ -343,7 +357,7 @@ class VideoNIF(nn.Module):
         -------
         dict of str to Tensor of shape (B, n_vol, n_voxels)
         """
-        return {a: self.hrf[a](d, last_frames) for a, d in self.drive(frames).items()}
+        return {a: self.hrf[a](d, last_frames) for a, d in self.drive(frames, replace).items()}
 
     def initialize_readouts(self, frames: Tensor, responses: dict[str, Tensor],
                             weighted: Weighted, shown: Tensor | None = None,

@@ -15,13 +15,19 @@ with the static run's files, in volumes instead of images::
                             members (seed, validation r, epochs, seconds)
     metrics.json            per area: held-out summary, median HRF peak, noise ceiling
     voxels.csv              area, voxel, r_test, r2_test, prf_x, prf_y, prf_sigma,
-                            prf_sigma_fit, hrf_peak_s, hrf_fwhm_s, noise_ceiling
+                            prf_sigma_fit, hrf_peak_s, hrf_fwhm_s, noise_ceiling, then the
+                            image runs' retinotopy columns (prf_ecc, prf_angle, ..., in
+                            degrees with data.visual_field_deg; p_perm, q_fdr NaN: no
+                            permutation test for time series)
+    flow.csv                per (target, source): the test volumes' r with the source's input
+                            to the target set to zero or to its mean, and the weight norms
+                            (:func:`niflow.interpret.movie_flow.movie_information_flow`)
     stats_voxels.csv        r, R², noise ceiling from the test runs' repeats, r / ceiling
     stats.json              per-area summaries and the ceiling method
     predictions.npz         test-volume predictions <area>, measured_<area> (n_test, V) and
                             test_rows: the volume indices into the concatenated responses
     figures/                training.png, rf_<area>.png, hrf_<area>.png, hrf_latency.png,
-                            kernels_<first area>.png
+                            kernels_<first area>.png, flow.png, coverage.png, size_ecc.png
 
 The run folder appears with ``run.json``, ``config.json`` and ``split.json`` or not at all;
 every later file is written atomically. While it trains, ``selection/<unit>/`` holds each
@@ -47,6 +53,7 @@ from niflow.data.io import save_npz
 from niflow.data.movie import MovieFiles, check_test_runs, movie_split, read_movie
 from niflow.data.validate import check_areas
 from niflow.evaluate.statistics import area_summary, summarize, voxel_statistics
+from niflow.interpret.movie_flow import movie_information_flow
 from niflow.interpret.receptive_fields import spatial_maps
 from niflow.runs.evaluation import write_statistics
 from niflow.runs.folder import (
@@ -57,7 +64,8 @@ from niflow.runs.folder import (
     check_run_dir,
 )
 from niflow.runs.inputs import check_config
-from niflow.runs.outputs import VOXELS_CSV, _jsonable, _write_csv
+from niflow.runs.movie_evaluation import MOVIE_P_NOTE
+from niflow.runs.outputs import VOXELS_CSV, _jsonable, _write_csv, write_science_outputs
 from niflow.runs.run import MovieRun, RunError, save_movie_model
 from niflow.runs.units import SELECTION_DIR, remove_units
 from niflow.train.runtime import Runtime
@@ -332,8 +340,7 @@ def movie_outputs(run: MovieRun, files: MovieFiles, fit: MovieFit,
                                   "noise_ceiling"], rows)
     write_statistics(stats, out, {"test_runs": test_runs, "n_test_volumes": int(test.size),
                                   "noise_ceiling": CEILING_NOTE,
-                                  "p_values": "not computed for time series (row "
-                                  "permutations ignore autocorrelation)"})
+                                  "p_values": MOVIE_P_NOTE})
     summary = {"kind": "movie", "areas": metrics, "n_test_rows": int(test.size),
                "test_runs": test_runs,
                "training": {"best_epoch": fit.history.best_epoch,
@@ -342,3 +349,8 @@ def movie_outputs(run: MovieRun, files: MovieFiles, fit: MovieFit,
                                                   if np.isfinite(fit.history.best_val_r)
                                                   else None)}}
     atomic_write_text(out / "metrics.json", json.dumps(summary, indent=2) + "\n")
+    # information flow on the test volumes (the first member's), mean features from training
+    flow = (movie_information_flow(video, files, test, {a: files.responses[a][test]
+                                                        for a in pred}, fit.train)
+            if test.size >= 3 else None)
+    write_science_outputs(run, {}, flow, MOVIE_P_NOTE)

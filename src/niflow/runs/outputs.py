@@ -104,41 +104,58 @@ def extend_run_outputs(run: Run, data: NIFData, n_permutations: int = 1000, seed
     data : niflow.data.NIFData
         The data the run was trained on (test rows give the p-values and the ablations).
     """
-    from niflow import figures as plots
     from niflow.evaluate.statistics import voxel_statistics
     from niflow.interpret.flow import information_flow
     from niflow.model.fitted import predict
 
-    out = Path(run.path)
     test = data.split.test
+    pred = predict(run.model, data.stim[test]) if test.size >= 3 else {}
+    p_values = {}
+    for area, p in pred.items():
+        st = voxel_statistics(p, data.raw[area][test], n_permutations=n_permutations, seed=seed)
+        p_values[area] = (st["p_perm"], st["q_fdr"])
+    # information flow on the test rows, mean replacement from the training rows
+    flow = (information_flow(run.model, data.stim[test],
+                             {a: data.raw[a][test] for a in data.areas},
+                             reference_stim=data.stim[data.split.train])
+            if test.size >= 3 else None)
+    write_science_outputs(run, p_values, flow,
+                          f"one-sided permutation test of r on the test rows ({n_permutations} "
+                          f"shuffles), Benjamini-Hochberg FDR 0.05 per area")
+
+
+def write_science_outputs(run: Run, p_values: dict[str, tuple[np.ndarray, np.ndarray]],
+                          flow: list[FlowResult] | None, significance: str) -> None:
+    """Add the significance and retinotopy columns to ``voxels.csv`` and ``metrics.json``,
+    write ``flow.csv`` and ``figures/flow.png`` (when ``flow`` is given), ``coverage.png`` and
+    ``size_ecc.png``; shared by image and movie runs.
+
+    Parameters
+    ----------
+    p_values : dict of str to (p, q), each ndarray of shape (n_voxels,)
+        Per area, the test's p-values and their FDR q; areas left out get NaN.
+    flow : list of FlowResult or None
+    significance : str
+        How the p-values were computed (``metrics.json``).
+    """
+    from niflow import figures as plots
+
+    out = Path(run.path)
     vf = _visual_field(run, None)
     prfs = readout_prfs(run)
-    pred = predict(run.model, data.stim[test]) if test.size >= 3 else {}
     extra: dict[str, dict[str, np.ndarray]] = {}
-    for area in data.areas:
-        p = prfs[area]
-        n = len(p["prf_x"])
-        nan = np.full(n, np.nan)
-        if area in pred:
-            st = voxel_statistics(pred[area], data.raw[area][test],
-                                  n_permutations=n_permutations, seed=seed)
-            pv, qv = st["p_perm"], st["q_fdr"]
-        else:
-            pv, qv = nan, nan
+    for area, p in prfs.items():
+        nan = np.full(len(p["prf_x"]), np.nan)
+        pv, qv = p_values.get(area, (nan, nan))
         extra[area] = {"p_perm": pv, "q_fdr": qv, "prf_ecc": p["eccentricity"],
                        "prf_angle": p["polar_angle"], "prf_n_lobes": p["n_lobes"],
                        "prf_multipole": p["multipole"].astype(int),
                        "prf_x_deg": p.get("x_deg", nan), "prf_y_deg": p.get("y_deg", nan),
                        "prf_ecc_deg": p.get("eccentricity_deg", nan),
                        "prf_sigma_deg": p.get("sigma_deg", nan)}
-    _append_voxel_columns(out / VOXELS_CSV, extra, data.voxel_index)
-    _extend_metrics(out / "metrics.json", extra, n_permutations)
-
-    # information flow on the test rows, mean replacement from the training rows
-    if test.size >= 3:
-        flow = information_flow(run.model, data.stim[test],
-                                {a: data.raw[a][test] for a in data.areas},
-                                reference_stim=data.stim[data.split.train])
+    _append_voxel_columns(out / VOXELS_CSV, extra, run.voxel_index)
+    _extend_metrics(out / "metrics.json", extra, significance)
+    if flow is not None:
         write_flow(flow, out)
     table = read_table(out / VOXELS_CSV)
     keep = _well_predicted(table)
@@ -184,7 +201,7 @@ def _fmt(v: float) -> str:
 
 
 def _extend_metrics(path: Path, extra: dict[str, dict[str, np.ndarray]],
-                    n_permutations: int, alpha: float = 0.05) -> None:
+                    significance: str, alpha: float = 0.05) -> None:
     if not path.exists():
         return
     metrics = json.loads(path.read_text())
@@ -196,9 +213,7 @@ def _extend_metrics(path: Path, extra: dict[str, dict[str, np.ndarray]],
         m["frac_significant"] = (float(np.mean(np.nan_to_num(q, nan=1.0) <= alpha))
                                  if np.isfinite(q).any() else None)
         m["n_multipole"] = int(np.sum(cols["prf_multipole"]))
-    metrics["significance"] = (f"one-sided permutation test of r on the test rows "
-                               f"({n_permutations} shuffles), Benjamini-Hochberg FDR {alpha} "
-                               f"per area")
+    metrics["significance"] = significance
     _write_json(path, metrics)
 
 

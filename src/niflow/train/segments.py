@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from niflow.data.movie import MovieFiles, MovieTiming
-from niflow.model.video import VideoNIF
+from niflow.model.video import Replacements, VideoNIF
 
 __all__ = ["Segment", "make_segments", "median_r", "predict_ensemble", "predict_video",
            "segment_frames"]
@@ -71,9 +71,10 @@ def segment_frames(files: MovieFiles, seg: Segment, device: torch.device) -> tor
 
 @torch.no_grad()
 def predict_video(model: VideoNIF, files: MovieFiles, volumes: np.ndarray,
-                  seconds: float = 60.0) -> dict[str, np.ndarray]:
+                  seconds: float = 60.0, replace: Replacements | None = None,
+                  ) -> dict[str, np.ndarray]:
     """Predictions (z-scored units) for ``volumes``, in their order; 0 for volumes that no
-    frame precedes.
+    frame precedes. ``replace``: an ablation (:meth:`~niflow.model.video.VideoNIF.features`).
 
     Returns
     -------
@@ -86,7 +87,8 @@ def predict_video(model: VideoNIF, files: MovieFiles, volumes: np.ndarray,
     out = {a: np.zeros((volumes.size, h.n_voxels), np.float32) for a, h in model.hrf.items()}
     where = {int(v): i for i, v in enumerate(volumes)}
     for seg in make_segments(files.timing, volumes, model.history, seconds):
-        pred = model(segment_frames(files, seg, device), torch.as_tensor(seg.last, device=device))
+        pred = model(segment_frames(files, seg, device), torch.as_tensor(seg.last, device=device),
+                     replace)
         rows = [where[int(v)] for v in seg.volumes]
         for a, p in pred.items():
             out[a][rows] = p[0].float().cpu().numpy()
