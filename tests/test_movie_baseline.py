@@ -131,7 +131,7 @@ def cli(tmp_path_factory):
         "shuffled": ["baseline", "--stim", stim, "--bold", d / "shuffled.h5", "--test-runs",
                      "4", "--out", d / "out_shuffled", *common],
         "run": ["baseline", "--stim", stim, "--bold", bold, "--out", run, *common],
-        "no_runs": ["baseline", "--stim", stim, "--bold", bold, "--out", d / "bare"],
+        "no_runs": ["baseline", "--stim", stim, "--bold", bold, "--out", d / "bare", *common],
         "bad_run": ["baseline", "--stim", stim, "--bold", bold, "--test-runs", "9",
                     "--out", d / "bad"],
         "pixels": ["baseline", "--stim", stim, "--bold", bold, "--test-runs", "4",
@@ -172,6 +172,16 @@ def test_cli_scores_every_voxel_positive_when_clean_and_null_when_shuffled(cli):
     assert out.splitlines()[2].split()[:2] == ["V1", "20"]
 
 
+def test_without_test_runs_the_repeated_run_is_held_out(cli):
+    d, res = cli["dir"], cli["res"]
+    assert res["no_runs"].rc == 0, res["no_runs"].stderr
+    info = json.loads((d / "bare" / "baseline_motion_energy.json").read_text())
+    assert info["test_runs"] == [4] and info["train_runs"] == [1, 2, 3]
+    bare, clean = _r(d / "bare"), _r(d / "out_clean")
+    assert np.array_equal(bare["r_test"], clean["r_test"])
+    assert np.array_equal(bare["noise_ceiling"], clean["noise_ceiling"])
+
+
 def test_cli_in_a_movie_run_folder_uses_its_test_runs_and_voxels(cli):
     d, res = cli["dir"], cli["res"]
     assert res["run"].rc == 0, res["run"].stderr
@@ -187,7 +197,6 @@ def test_cli_in_a_movie_run_folder_uses_its_test_runs_and_voxels(cli):
 
 
 @pytest.mark.parametrize("job, words", [
-    ("no_runs", "not a run folder (no split.json); give the test runs (--test-runs)"),
     ("bad_run", "test run(s) [9] not found"),
     ("pixels", "--features pixels"),
     ("test_rows", "--test-rows is for image data"),
@@ -201,4 +210,4 @@ def test_cli_errors_are_one_line(cli, job, words):
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("niflow baseline: error:"), r.stderr
     assert words in lines[0]
-    assert not any((cli["dir"] / n).exists() for n in ("bare", "bad", "pix", "rows"))
+    assert not any((cli["dir"] / n).exists() for n in ("bad", "pix", "rows"))

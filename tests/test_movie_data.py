@@ -11,10 +11,12 @@ from scipy import integrate
 
 from niflow.data.errors import DataError
 from niflow.data.movie import (
+    MovieFiles,
     MovieTiming,
     check_movie_timing,
     check_repeats,
     check_test_runs,
+    default_test_runs,
     movie_split,
     read_movie,
 )
@@ -231,3 +233,39 @@ def test_cli_simulate_video_writes_the_contract(tmp_path):
     assert (got.timing.fps, got.timing.tr) == (6.0, 1.5)
     assert got.responses["V1"].shape == (3 * 13, 12) and got.responses["V2"].shape[1] == 8
     assert got.repeats("V2", [3]).shape == (3, 13, 8)
+
+
+def _files(timing: MovieTiming, repeated: list[int] | None, n_repeats: int = 3,
+           seed: int = 0) -> MovieFiles:
+    """Responses whose ``V1_repeats`` repeat the volumes of ``repeated`` (their mean in V1)."""
+    rng = np.random.default_rng(seed)
+    v1 = rng.standard_normal((timing.n_volumes, 4)).astype(np.float32)
+    arrays = {"V1": v1, "tr": np.float64(timing.tr)}
+    if repeated:
+        rows = timing.volumes_of(repeated)
+        reps = rng.standard_normal((n_repeats, rows.size, 4)).astype(np.float32)
+        reps += (v1[rows] - reps.mean(0))[None]  # as float32 files store them
+        v1[rows] = reps.mean(0)
+        arrays["V1_repeats"] = reps
+    return MovieFiles(np.zeros((timing.n_frames, 4, 4), np.float32), timing, {"V1": v1},
+                      arrays, {"stim": "stim.h5", "bold": "bold.h5"})
+
+
+@pytest.mark.parametrize("repeated", [[4], [2], [3, 4], [1, 2]])
+def test_default_test_runs_are_the_runs_the_repeats_repeat(repeated):
+    timing = _timing((40, 24, 32, 24))
+    runs, why = default_test_runs(_files(timing, repeated))
+    assert runs == repeated and "repeat" in why
+
+
+def test_default_test_runs_without_repeats_or_runs():
+    timing = _timing((40, 24, 32))
+    assert default_test_runs(_files(timing, None))[0] == [3]
+    one = _timing((40,))
+    with pytest.raises(DataError, match=r"bold.h5: one run only.*give --test-runs"):
+        default_test_runs(_files(one, None))
+    files = _files(timing, [3])
+    files.arrays["V1_repeats"] = files.arrays["V1_repeats"] + 1.0  # a mean that is not V1
+    with pytest.raises(DataError, match=r"mean of \{'V1_repeats': \(3, 4, 4\)\} is not the "
+                       r"volumes of any block of runs.*give --test-runs"):
+        default_test_runs(files)

@@ -167,7 +167,7 @@ def test_bad_movie_inputs_get_one_line(movie_run, tmp_path):
                      "--test-runs", "0"],
         "bold_t": ["train", "--stim", stim, "--bold", "vt_bold.h5", "--out", "j",
                    "--test-runs", "4"],
-        "no_runs": ["train", "--stim", stim, "--bold", bold, "--out", "a"],
+        "no_runs": ["train", "--stim", "one_run.h5", "--bold", "one_run_b.h5", "--out", "a"],
         "area": ["train", "--stim", stim, "--bold", "hv4_bold.h5", "--out", "g",
                  "--test-runs", "4"],
         "unknown_run": ["train", "--stim", stim, "--bold", bold, "--out", "b",
@@ -179,6 +179,11 @@ def test_bad_movie_inputs_get_one_line(movie_run, tmp_path):
         "durations": ["train", "--stim", "tiny.h5", "--bold", "slow_bold.h5", "--out", "f",
                       "--test-runs", "4"],
     }
+    with h5py.File(tmp_path / "one_run.h5", "w") as fh:  # a single run: nothing to hold out
+        fh["stim"], fh["fps"] = np.zeros((80, 20, 20), np.uint8), 4.0
+    with h5py.File(tmp_path / "one_run_b.h5", "w") as fh:
+        fh["V1"] = np.random.default_rng(2).standard_normal((20, 30)).astype(np.float32)
+        fh["tr"] = 1.0
     with h5py.File(tmp_path / "fps2.h5", "w") as fh:  # a consistent movie at another fps
         fh["stim"] = np.zeros((80, 20, 20), np.uint8)
         fh["fps"], fh["run"] = 2.0, np.repeat([1, 2], 40)
@@ -202,7 +207,9 @@ def test_bad_movie_inputs_get_one_line(movie_run, tmp_path):
             "bold_t": "vt_bold.h5: variable 'V2' has shape (12, 240) and looks transposed: "
                       "expected (n_TR, n_voxels) = (240, 12); transpose it (numpy: V2.T; "
                       "MATLAB: V2 = V2')",
-            "no_runs": "need --test-runs", "unknown_run": "test run(s) [9] not found",
+            "no_runs": "one_run_b.h5: one run only; a movie run holds out whole runs: give "
+                       "--test-runs with two or more runs in the files",
+            "unknown_run": "test run(s) [9] not found",
             "rows": "--test-rows is not available for movie data",
             "static": "for images use --test-rows",
             "durations": "each run must last as long in both files",

@@ -326,7 +326,7 @@ def _train(args) -> int:
 
 def _train_movie(args) -> int:
     """``niflow train`` on a movie data set (:func:`niflow.runs.movie.train_movie`)."""
-    from niflow.data.movie import is_movie_data, parse_runs, read_movie
+    from niflow.data.movie import is_movie_data, parse_runs
     from niflow.runs.movie import train_movie
 
     if not is_movie_data(args.stim, args.bold):
@@ -338,17 +338,14 @@ def _train_movie(args) -> int:
         if given:
             raise RunError(f"{flag} is not available for movie data (a video model trains "
                            f"on whole runs: choose them with --test-runs)")
-    if args.test_runs is None:
-        runs = read_movie(args.stim, args.bold).timing.runs
-        raise DataError(f"{args.bold}: movie data need --test-runs (held-out run labels); "
-                        f"its runs are {runs}")
     if args.resume and args.config is None and (args.out / "config.json").exists():
         args.config = args.out / "config.json"
     cfg = _resolve_config(args)
     from niflow.train.runtime import runtime_from_environment
 
     runtime = runtime_from_environment(args.device, False)
-    train_movie(args.stim, args.bold, args.out, cfg, parse_runs(args.test_runs),
+    test_runs = None if args.test_runs is None else parse_runs(args.test_runs)
+    train_movie(args.stim, args.bold, args.out, cfg, test_runs,
                 force=args.force, progress=not args.quiet, device=str(runtime.device),
                 config_source=str(args.config or "command line"), runtime=runtime,
                 resume=args.resume)

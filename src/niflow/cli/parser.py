@@ -78,7 +78,8 @@ def _add_train(sub) -> None:
                    "--test-rows); must not overlap --test-rows")
     p.add_argument("--test-runs",
                    help="movie data (fps in --stim, tr in --bold): held-out run labels, e.g. "
-                   "8 or 7,8; a video model trains on the other runs")
+                   "8 or 7,8; a video model trains on the other runs (default: the runs that "
+                   "<AREA>_repeats repeat, else the last run)")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float)
@@ -226,7 +227,8 @@ def _add_science(sub) -> None:
                    "288:360 for the 360 rows of the BRAINS layout, otherwise required)")
     p.add_argument("--test-runs", metavar="RUNS",
                    help="movie data: held-out runs, a comma list of run labels (e.g. 5 or "
-                   "4,5), when --out is not a movie run folder")
+                   "4,5), when --out is not a movie run folder (default: the runs that "
+                   "<AREA>_repeats repeat, else the last run)")
     p.add_argument("--permutations", type=int, default=1000,
                    help="permutations for the p-values of r (default 1000)")
 

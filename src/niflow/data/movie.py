@@ -247,6 +247,47 @@ def check_test_runs(timing: MovieTiming, test_runs: list[int], source: str) -> l
     return list(test_runs)
 
 
+def default_test_runs(files: MovieFiles) -> tuple[list[int], str]:
+    """The runs to hold out when none are given, and why: the runs whose volumes the test
+    repeats' mean (``<AREA>_repeats``) equals, else the last run.
+
+    Raises
+    ------
+    DataError
+        With a single run, or repeats that match no consecutive runs' volumes.
+    """
+    t, source = files.timing, files.sources["bold"]
+    if len(t.runs) < 2:
+        raise DataError(f"{source}: one run only; a movie run holds out whole runs: give "
+                        f"--test-runs with two or more runs in the files")
+    reps = {a: np.asarray(files.arrays[a + REPEATS_SUFFIX], dtype=np.float64)
+            for a in files.responses if a + REPEATS_SUFFIX in files.arrays}
+    if not reps:
+        return [t.runs[-1]], "the last run (no <AREA>_repeats to say which)"
+    counts = [t.volume_span(r)[1] - t.volume_span(r)[0] for r in t.runs]
+    for first in range(len(t.runs) - 1, -1, -1):  # blocks of runs, later ones first
+        for last in range(len(t.runs) - (first == 0), first, -1):  # one run left to train
+            runs = list(t.runs[first:last])
+            if all(_repeats_mean_is(files.responses[a][t.volumes_of(runs)], rep)
+                   for a, rep in reps.items()):
+                return runs, "the runs that <AREA>_repeats repeat"
+    shapes = {a + REPEATS_SUFFIX: r.shape for a, r in reps.items()}
+    raise DataError(f"{source}: the mean of {shapes} is not the volumes of any block of runs "
+                    f"(run volumes {dict(zip(t.runs, counts, strict=True))}); give "
+                    f"--test-runs")
+
+
+def _repeats_mean_is(volumes: np.ndarray, repeats: np.ndarray) -> bool:
+    if repeats.ndim != 3 or repeats.shape[1:] != volumes.shape:
+        return False
+    with np.errstate(invalid="ignore"):
+        mean = repeats.mean(0)
+    ok = np.isfinite(mean) & np.isfinite(volumes)
+    scale = float(np.std(volumes[ok])) if ok.any() else 0.0
+    return bool(ok.any()) and bool(np.allclose(mean[ok], volumes[ok], rtol=0,
+                                               atol=1e-4 * scale + 1e-6))
+
+
 def check_repeats(bold_arrays: dict[str, np.ndarray], area: str, n_test_volumes: int,
                   n_voxels: int, path: str | Path) -> np.ndarray | None:
     """``<AREA>_repeats`` of shape (n_repeats, n_TR_test, n_voxels), checked; None if absent."""

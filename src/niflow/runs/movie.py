@@ -50,7 +50,13 @@ from niflow import config as cfgmod
 from niflow._atomic import atomic_write_text
 from niflow.data.dataset import DroppedVoxelsWarning, usable_voxel_columns
 from niflow.data.io import save_npz
-from niflow.data.movie import MovieFiles, check_test_runs, movie_split, read_movie
+from niflow.data.movie import (
+    MovieFiles,
+    check_test_runs,
+    default_test_runs,
+    movie_split,
+    read_movie,
+)
 from niflow.data.validate import check_areas
 from niflow.evaluate.statistics import area_summary, summarize, voxel_statistics
 from niflow.interpret.movie_flow import movie_information_flow
@@ -161,7 +167,8 @@ def _record(fit: MovieFit, seconds: float) -> dict:
 
 
 def train_movie(stim_path: str | Path, bold_path: str | Path, out: str | Path,
-                cfg: cfgmod.RunConfig, test_runs: list[int], *, force: bool = False,
+                cfg: cfgmod.RunConfig, test_runs: list[int] | None = None, *,
+                force: bool = False,
                 progress: bool = True, taps_s: float | None = None,
                 config_source: str = "config", device: str = "cpu",
                 runtime: Runtime | None = None, resume: bool = False) -> MovieRun:
@@ -176,8 +183,10 @@ def train_movie(stim_path: str | Path, bold_path: str | Path, out: str | Path,
     cfg : RunConfig
         Areas, readout, training settings and ``select.candidates``; validation takes about
         ``train.val_fraction`` of the training runs.
-    test_runs : list of int
-        Run labels held out for testing.
+    test_runs : list of int, optional
+        Run labels held out for testing; default the runs that ``<AREA>_repeats`` repeat,
+        else the last run (:func:`niflow.data.movie.default_test_runs`, said with
+        ``progress``).
     taps_s : float, optional
         Length of each area's causal temporal filter (seconds); default
         ``cfg.video.taps_s``.
@@ -203,6 +212,10 @@ def train_movie(stim_path: str | Path, bold_path: str | Path, out: str | Path,
     """
     out = Path(out)
     files = read_movie(stim_path, bold_path, cfg.data.stim_variable)
+    if test_runs is None:
+        test_runs, why = default_test_runs(files)
+        if progress:
+            _say(True)(f"test runs {test_runs}: {why} (--test-runs to choose)")
     test_runs = check_test_runs(files.timing, [int(r) for r in test_runs],
                                 files.sources["bold"])
     check_config(cfg, files.frame_shape, config_source)

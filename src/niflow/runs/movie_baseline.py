@@ -21,7 +21,13 @@ from pathlib import Path
 import numpy as np
 
 from niflow.data.errors import DataError
-from niflow.data.movie import REPEATS_SUFFIX, MovieFiles, MovieTiming, check_test_runs
+from niflow.data.movie import (
+    REPEATS_SUFFIX,
+    MovieFiles,
+    MovieTiming,
+    check_test_runs,
+    default_test_runs,
+)
 from niflow.evaluate.baselines import write_baseline
 from niflow.evaluate.motion_energy import (
     DEFAULT_ALPHAS,
@@ -233,8 +239,7 @@ def _run_folder(out: Path, files: MovieFiles, test_runs: list[int] | None,
     split_path = out / "split.json"
     if not split_path.exists():
         if test_runs is None:
-            raise DataError(f"{out}: not a run folder (no split.json); give the test runs "
-                            f"(--test-runs), e.g. {files.timing.runs[-1]}")
+            return default_test_runs(files)[0], None
         return [int(r) for r in test_runs], None
     try:
         split = json.loads(split_path.read_text())
