@@ -42,6 +42,14 @@ def three_areas(tmp_path_factory):
     return video, files, test, train, true
 
 
+def _cut_v1_into_v3(video: VideoNIF) -> VideoNIF:
+    cut = copy.deepcopy(video)
+    n_v2 = cut.spatial.graph.geometries["V2"].channels  # V3 reads V2's channels, then V1's
+    with torch.no_grad():
+        cut.spatial.graph.areas["V3"].conv.weight[:, n_v2:] = 0
+    return cut
+
+
 def test_zeroing_a_source_equals_cutting_its_weights(three_areas):
     video, files, test, train, true = three_areas
     before = copy.deepcopy(video.state_dict())
@@ -50,11 +58,7 @@ def test_zeroing_a_source_equals_cutting_its_weights(three_areas):
                                                     ("V3", "V2"), ("V3", "V1")]
     # measuring is read-only
     assert all(torch.equal(before[k], v) for k, v in video.state_dict().items())
-    cut = copy.deepcopy(video)
-    n_v2 = cut.spatial.graph.geometries["V2"].channels  # V3 reads V2's channels, then V1's
-    with torch.no_grad():
-        cut.spatial.graph.areas["V3"].conv.weight[:, n_v2:] = 0
-    want = pearson_r(predict_video(cut, files, test)["V3"], true["V3"])
+    want = pearson_r(predict_video(_cut_v1_into_v3(video), files, test)["V3"], true["V3"])
     got = {(f.target, f.source): f for f in flow}
     assert np.allclose(got[("V3", "V1")].r_zero, want, atol=1e-6)
     full = pearson_r(predict_video(video, files, test)["V3"], true["V3"])
@@ -91,3 +95,23 @@ def test_mean_features_are_those_of_whole_runs(three_areas):
         assert torch.allclose(means[k].double(), x.mean(0), atol=1e-5), k
         spread = ((x - x.mean(0)) ** 2).mean((0, 2, 3)).sqrt().numpy()
         assert np.allclose(std[k], spread, rtol=1e-4, atol=1e-6), k
+
+
+def test_an_ensemble_is_ablated_member_by_member(three_areas):
+    video, files, test, train, true = three_areas
+    torch.manual_seed(1)
+    other = VideoNIF(cfgmod.load(CONFIGS / "three-areas.json"), files.frame_shape,
+                     {"V1": 6, "V2": 4, "V3": 5}, files.timing.fps).eval()
+    flow = {(f.target, f.source): f
+            for f in movie_information_flow([video, other], files, test, true, train)}
+    mean = (predict_video(video, files, test)["V3"] + predict_video(other, files, test)["V3"]) / 2
+    assert np.allclose(flow[("V3", "V1")].r_full, pearson_r(mean, true["V3"]), atol=1e-6)
+    cut = (predict_video(_cut_v1_into_v3(video), files, test)["V3"]
+           + predict_video(_cut_v1_into_v3(other), files, test)["V3"]) / 2
+    assert np.allclose(flow[("V3", "V1")].r_zero, pearson_r(cut, true["V3"]), atol=1e-6)
+    alone = {(f.target, f.source): f
+             for f in movie_information_flow(other, files, test, true, train)}
+    share = (flow[("V3", "V1")].weight_share * 2 - alone[("V3", "V1")].weight_share)
+    single = {(f.target, f.source): f
+              for f in movie_information_flow(video, files, test, true, train)}
+    assert share == pytest.approx(single[("V3", "V1")].weight_share)

@@ -18,7 +18,7 @@ from niflow.config import STIMULUS
 from niflow.data.movie import MovieFiles
 from niflow.evaluate.statistics import pearson_r
 from niflow.interpret.flow import FlowResult, connection_weights
-from niflow.model.video import CausalConv3d, VideoNIF
+from niflow.model.video import CausalConv3d, Replacements, VideoNIF
 from niflow.train.segments import make_segments, predict_video, segment_frames
 
 __all__ = ["MAX_REFERENCE_VOLUMES", "movie_feature_statistics", "movie_information_flow"]
@@ -77,15 +77,23 @@ def _kernel(video: VideoNIF, target: str) -> np.ndarray | None:
     return torch.cat([layer.past, layer.conv.weight[:, :, None]], 2).detach().cpu().numpy()
 
 
-def movie_information_flow(video: VideoNIF, files: MovieFiles, volumes: np.ndarray,
-                           true: dict[str, np.ndarray], reference_volumes: np.ndarray,
-                           ) -> list[FlowResult]:
+def _mean_prediction(models: list[VideoNIF], files: MovieFiles, volumes: np.ndarray,
+                     area: str, ablate: list[Replacements | None]) -> np.ndarray:
+    """The ensemble's mean prediction of ``area``, each model with its own ablation."""
+    return np.mean([predict_video(m, files, volumes, replace=r)[area]
+                    for m, r in zip(models, ablate, strict=True)], axis=0)
+
+
+def movie_information_flow(models: VideoNIF | list[VideoNIF], files: MovieFiles,
+                           volumes: np.ndarray, true: dict[str, np.ndarray],
+                           reference_volumes: np.ndarray) -> list[FlowResult]:
     """Ablate each source of each area with voxels and score the area on ``volumes``.
 
     Parameters
     ----------
-    video : VideoNIF
-        One model (of an ensemble, the first: the flow is that model's).
+    models : VideoNIF or list of VideoNIF
+        A model, or an ensemble of models of one kind: each is ablated alike (with its own
+        mean features) and the area's prediction is their mean, as the run predicts.
     files : niflow.data.movie.MovieFiles
     volumes : ndarray of shape (n,), int
         Held-out volumes to score.
@@ -98,27 +106,30 @@ def movie_information_flow(video: VideoNIF, files: MovieFiles, volumes: np.ndarr
 
     Returns
     -------
-    list of FlowResult, one per (target, source) edge, in graph order.
+    list of FlowResult, one per (target, source) edge, in graph order; the weight columns
+    are the models' means (``channel_norms``: the first model's).
     """
-    means, std = movie_feature_statistics(video, files, reference_volumes)
-    device = next(video.parameters()).device
-    full = predict_video(video, files, volumes)
+    models = [models] if isinstance(models, VideoNIF) else list(models)
+    stats = [movie_feature_statistics(m, files, reference_volumes) for m in models]
+    first = models[0]
     results = []
-    for target in video.spatial.areas_with_voxels:
+    for target in first.spatial.areas_with_voxels:
         if target not in true:
             continue
         y = true[target]
-        weights = connection_weights(video.spatial, target, std, _kernel(video, target))
-        r_full = pearson_r(full[target], y)
-        for s in video.spatial.graph.areas[target].cfg.sources:
-            mean = means[s].to(device)
-            zero = predict_video(video, files, volumes,
-                                 replace={(target, s): torch.zeros_like})[target]
-            at_mean = predict_video(video, files, volumes,
-                                    replace={(target, s): lambda t, m=mean: m.expand_as(t)},
-                                    )[target]
-            results.append(FlowResult(target, s, r_full, pearson_r(zero, y),
-                                      pearson_r(at_mean, y), weights[s]["norm"],
-                                      weights[s]["share"], weights[s]["effective_share"],
-                                      weights[s]["channel_norms"]))
+        weights = [connection_weights(m.spatial, target, st[1], _kernel(m, target))
+                   for m, st in zip(models, stats, strict=True)]
+        r_full = pearson_r(_mean_prediction(models, files, volumes, target,
+                                            [None] * len(models)), y)
+        for s in first.spatial.graph.areas[target].cfg.sources:
+            zero = [{(target, s): torch.zeros_like} for _ in models]
+            at_mean = [{(target, s): lambda t, m=st[0][s]: m.to(t.device).expand_as(t)}
+                       for st in stats]
+            w = {k: float(np.mean([wt[s][k] for wt in weights]))
+                 for k in ("norm", "share", "effective_share")}
+            results.append(FlowResult(
+                target, s, r_full,
+                pearson_r(_mean_prediction(models, files, volumes, target, zero), y),
+                pearson_r(_mean_prediction(models, files, volumes, target, at_mean), y),
+                w["norm"], w["share"], w["effective_share"], weights[0][s]["channel_norms"]))
     return results

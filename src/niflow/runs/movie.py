@@ -362,8 +362,8 @@ def movie_outputs(run: MovieRun, files: MovieFiles, fit: MovieFit,
                                                   if np.isfinite(fit.history.best_val_r)
                                                   else None)}}
     atomic_write_text(out / "metrics.json", json.dumps(summary, indent=2) + "\n")
-    # information flow on the test volumes (the first member's), mean features from training
-    flow = (movie_information_flow(video, files, test, {a: files.responses[a][test]
-                                                        for a in pred}, fit.train)
+    # information flow on the test volumes (the ensemble's), mean features from training
+    flow = (movie_information_flow(run.videos, files, test, {a: files.responses[a][test]
+                                                             for a in pred}, fit.train)
             if test.size >= 3 else None)
     write_science_outputs(run, {}, flow, MOVIE_P_NOTE)
