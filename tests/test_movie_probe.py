@@ -11,6 +11,7 @@ import pytest
 from niflow import config as cfgmod
 from niflow.data.simulate.movie import simulate_movie, write_movie_simulation
 from niflow.evaluate.statistics import read_table
+from niflow.interpret.movie_tuning import movie_tuning
 from niflow.runs.movie import train_movie
 from niflow.runs.movie_probe import movie_bar_sweep
 from niflow.runs.probe import probe_run
@@ -46,7 +47,16 @@ def test_in_silico_centres_land_on_the_readout_centres(movie_run, tmp_path):
             "insilico_fit_r", "readout_prf_x", "hrf_peak_s"} <= set(table)
     info = json.loads((tmp_path / "probe.json").read_text())
     assert info["kind"] == "movie" and info["tr"] == run.tr
-    assert (tmp_path / "figures" / "probe_prf.png").exists()
+    assert all((tmp_path / "figures" / f).exists()
+               for f in ("probe_prf.png", "probe_tuning.png", "probe_motion.png"))
+    # the drifting gratings' tuning, as movie_tuning gives it for the run's ensemble
+    tuning = movie_tuning(run.videos)
+    for area in ("V1", "V2"):
+        m = table["area"] == area
+        for k in ("preferred_orientation", "direction_selectivity", "transient_index"):
+            assert np.allclose(table[k][m].astype(float), tuning[area][k], atol=1e-4,
+                               equal_nan=True), k
+        assert np.isfinite(table["transient_index"][m].astype(float)).all()  # 0.5 Hz drifts
     for area in ("V1", "V2"):
         m = table["area"] == area
         assert m.sum() == run.video.hrf[area].n_voxels

@@ -561,3 +561,31 @@ def plot_hrf_latencies(peaks: dict[str, np.ndarray], path: str | Path,
     _legend(ax, fontsize=7)
     fig.tight_layout()
     return _save(fig, Path(path))
+
+
+def plot_motion_tuning(tuning: dict[str, dict[str, np.ndarray]], path: str | Path) -> Path:
+    """Per area: direction selectivity, preferred direction of the selective voxels and
+    preferred temporal frequency (in-silico drifting gratings of a movie run)."""
+    areas = list(tuning)
+    fig, axes = plt.subplots(len(areas), 3, figsize=(12.0, 3.3 * len(areas)), squeeze=False)
+    for row, area in zip(axes, areas, strict=True):
+        t = tuning[area]
+        dsi = np.asarray(t["direction_selectivity"], float)
+        row[0].hist(dsi, bins=np.linspace(0, 1, 21), color="tab:purple", edgecolor="white")
+        row[0].set_xlabel("direction selectivity (0 = either way, 1 = one direction)")
+        picked = np.asarray(t["preferred_direction"], float)[dsi > 0.2]
+        row[1].hist(picked, bins=np.arange(0, 361, 22.5), color="tab:blue", edgecolor="white")
+        row[1].set_xlabel("preferred direction (deg, 0 = rightwards, CCW), selectivity > 0.2")
+        row[1].set_xticks(np.arange(0, 361, 90))
+        tf = np.asarray(t["preferred_tf_hz"], float)
+        levels = np.unique(tf)
+        row[2].bar([f"{v:g}" for v in levels], [(tf == v).sum() for v in levels],
+                   color="tab:orange")
+        row[2].set_xlabel("preferred temporal frequency (Hz; 0 = static)")
+        for ax, what in zip(row, ("direction selectivity", "preferred direction",
+                                  "temporal frequency"), strict=True):
+            ax.set_ylabel("voxels")
+            ax.set_title(f"{area}: {what}", fontsize=9)
+    fig.suptitle("In-silico drifting-grating tuning of every voxel", fontsize=10)
+    fig.tight_layout()
+    return _save(fig, Path(path))

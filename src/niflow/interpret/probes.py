@@ -299,6 +299,7 @@ def orientation_tuning(responses: np.ndarray, orientations_deg: np.ndarray,
     vec = (r * np.exp(2j * theta)[:, None]).sum(0)
     total = r.sum(0)
     pref = (np.degrees(np.angle(vec)) / 2.0) % 180.0
+    pref[pref >= 180.0] = 0.0  # -1e-15 % 180 is 180.0 in floating point
     with np.errstate(invalid="ignore", divide="ignore"):
         sel = np.where(total > 0, np.abs(vec) / total, 0.0)
     # half-width at half-height on a fine periodic grid (0.5° steps, both flanks averaged);

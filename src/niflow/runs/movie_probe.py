@@ -13,9 +13,14 @@ Files (into the run folder, or ``out_dir``)::
 
     probe_voxels.csv   area, voxel, insilico_x, insilico_y, insilico_sigma,
                        insilico_hrf_peak_s, insilico_fit_r, readout_prf_x, readout_prf_y,
-                       readout_prf_sigma, hrf_peak_s (learned), centre_distance
-    probe.json         the stimulus, per-area medians and the checks
-    figures/probe_prf.png
+                       readout_prf_sigma, hrf_peak_s (learned), centre_distance, then the
+                       drifting gratings' tuning (:func:`niflow.interpret.movie_tuning.
+                       movie_tuning`): preferred_orientation, orientation_selectivity,
+                       preferred_sf (cycles/px; preferred_sf_cpd with
+                       data.visual_field_deg), preferred_direction, direction_selectivity,
+                       preferred_tf_hz, transient_index
+    probe.json         the stimuli, per-area medians and the checks
+    figures/probe_prf.png, probe_tuning.png, probe_motion.png
 """
 
 from __future__ import annotations
@@ -29,6 +34,8 @@ from niflow.data.movie import MovieFiles, MovieTiming
 from niflow.data.simulate.prf_mapping import bar_sweep_run
 from niflow.evaluate.prf_fit import PRFFit, fit_prf
 from niflow.evaluate.statistics import read_table, write_table
+from niflow.interpret.movie_tuning import movie_tuning
+from niflow.interpret.receptive_fields import degrees_per_pixel
 from niflow.runs.outputs import PROBE_CSV, PROBE_JSON, VOXELS_CSV, _write_json
 from niflow.runs.run import MovieRun, RunError
 from niflow.train.video import ensemble_hrf_parameters, predict_ensemble
@@ -37,6 +44,9 @@ __all__ = ["movie_bar_sweep", "probe_movie_run"]
 
 PROBE_PEAKS_S = tuple(np.arange(3.0, 8.01, 0.5))
 MOVIE_WELL_PREDICTED_R = 0.3
+TUNING_COLUMNS = ("preferred_orientation", "orientation_selectivity", "preferred_sf",
+                  "preferred_direction", "direction_selectivity", "preferred_tf_hz",
+                  "transient_index")
 
 
 def movie_bar_sweep(run: MovieRun) -> tuple[MovieFiles, np.ndarray]:
@@ -76,6 +86,11 @@ def _centre_checks(fit: PRFFit, readout: dict[str, np.ndarray], keep: np.ndarray
     return out
 
 
+def _median(x: np.ndarray) -> float | None:
+    x = np.asarray(x, float)
+    return float(np.median(x[np.isfinite(x)])) if np.isfinite(x).any() else None
+
+
 def probe_movie_run(run: MovieRun, out_dir: str | Path | None = None) -> dict:
     """Run the bar sweep through a movie run's model and fit pRFs and HRFs to its predictions.
 
@@ -109,7 +124,11 @@ def probe_movie_run(run: MovieRun, out_dir: str | Path | None = None) -> dict:
     cols: dict[str, list] = {k: [] for k in (
         "area", "voxel", "insilico_x", "insilico_y", "insilico_sigma", "insilico_hrf_peak_s",
         "insilico_fit_r", "readout_prf_x", "readout_prf_y", "readout_prf_sigma", "hrf_peak_s",
-        "centre_distance")}
+        "centre_distance", *TUNING_COLUMNS)}
+    tuning = movie_tuning(run.videos)
+    vf = getattr(run.config.data, "visual_field_deg", None)
+    if vf:
+        cols["preferred_sf_cpd"] = []
     for area, p in pred.items():
         fit = fit_prf(aperture, p.astype(np.float64), files.timing, volumes=volumes,
                       peaks=PROBE_PEAKS_S)
@@ -144,8 +163,16 @@ def probe_movie_run(run: MovieRun, out_dir: str | Path | None = None) -> dict:
                           ("readout_prf_y", q["prf_y"]), ("readout_prf_sigma", q["prf_sigma"]),
                           ("hrf_peak_s", q["hrf_peak_s"]),
                           ("centre_distance", np.hypot(fit.x - q["prf_x"],
-                                                       fit.y - q["prf_y"]))):
+                                                       fit.y - q["prf_y"])),
+                          *((k, tuning[area][k]) for k in TUNING_COLUMNS)):
             cols[key] += list(vals)
+        if vf:
+            c, h, w = run.video.frame_shape
+            cols["preferred_sf_cpd"] += list(tuning[area]["preferred_sf"]
+                                             / degrees_per_pixel((h, w), vf))
+        medians[area].update({f"median_{k}": _median(tuning[area][k])
+                              for k in ("orientation_selectivity", "direction_selectivity",
+                                        "transient_index")})
     out.mkdir(parents=True, exist_ok=True)
     write_table(out / PROBE_CSV, cols)
     c, h, w = run.video.frame_shape
@@ -157,9 +184,17 @@ def probe_movie_run(run: MovieRun, out_dir: str | Path | None = None) -> dict:
                    "peak is chosen per voxel (grid search by r, then least squares)",
         "fps": run.video.fps, "tr": run.tr, "n_volumes": int(volumes.size),
         "frame_size": [h, w], "hrf_peaks_s": list(PROBE_PEAKS_S),
+        "tuning": "drifting gratings (niflow.interpret.movie_tuning: 8 directions, 5 "
+                  "wavelengths, 0-4 Hz under half the frame rate), each voxel's drive "
+                  "before the HRF over a grey screen's, read at its best condition",
         "well_predicted_r": MOVIE_WELL_PREDICTED_R, "medians": medians, "checks": checks})
     pairs = {a: {"readout_x": readout[a]["prf_x"], "readout_y": readout[a]["prf_y"],
                  "readout_sigma": readout[a]["prf_sigma"], "insilico_x": fits[a].x,
                  "insilico_y": fits[a].y, "insilico_sigma": fits[a].sigma} for a in fits}
     plots.plot_prf_agreement(pairs, out / "figures" / "probe_prf.png", "px")
+    plots.plot_tuning({a: {k: tuning[a][k] for k in ("preferred_orientation",
+                                                     "orientation_selectivity",
+                                                     "preferred_sf")} for a in fits},
+                      out / "figures" / "probe_tuning.png", "cycles/px")
+    plots.plot_motion_tuning(tuning, out / "figures" / "probe_motion.png")
     return {"fits": fits, "readout": readout, "checks": checks}
