@@ -5,6 +5,7 @@ refuses bad inputs with one line."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import h5py
 import numpy as np
@@ -390,7 +391,7 @@ def test_unusable_movie_voxels_are_dropped_as_if_never_there(movie_run, tmp_path
     assert not (tmp_path / "dead").exists()
 
 
-def test_the_report_shows_a_movie_runs_haemodynamics(movie_run):
+def test_the_report_shows_a_movie_runs_haemodynamics(movie_run, tmp_path):
     from niflow.report.html import write_report
 
     _, _, _, out = movie_run
@@ -398,6 +399,13 @@ def test_the_report_shows_a_movie_runs_haemodynamics(movie_run):
     assert "Haemodynamic responses" in page
     assert "V1: learned HRFs" in page and "V2: learned HRFs" in page
     assert "HRF peak (s)" in page  # a column of the per-voxel table
+    # as `niflow report RUN` makes it: the movie probe runs first (it raised a KeyError)
+    copy = tmp_path / "run"
+    shutil.copytree(out, copy)
+    page = write_report(copy).read_text()
+    assert (copy / "probe.json").exists()
+    assert "median direction selectivity (drifting gratings)" in page
+    assert "median HRF peak, in-silico bar sweep (s)" in page
 
 
 def test_a_colour_movie_trains_on_its_red_channel(movie_run, tmp_path):

@@ -172,7 +172,7 @@ def probe_movie_run(run: MovieRun, out_dir: str | Path | None = None) -> dict:
                                              / degrees_per_pixel((h, w), vf))
         medians[area].update({f"median_{k}": _median(tuning[area][k])
                               for k in ("orientation_selectivity", "direction_selectivity",
-                                        "transient_index")})
+                                        "transient_index", "preferred_sf")})
     out.mkdir(parents=True, exist_ok=True)
     write_table(out / PROBE_CSV, cols)
     c, h, w = run.video.frame_shape
@@ -187,7 +187,8 @@ def probe_movie_run(run: MovieRun, out_dir: str | Path | None = None) -> dict:
         "tuning": "drifting gratings (niflow.interpret.movie_tuning: 8 directions, 5 "
                   "wavelengths, 0-4 Hz under half the frame rate), each voxel's drive "
                   "before the HRF over a grey screen's, read at its best condition",
-        "well_predicted_r": MOVIE_WELL_PREDICTED_R, "medians": medians, "checks": checks})
+        "well_predicted_r": MOVIE_WELL_PREDICTED_R, "visual_field_deg": vf,
+        "medians": medians, "checks": checks})
     pairs = {a: {"readout_x": readout[a]["prf_x"], "readout_y": readout[a]["prf_y"],
                  "readout_sigma": readout[a]["prf_sigma"], "insilico_x": fits[a].x,
                  "insilico_y": fits[a].y, "insilico_sigma": fits[a].sigma} for a in fits}
