@@ -195,6 +195,7 @@ def test_bad_movie_inputs_get_one_line(movie_run, tmp_path):
     jobs["evaluate"] = ["evaluate", run_dir, "--stim", stim, "--bold", bold]
     jobs["evaluate_fps"] = ["evaluate", run_dir, "--stim", "fps2.h5", "--bold", "fps2_bold.h5"]
     jobs["evaluate_run"] = ["evaluate", run_dir, "--stim", stim, "--bold", bold, "--runs", "9"]
+    jobs["cv"] = ["cv", "--stim", stim, "--bold", bold, "--out", "k"]
     jobs["evaluate_rows"] = ["evaluate", run_dir, "--stim", stim, "--bold", bold, "--rows",
                              "0:5"]
     res = run_many(jobs, tmp_path)
@@ -221,7 +222,8 @@ def test_bad_movie_inputs_get_one_line(movie_run, tmp_path):
                         f"{sim.test_run}",
             "evaluate_fps": "fps2.h5: variable 'fps' is 2 but",
             "evaluate_run": "run(s) [9] not found in",
-            "evaluate_rows": "--rows is for image runs"}
+            "evaluate_rows": "--rows is for image runs",
+            "cv": "are a movie data set (fps / tr); niflow cv cross-validates images"}
     for name, text in want.items():
         r = res[name]
         assert r.rc != 0, name

@@ -409,8 +409,14 @@ def _print_area_table(areas: dict[str, dict]) -> None:
 
 def cmd_cv(args) -> int:
     from niflow.data.io import load_responses, load_stimuli
+    from niflow.data.movie import is_movie_data
     from niflow.runs.crossval import cross_validate
 
+    if is_movie_data(args.stim, args.bold):
+        raise DataError(f"{args.stim} and {args.bold} are a movie data set (fps / tr); niflow "
+                        f"cv cross-validates images: for movies hold out runs with niflow "
+                        f"train --test-runs (niflow baseline picks its penalties by "
+                        f"leave-one-run-out)")
     cfg = _resolve_config(args)
     baselines = _parse_baselines(args.baselines)
     stim = load_stimuli(args.stim, cfg.data.stim_variable)
