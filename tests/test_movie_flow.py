@@ -115,3 +115,23 @@ def test_an_ensemble_is_ablated_member_by_member(three_areas):
     single = {(f.target, f.source): f
               for f in movie_information_flow(video, files, test, true, train)}
     assert share == pytest.approx(single[("V3", "V1")].weight_share)
+
+
+def test_a_full_space_time_area_weighs_its_past_kernels_too(three_areas):
+    _, files, test, train, true = three_areas
+    cfg = cfgmod.load(CONFIGS / "three-areas.json")
+    cfg.video.space_time = "full"
+    torch.manual_seed(2)
+    video = VideoNIF(cfg, files.frame_shape, {"V1": 6, "V2": 4, "V3": 5}, files.timing.fps)
+    layer = video.space_time_conv["V3"]
+    with torch.no_grad():
+        layer.past.normal_()  # a model that learned to look back
+    flow = {(f.target, f.source): f
+            for f in movie_information_flow(video.eval(), files, test, true, train)}
+    n_v2 = video.spatial.graph.geometries["V2"].channels
+    kernel = torch.cat([layer.past, layer.conv.weight[:, :, None]], 2).detach()
+    naive = {"V2": float(kernel[:, :n_v2].pow(2).sum().sqrt()),
+             "V1": float(kernel[:, n_v2:].pow(2).sum().sqrt())}
+    for source, norm in naive.items():
+        assert flow[("V3", source)].weight_norm == pytest.approx(norm, rel=1e-5)
+    assert flow[("V3", "V1")].weight_norm > float(kernel[:, n_v2:, -1].pow(2).sum().sqrt())
