@@ -265,8 +265,11 @@ def default_test_runs(files: MovieFiles) -> tuple[list[int], str]:
     if not reps:
         return [t.runs[-1]], "the last run (no <AREA>_repeats to say which)"
     counts = [t.volume_span(r)[1] - t.volume_span(r)[0] for r in t.runs]
+    lengths = {rep.shape[1] for rep in reps.values() if rep.ndim == 3}
     for first in range(len(t.runs) - 1, -1, -1):  # blocks of runs, later ones first
         for last in range(len(t.runs) - (first == 0), first, -1):  # one run left to train
+            if sum(counts[first:last]) not in lengths:  # only blocks of the repeats' length
+                continue
             runs = list(t.runs[first:last])
             if all(_repeats_mean_is(files.responses[a][t.volumes_of(runs)], rep)
                    for a, rep in reps.items()):
