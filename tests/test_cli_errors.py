@@ -112,6 +112,8 @@ def cli(tmp_path_factory):
         results["evaluate"] = finish(start(
             d, "evaluate", "RUN", "--stim", "stim.mat", "--bold", "bold.mat", "--rows",
             "30:40", "--json", "out.json"))
+        results["evaluate_runs"] = finish(start(
+            d, "evaluate", "RUN", "--stim", "stim.mat", "--bold", "bold.mat", "--runs", "2"))
     return {"dir": d, "results": results, "bold": bold, "exist_before": before_exist}
 
 
@@ -249,6 +251,12 @@ def test_config_command_refuses_areas_selection_would_drop(cli):
 
 def test_evaluate_without_run(cli):
     _check_error(cli, "evaluate_not_a_run", "existing_missing", command="evaluate")
+
+
+def test_evaluate_runs_is_for_movie_runs(cli):
+    assert cli["results"]["train"].rc == 0, cli["results"]["train"].stderr
+    _check_error(cli, "evaluate_runs", "--runs is for movie runs", "use --rows",
+                 command="evaluate")
 
 
 # --------------------------------------------------------------------------- a tiny real run
