@@ -90,3 +90,14 @@ def test_tuning_summaries_against_closed_forms():
     t = temporal_tuning(np.array([[2.0, 1.0], [1.0, 1.0], [0.0, 3.0]]), tf)
     assert t["preferred_tf_hz"].tolist() == [0.0, 4.0]
     assert t["transient_index"] == pytest.approx([-1.0, 0.5])
+
+
+def test_batches_of_clips_do_not_change_the_tuning(monkeypatch):
+    import niflow.interpret.movie_tuning as mt
+
+    video = _reading([0, 9, 18])
+    whole = movie_tuning(video)["V1"]
+    monkeypatch.setattr(mt, "BATCH_BYTES", 1)  # one clip per batch, as for large frames
+    one = movie_tuning(video)["V1"]
+    for k in ("preferred_orientation", "grating_response", "preferred_wavelength"):
+        assert np.allclose(whole[k], one[k], rtol=1e-5, atol=1e-6), k

@@ -28,6 +28,9 @@ __all__ = ["MovieTuningSettings", "direction_tuning", "drifting_grating", "movie
            "temporal_tuning", "tuning_conditions"]
 
 CLIPS_PER_BATCH = 16
+# what one batch of clips may take in the first area's filter outputs (64 values per pixel
+# and frame: a Gabor bank's 32 quadrature pairs); larger frames get fewer clips per batch
+BATCH_BYTES = 256 * 2**20
 
 
 @dataclass
@@ -84,9 +87,10 @@ def _clip_drive(models: list[VideoNIF], clip: Callable[[int], np.ndarray], n_cli
     makes clip i, (frames, height, width) in [0, 1] (made batch by batch: the clips of a
     large frame would not fit in memory at once)."""
     out: dict[str, list[np.ndarray]] = {}
-    for i in range(0, n_clips, CLIPS_PER_BATCH):
-        x = torch.as_tensor(np.stack([clip(j) for j in range(i, min(i + CLIPS_PER_BATCH,
-                                                                     n_clips))]))
+    per_clip = clip(0).size * 64 * 4
+    batch = max(1, min(CLIPS_PER_BATCH, BATCH_BYTES // per_clip))
+    for i in range(0, n_clips, batch):
+        x = torch.as_tensor(np.stack([clip(j) for j in range(i, min(i + batch, n_clips))]))
         total: dict[str, np.ndarray] = {}
         for m in models:
             c = m.frame_shape[0]
