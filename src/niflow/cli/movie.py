@@ -64,7 +64,8 @@ def movie_evaluate(args, run) -> int:
     from niflow.cli.tables import print_stats_table
     from niflow.data.errors import DataError
     from niflow.data.movie import is_movie_data, read_movie
-    from niflow.runs.movie_evaluation import MOVIE_P_NOTE, evaluate_movie_folder
+    from niflow.evaluate.statistics import TIME_SERIES_P_NOTE
+    from niflow.runs.movie_evaluation import evaluate_movie_folder
 
     for flag, given in (("--rows", args.rows), ("--repeats", args.repeats)):
         if given:
@@ -80,7 +81,7 @@ def movie_evaluate(args, run) -> int:
     results = evaluate_movie_folder(run, files, runs, out)
     scored = json.loads((out / "stats.json").read_text())
     print(f"runs {scored['runs']} of {args.bold} ({scored['n_volumes']} volumes); p-values "
-          f"{MOVIE_P_NOTE}")
+          f"{TIME_SERIES_P_NOTE}")
     print_stats_table(results)
     if args.json:
         payload = {a: {**res["summary"], "r": res["stats"]["r"].tolist()}

@@ -23,15 +23,12 @@ def probe_movie(args, run) -> int:
               f"{np.nanmedian(fit.sigma):>11.2f} {'n/a' if d is None else f'{d:.2f}':>11} "
               f"{np.median(res['readout'][area]['hrf_peak_s']):>7.2f}s "
               f"{np.nanmedian(fit.hrf_peak_s):>8.2f}s")
-    import json
-
-    info = json.loads(((args.out or args.run) / "probe.json").read_text())
     def fmt(v) -> str:
         return "n/a" if v is None else f"{v:.2f}"
 
     print("drifting gratings (medians): " + "; ".join(
-        f"{a} orientation selectivity {fmt(m['median_orientation_selectivity'])}, direction "
-        f"selectivity {fmt(m['median_direction_selectivity'])}, transient index "
-        f"{fmt(m['median_transient_index'])}" for a, m in info["medians"].items()))
+        f"{a} orientation selectivity {fmt(m['orientation_selectivity'])}, direction "
+        f"selectivity {fmt(m['direction_selectivity'])}, transient index "
+        f"{fmt(m['transient_index'])}" for a, m in res["medians"].items()))
     print(f"wrote {(args.out or args.run) / 'probe_voxels.csv'} and probe.json")
     return 0

@@ -26,6 +26,8 @@ import numpy as np
 
 CEILING_METHOD = "split-half reliability, Spearman-Brown corrected to the mean of all repeats"
 NO_REPEATS_NOTE = "no repeated measurements given: noise ceiling unavailable"
+# why a movie's volumes get no permutation p-values
+TIME_SERIES_P_NOTE = "not computed for time series (row permutations ignore autocorrelation)"
 DEFAULT_PERMUTATIONS = 1000
 
 

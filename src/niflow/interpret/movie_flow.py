@@ -78,10 +78,11 @@ def _kernel(video: VideoNIF, target: str) -> np.ndarray | None:
 
 
 def _mean_prediction(models: list[VideoNIF], files: MovieFiles, volumes: np.ndarray,
-                     area: str, ablate: list[Replacements | None]) -> np.ndarray:
-    """The ensemble's mean prediction of ``area``, each model with its own ablation."""
-    return np.mean([predict_video(m, files, volumes, replace=r)[area]
-                    for m, r in zip(models, ablate, strict=True)], axis=0)
+                     ablate: list[Replacements | None]) -> dict[str, np.ndarray]:
+    """The ensemble's mean prediction of every area, each model with its own ablation."""
+    preds = [predict_video(m, files, volumes, replace=r)
+             for m, r in zip(models, ablate, strict=True)]
+    return {a: np.mean([p[a] for p in preds], axis=0) for a in preds[0]}
 
 
 def movie_information_flow(models: VideoNIF | list[VideoNIF], files: MovieFiles,
@@ -112,6 +113,7 @@ def movie_information_flow(models: VideoNIF | list[VideoNIF], files: MovieFiles,
     models = [models] if isinstance(models, VideoNIF) else list(models)
     stats = [movie_feature_statistics(m, files, reference_volumes) for m in models]
     first = models[0]
+    full = _mean_prediction(models, files, volumes, [None] * len(models))
     results = []
     for target in first.spatial.areas_with_voxels:
         if target not in true:
@@ -119,8 +121,7 @@ def movie_information_flow(models: VideoNIF | list[VideoNIF], files: MovieFiles,
         y = true[target]
         weights = [connection_weights(m.spatial, target, st[1], _kernel(m, target))
                    for m, st in zip(models, stats, strict=True)]
-        r_full = pearson_r(_mean_prediction(models, files, volumes, target,
-                                            [None] * len(models)), y)
+        r_full = pearson_r(full[target], y)
         for s in first.spatial.graph.areas[target].cfg.sources:
             zero = [{(target, s): torch.zeros_like} for _ in models]
             at_mean = [{(target, s): lambda t, m=st[0][s]: m.to(t.device).expand_as(t)}
@@ -129,7 +130,7 @@ def movie_information_flow(models: VideoNIF | list[VideoNIF], files: MovieFiles,
                  for k in ("norm", "share", "effective_share")}
             results.append(FlowResult(
                 target, s, r_full,
-                pearson_r(_mean_prediction(models, files, volumes, target, zero), y),
-                pearson_r(_mean_prediction(models, files, volumes, target, at_mean), y),
+                pearson_r(_mean_prediction(models, files, volumes, zero)[target], y),
+                pearson_r(_mean_prediction(models, files, volumes, at_mean)[target], y),
                 w["norm"], w["share"], w["effective_share"], weights[0][s]["channel_norms"]))
     return results

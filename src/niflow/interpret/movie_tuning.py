@@ -21,7 +21,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from niflow.interpret.probes import grating, orientation_tuning, spatial_frequency_tuning
+from niflow.interpret.probes import (
+    circular_preference,
+    grating,
+    orientation_tuning,
+    spatial_frequency_tuning,
+)
 from niflow.model.video import VideoNIF
 
 __all__ = ["MovieTuningSettings", "direction_tuning", "drifting_grating", "movie_tuning",
@@ -121,13 +126,7 @@ def direction_tuning(responses: np.ndarray, directions_deg: np.ndarray,
         ``preferred_direction`` (degrees in [0, 360)), ``direction_selectivity``.
     """
     r = np.asarray(responses, dtype=np.float64)
-    r = r - r.min(0)
-    vec = (r * np.exp(1j * np.radians(directions_deg))[:, None]).sum(0)
-    total = r.sum(0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        sel = np.where(total > 0, np.abs(vec) / total, 0.0)
-    pref = np.degrees(np.angle(vec)) % 360.0
-    pref[pref >= 360.0] = 0.0  # -1e-15 % 360 is 360.0 in floating point
+    pref, sel = circular_preference(r - r.min(0), directions_deg, harmonic=1)
     return {"preferred_direction": pref, "direction_selectivity": sel}
 
 
@@ -183,29 +182,27 @@ def movie_tuning(models: VideoNIF | list[VideoNIF],
     warm = max(m.history - max(h.n_lags for h in m.hrf.values()) for m in models) + 1
     n = max(2, int(round(s.seconds * first.fps)))
     grey = np.full((warm + n, *size), 0.5, np.float32)
-    specs = [(d, w, f, p) for d in dirs for w in lam for f in tfs
+    # (direction, wavelength, frequency) indices and a phase (static gratings at four)
+    specs = [(i, j, k, p) for i in range(len(dirs)) for j in range(len(lam))
+             for k, f in enumerate(tfs)
              for p in ((0.0, 0.5 * math.pi, math.pi, 1.5 * math.pi) if f == 0 else (0.0,))]
 
-    def clip(i: int) -> np.ndarray:  # clip 0: the grey screen alone
-        if i == 0:
+    def clip(n_clip: int) -> np.ndarray:  # clip 0: the grey screen alone
+        if n_clip == 0:
             return grey
-        d, w, f, p = specs[i - 1]
-        return np.concatenate([grey[:warm], drifting_grating(size, d, w, f, first.fps, n, p)])
+        i, j, k, p = specs[n_clip - 1]
+        return np.concatenate([grey[:warm],
+                               drifting_grating(size, dirs[i], lam[j], tfs[k], first.fps, n, p)])
 
     drive = _clip_drive(models, clip, len(specs) + 1, warm)
-    index = [sp[:3] for sp in specs]
+    cells = tuple(np.array([sp[:3] for sp in specs]).T)
+    grid = (len(dirs), len(lam), len(tfs))
+    count = np.bincount(np.ravel_multi_index(cells, grid), minlength=int(np.prod(grid)))
     out = {}
     for area, resp in drive.items():
-        base, rest = resp[0], resp[1:]
-        r = np.zeros((len(dirs), len(lam), len(tfs), resp.shape[1]))
-        count = np.zeros((len(dirs), len(lam), len(tfs), 1))
-        for (d, w, f), v in zip(index, rest, strict=True):
-            k = (int(np.flatnonzero(dirs == d)[0]), int(np.flatnonzero(lam == w)[0]),
-                 int(np.flatnonzero(tfs == f)[0]))
-            r[k] += v - base
-            count[k] += 1
-        r /= count
-        out[area] = _tuning(r, dirs, lam, tfs)
+        r = np.zeros((*grid, resp.shape[1]))
+        np.add.at(r, cells, resp[1:] - resp[0])  # each clip over the grey screen
+        out[area] = _tuning(r / count.reshape(*grid, 1), dirs, lam, tfs)
     return out
 
 

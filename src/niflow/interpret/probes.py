@@ -272,6 +272,36 @@ def _parabola_offset(surf: np.ndarray, iy: np.ndarray, ix: np.ndarray, axis: int
     return np.clip(off, -0.5, 0.5)
 
 
+def circular_preference(responses: np.ndarray, angles_deg: np.ndarray, harmonic: int = 1,
+                        ) -> tuple[np.ndarray, np.ndarray]:
+    """Preferred angle and selectivity of non-negative responses over evenly spaced angles.
+
+    The preferred angle is that of the vector sum of the responses at ``harmonic`` times
+    their angles, divided by ``harmonic`` (1: directions over 360°, 2: orientations over
+    180°); the selectivity is the sum's length over the summed responses (0 = the same at
+    every angle, 1 = one angle only).
+
+    Parameters
+    ----------
+    responses : ndarray of shape (n_angles, n_voxels), >= 0
+    angles_deg : ndarray of shape (n_angles,)
+
+    Returns
+    -------
+    preferred : ndarray of shape (n_voxels,), degrees in [0, 360 / harmonic)
+    selectivity : ndarray of shape (n_voxels,)
+    """
+    period = 360.0 / harmonic
+    theta = np.radians(np.asarray(angles_deg, dtype=np.float64))
+    vec = (responses * np.exp(1j * harmonic * theta)[:, None]).sum(0)
+    total = responses.sum(0)
+    pref = (np.degrees(np.angle(vec)) / harmonic) % period
+    pref[pref >= period] = 0.0  # -1e-15 % 180 is 180.0 in floating point
+    with np.errstate(invalid="ignore", divide="ignore"):
+        sel = np.where(total > 0, np.abs(vec) / total, 0.0)
+    return pref, sel
+
+
 def orientation_tuning(responses: np.ndarray, orientations_deg: np.ndarray,
                        ) -> dict[str, np.ndarray]:
     """Preferred orientation, selectivity and bandwidth from responses to oriented stimuli.
@@ -295,13 +325,7 @@ def orientation_tuning(responses: np.ndarray, orientations_deg: np.ndarray,
     """
     r = np.asarray(responses, dtype=np.float64)
     r = r - r.min(0)
-    theta = np.radians(np.asarray(orientations_deg, dtype=np.float64))
-    vec = (r * np.exp(2j * theta)[:, None]).sum(0)
-    total = r.sum(0)
-    pref = (np.degrees(np.angle(vec)) / 2.0) % 180.0
-    pref[pref >= 180.0] = 0.0  # -1e-15 % 180 is 180.0 in floating point
-    with np.errstate(invalid="ignore", divide="ignore"):
-        sel = np.where(total > 0, np.abs(vec) / total, 0.0)
+    pref, sel = circular_preference(r, orientations_deg, harmonic=2)
     # half-width at half-height on a fine periodic grid (0.5° steps, both flanks averaged);
     # trigonometric interpolation of the evenly spaced samples, which unlike linear
     # interpolation does not widen a peak that falls between two samples

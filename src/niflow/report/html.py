@@ -378,24 +378,22 @@ def _area_measures(area: str, metrics: dict, stats: dict | None, probe_info: dic
         # probe.json keeps pixels; dpp (degrees per pixel) converts once the field is known
         f, u = (dpp, "deg") if dpp else (1.0, "px")
         sf, sf_u = (1.0 / dpp, "cycles/deg") if dpp else (1.0, "cycles/px")
-        # a movie run's probe.json names its medians after the bar sweep's fit and the
-        # drifting gratings (runs.movie_probe)
-        movie = "insilico_sigma" in med
-        sigma = med["insilico_sigma"] if movie else med["prf_sigma"]
-        osi = med.get("median_orientation_selectivity" if movie else "orientation_selectivity")
-        psf = med.get("median_preferred_sf" if movie else "preferred_sf")
+        # a movie run's probe (runs.movie_probe) calls its bar sweep's size insilico_sigma
+        # and adds the bar sweep's HRF peak and the drifting gratings' direction tuning
+        sigma = med.get("prf_sigma", med.get("insilico_sigma"))
+        psf = med.get("preferred_sf")
         rows += [[f"median pRF size σ, readout map ({u})",
                   _num(med["readout_prf_sigma"] * f, 2)],
                  [f"median pRF size σ, in-silico ({u})", _num(sigma * f, 2)],
-                 ["median orientation selectivity", _num(osi)],
+                 ["median orientation selectivity", _num(med.get("orientation_selectivity"))],
                  [f"median preferred SF ({sf_u})", _num(None if psf is None else psf * sf, 3)]]
-        if movie:
+        if "direction_selectivity" in med:
             rows += [["median HRF peak, in-silico bar sweep (s)",
                       _num(med.get("insilico_hrf_peak_s"), 2)],
                      ["median direction selectivity (drifting gratings)",
-                      _num(med.get("median_direction_selectivity"))],
+                      _num(med.get("direction_selectivity"))],
                      ["median transient index (drifting gratings)",
-                      _num(med.get("median_transient_index"))]]
+                      _num(med.get("transient_index"))]]
     return _table(["measure", "value"], rows, f"area-{area}")
 
 

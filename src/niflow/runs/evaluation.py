@@ -108,18 +108,24 @@ def evaluate_folder(run: Run, stim: np.ndarray, responses: dict[str, np.ndarray]
                     seed: int = 0, info: dict | None = None) -> dict[str, dict]:
     """:func:`niflow.runs.evaluation.evaluate_run` + ``stats_voxels.csv``, ``stats.json`` and, with
     repeats, ``figures/noise_ceiling.png`` in ``out_dir``."""
-    from niflow import figures as plots
-    from niflow.runs.evaluation import evaluate_run, write_statistics
-
     results = evaluate_run(run, stim, responses, rows, repeats, n_permutations=n_permutations,
                            alpha=alpha, seed=seed)
-    write_statistics(results, out_dir, {"rows": None if rows is None else
+    write_evaluation(results, out_dir, {"rows": None if rows is None else
                                         [int(i) for i in rows], **(info or {})})
+    return results
+
+
+def write_evaluation(results: dict[str, dict], out_dir: str | Path,
+                     info: dict | None = None) -> None:
+    """:func:`write_statistics`, and ``figures/noise_ceiling.png`` where a ceiling is known
+    (image and movie evaluations alike)."""
+    from niflow import figures as plots
+
+    write_statistics(results, out_dir, info)
     ceil = {a: r["stats"]["noise_ceiling"] for a, r in results.items()}
     if any(np.isfinite(c).any() for c in ceil.values()):
         plots.plot_noise_ceiling({a: r["stats"]["r"] for a, r in results.items()}, ceil,
                                  Path(out_dir) / "figures" / "noise_ceiling.png")
-    return results
 
 
 def baseline_folder(stim: np.ndarray, responses: dict[str, np.ndarray], out: str | Path,

@@ -58,7 +58,12 @@ from niflow.data.movie import (
     read_movie,
 )
 from niflow.data.validate import check_areas
-from niflow.evaluate.statistics import area_summary, summarize, voxel_statistics
+from niflow.evaluate.statistics import (
+    TIME_SERIES_P_NOTE,
+    area_summary,
+    summarize,
+    voxel_statistics,
+)
 from niflow.interpret.movie_flow import movie_information_flow
 from niflow.interpret.receptive_fields import spatial_maps
 from niflow.runs.evaluation import write_statistics
@@ -70,7 +75,6 @@ from niflow.runs.folder import (
     check_run_dir,
 )
 from niflow.runs.inputs import check_config
-from niflow.runs.movie_evaluation import MOVIE_P_NOTE
 from niflow.runs.outputs import VOXELS_CSV, _jsonable, _write_csv, write_science_outputs
 from niflow.runs.run import MovieRun, RunError, save_movie_model
 from niflow.runs.units import SELECTION_DIR, remove_units
@@ -353,7 +357,7 @@ def movie_outputs(run: MovieRun, files: MovieFiles, fit: MovieFit,
                                   "noise_ceiling"], rows)
     write_statistics(stats, out, {"test_runs": test_runs, "n_test_volumes": int(test.size),
                                   "noise_ceiling": CEILING_NOTE,
-                                  "p_values": MOVIE_P_NOTE})
+                                  "p_values": TIME_SERIES_P_NOTE})
     summary = {"kind": "movie", "areas": metrics, "n_test_rows": int(test.size),
                "test_runs": test_runs,
                "training": {"best_epoch": fit.history.best_epoch,
@@ -366,4 +370,4 @@ def movie_outputs(run: MovieRun, files: MovieFiles, fit: MovieFit,
     flow = (movie_information_flow(run.videos, files, test, {a: files.responses[a][test]
                                                              for a in pred}, fit.train)
             if test.size >= 3 else None)
-    write_science_outputs(run, {}, flow, MOVIE_P_NOTE)
+    write_science_outputs(run, {}, flow, TIME_SERIES_P_NOTE)

@@ -18,26 +18,11 @@ import numpy as np
 
 from niflow.data.errors import DataError
 from niflow.data.movie import REPEATS_SUFFIX, MovieFiles
-from niflow.evaluate.statistics import area_summary, voxel_statistics
-from niflow.runs.evaluation import write_statistics
+from niflow.evaluate.statistics import TIME_SERIES_P_NOTE, area_summary, voxel_statistics
+from niflow.runs.evaluation import write_evaluation
 from niflow.runs.run import MovieRun
 
-__all__ = ["MOVIE_P_NOTE", "evaluate_movie_folder", "evaluate_movie_run"]
-
-MOVIE_P_NOTE = "not computed for time series (row permutations ignore autocorrelation)"
-
-
-def _check_compatible(run: MovieRun, files: MovieFiles) -> None:
-    video = run.video
-    assert video is not None
-    stim, origin = files.sources["stim"], run.path or "the run"
-    if tuple(files.frame_shape) != tuple(video.frame_shape):
-        raise DataError(f"{stim}: frames of shape {files.frame_shape} (channels, height, "
-                        f"width) but {origin} was trained on {tuple(video.frame_shape)}: "
-                        f"resize the frames (and match grey or colour) as for training")
-    if abs(files.timing.fps - video.fps) > 1e-9:
-        raise DataError(f"{stim}: variable 'fps' is {files.timing.fps:g} but {origin} was "
-                        f"trained at {video.fps:g} fps: resample the movie to {video.fps:g} fps")
+__all__ = ["evaluate_movie_folder", "evaluate_movie_run"]
 
 
 def _scored_runs(files: MovieFiles, runs: list[int] | None) -> list[int]:
@@ -119,7 +104,7 @@ def evaluate_movie_run(run: MovieRun, files: MovieFiles, runs: list[int] | None 
         One line naming the file, the variable and the fix: other frame shape or fps, an
         unknown run, no area of the run, too few voxels, repeats of other runs.
     """
-    _check_compatible(run, files)
+    run.check_movie(files)
     runs = _scored_runs(files, runs)
     areas = [a for a in run.voxel_index if a in files.responses]
     if not areas:
@@ -158,16 +143,10 @@ def evaluate_movie_folder(run: MovieRun, files: MovieFiles, runs: list[int] | No
     """:func:`evaluate_movie_run`, written as ``stats_voxels.csv``, ``stats.json`` (with the
     scored runs and volumes) and, with repeats, ``figures/noise_ceiling.png`` in ``out_dir``;
     nothing is written when the inputs are refused."""
-    from niflow import figures as plots
-
-    results = evaluate_movie_run(run, files, runs)
     scored = _scored_runs(files, runs)
-    write_statistics(results, out_dir, {
+    results = evaluate_movie_run(run, files, scored)
+    write_evaluation(results, out_dir, {
         "runs": scored, "n_volumes": int(files.timing.volumes_of(scored).size),
         "stim": files.sources["stim"], "bold": files.sources["bold"],
-        "p_values": MOVIE_P_NOTE, **(info or {})})
-    ceiling = {a: r["stats"]["noise_ceiling"] for a, r in results.items()}
-    if any(np.isfinite(c).any() for c in ceiling.values()):
-        plots.plot_noise_ceiling({a: r["stats"]["r"] for a, r in results.items()}, ceiling,
-                                 Path(out_dir) / "figures" / "noise_ceiling.png")
+        "p_values": TIME_SERIES_P_NOTE, **(info or {})})
     return results

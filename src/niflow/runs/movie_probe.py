@@ -105,7 +105,7 @@ def probe_movie_run(run: MovieRun, out_dir: str | Path | None = None) -> dict:
     dict
         ``fits`` (per area :class:`~niflow.evaluate.prf_fit.PRFFit`), ``readout`` (per area
         the readout's ``prf_x``, ``prf_y``, ``prf_sigma`` and learned ``hrf_peak_s``, each of
-        shape (V,)) and ``checks`` (as written to ``probe.json``).
+        shape (V,)), ``checks`` and ``medians`` (per area, as written to ``probe.json``).
     """
     from niflow import figures as plots
 
@@ -127,6 +127,7 @@ def probe_movie_run(run: MovieRun, out_dir: str | Path | None = None) -> dict:
         "centre_distance", *TUNING_COLUMNS)}
     tuning = movie_tuning(run.videos)
     vf = getattr(run.config.data, "visual_field_deg", None)
+    c, h, w = run.video.frame_shape
     if vf:
         cols["preferred_sf_cpd"] = []
     for area, p in pred.items():
@@ -167,15 +168,14 @@ def probe_movie_run(run: MovieRun, out_dir: str | Path | None = None) -> dict:
                           *((k, tuning[area][k]) for k in TUNING_COLUMNS)):
             cols[key] += list(vals)
         if vf:
-            c, h, w = run.video.frame_shape
             cols["preferred_sf_cpd"] += list(tuning[area]["preferred_sf"]
                                              / degrees_per_pixel((h, w), vf))
-        medians[area].update({f"median_{k}": _median(tuning[area][k])
+        # named as the image probe's medians are (report.html reads either)
+        medians[area].update({k: _median(tuning[area][k])
                               for k in ("orientation_selectivity", "direction_selectivity",
                                         "transient_index", "preferred_sf")})
     out.mkdir(parents=True, exist_ok=True)
     write_table(out / PROBE_CSV, cols)
-    c, h, w = run.video.frame_shape
     _write_json(out / PROBE_JSON, {
         "kind": "movie",
         "stimuli": "bar sweep: 8 directions, checkerboard bars 1/8 of the field wide, one "
@@ -198,4 +198,4 @@ def probe_movie_run(run: MovieRun, out_dir: str | Path | None = None) -> dict:
                                                      "preferred_sf")} for a in fits},
                       out / "figures" / "probe_tuning.png", "cycles/px")
     plots.plot_motion_tuning(tuning, out / "figures" / "probe_motion.png")
-    return {"fits": fits, "readout": readout, "checks": checks}
+    return {"fits": fits, "readout": readout, "checks": checks, "medians": medians}

@@ -95,6 +95,24 @@ class MovieRun(Run):
         raise TypeError("a movie run predicts volumes from a movie, not responses to images: "
                         "use run.predict_volumes(niflow.read_movie(stim, bold), volumes)")
 
+    def check_movie(self, files) -> None:
+        """Refuse a movie the model cannot predict: other frames (shape, grey or colour) or
+        another frame rate (:class:`~niflow.data.errors.DataError`, a ValueError, one line
+        with the fix)."""
+        from niflow.data.errors import DataError
+
+        video = self.video
+        assert video is not None
+        stim, origin = files.sources["stim"], self.path or "the run"
+        if tuple(files.frame_shape) != tuple(video.frame_shape):
+            raise DataError(f"{stim}: frames of shape {files.frame_shape} (channels, height, "
+                            f"width) but {origin} was trained on {tuple(video.frame_shape)}: "
+                            f"resize the frames (and match grey or colour) as for training")
+        if abs(files.timing.fps - video.fps) > 1e-9:
+            raise DataError(f"{stim}: variable 'fps' is {files.timing.fps:g} but {origin} was "
+                            f"trained at {video.fps:g} fps: resample the movie to "
+                            f"{video.fps:g} fps")
+
     def predict_volumes(self, files, volumes: np.ndarray | None = None,
                         ) -> dict[str, np.ndarray]:
         """Predicted volumes in the responses' units.
@@ -112,15 +130,7 @@ class MovieRun(Run):
         """
         from niflow.train.video import predict_ensemble
 
-        assert self.video is not None
-        if tuple(files.frame_shape) != tuple(self.video.frame_shape):
-            c, h, w = self.video.frame_shape
-            raise ValueError(f"{files.sources['stim']}: frames of shape {files.frame_shape} "
-                             f"(channels, height, width) but the model was trained on "
-                             f"({c}, {h}, {w})")
-        if abs(files.timing.fps - self.video.fps) > 1e-9:
-            raise ValueError(f"{files.sources['stim']}: fps {files.timing.fps:g} but the model "
-                             f"was trained at {self.video.fps:g} fps")
+        self.check_movie(files)
         vols = np.arange(files.timing.n_volumes) if volumes is None else np.asarray(volumes)
         z = predict_ensemble(self.videos, files, vols)
         return {a: self.scalers[a].inverse(p) for a, p in z.items()}
