@@ -28,7 +28,7 @@ from _cli import finish, start
 from niflow import config as cfgmod
 from niflow.data.simulate import simulate
 from niflow.runs.pipeline import train_run
-from niflow.train import loop as trainmod
+from niflow.train import epochs as epochmod
 
 EPOCHS = 12
 DEADLINE = 60.0  # seconds for any one wait
@@ -191,7 +191,7 @@ def test_log_ahead_of_checkpoint_is_repaired_on_resume(small_sim, tmp_path, monk
     n = small_sim.stim.shape[0]
     rows = f"{n - 6}:{n}"
     calls = {"n": 0}
-    real_save = trainmod.save_checkpoint
+    real_save = epochmod.save_checkpoint
 
     def dying_save(path, state):
         calls["n"] += 1
@@ -199,11 +199,11 @@ def test_log_ahead_of_checkpoint_is_repaired_on_resume(small_sim, tmp_path, monk
             raise KeyboardInterrupt
         real_save(path, state)
 
-    monkeypatch.setattr(trainmod, "save_checkpoint", dying_save)
+    monkeypatch.setattr(epochmod, "save_checkpoint", dying_save)
     with pytest.raises(KeyboardInterrupt):
         train_run(small_sim.stim, small_sim.responses, tmp_path / "cut", cfg, rows,
                   progress=False)
-    monkeypatch.setattr(trainmod, "save_checkpoint", real_save)
+    monkeypatch.setattr(epochmod, "save_checkpoint", real_save)
     log = tmp_path / "cut" / "log.jsonl"
     lines = log.read_text().splitlines()
     assert [json.loads(x)["epoch"] for x in lines] == [1, 2]

@@ -179,6 +179,8 @@ def test_bad_movie_inputs_get_one_line(movie_run, tmp_path):
                    "--test-runs", "1"],
         "durations": ["train", "--stim", "tiny.h5", "--bold", "slow_bold.h5", "--out", "f",
                       "--test-runs", "4"],
+        "precision": ["train", "--stim", stim, "--bold", bold, "--out", "p", "--test-runs", "4",
+                      "--precision", "bfloat16"],
     }
     with h5py.File(tmp_path / "one_run.h5", "w") as fh:  # a single run: nothing to hold out
         fh["stim"], fh["fps"] = np.zeros((80, 20, 20), np.uint8), 4.0
@@ -215,6 +217,8 @@ def test_bad_movie_inputs_get_one_line(movie_run, tmp_path):
             "rows": "--test-rows is not available for movie data",
             "static": "for images use --test-rows",
             "durations": "each run must last as long in both files",
+            "precision": "command line: train.precision 'bfloat16' is for image models; video "
+                         "models train in float32",
             "area": "area variable(s) ['hV4'] do not match any area of the model config "
                     "['V1', 'V2']; rename the variables or add areas to the config",
             "evaluate": f"bold.h5: variable 'V1_repeats' repeats 60 volumes but runs "
@@ -527,36 +531,46 @@ def test_an_ensemble_of_movie_models_averages_its_members(movie_run, tmp_path):
 
 
 def test_an_interrupted_movie_run_resumes_to_the_uninterrupted_result(movie_run, tmp_path,
-                                                                       monkeypatch):
+                                                                       monkeypatch, capsys):
     """Ctrl-C after epoch 2 of 4 leaves that epoch's checkpoint; ``resume=True`` trains
     epochs 3-4 only and ends with the uninterrupted run's predictions (the fixture's run,
     same configuration); a finished run is not resumed, a changed configuration refused."""
-    import niflow.runs.movie as movie_mod
     from niflow.runs.folder import RunComplete
     from niflow.runs.run import RunError
+    from niflow.train import epochs as epochmod
     from niflow.train.safety import TrainingInterrupted
 
     sim, paths, _, reference = movie_run
-    lines: list[str] = []
+    logged: list[int] = []
+    real_append = epochmod._append_log
 
-    def stop_after_epoch_2(progress: bool):
-        def say(line: str) -> None:
-            lines.append(line)
-            if line.startswith("epoch 2/"):
-                raise KeyboardInterrupt
-        return say
+    def stop_after_epoch_2(path, record):
+        if record["epoch"] == 2:  # killed after epoch 2's checkpoint, before its log line
+            raise KeyboardInterrupt
+        logged.append(record["epoch"])
+        real_append(path, record)
 
-    monkeypatch.setattr(movie_mod, "_say", stop_after_epoch_2)
+    monkeypatch.setattr(epochmod, "_append_log", stop_after_epoch_2)
     out = tmp_path / "resumed"
     with pytest.raises(TrainingInterrupted) as stopped:
-        train_movie(paths["stim"], paths["bold"], out, _config(), [sim.test_run])
+        train_movie(paths["stim"], paths["bold"], out, _config(), [sim.test_run],
+                    progress=False)
     assert stopped.value.saved == 2 and "model selection" in stopped.value.stage
     assert (out / "selection").is_dir() and not (out / "metrics.json").exists()
-    lines.clear()
-    monkeypatch.setattr(movie_mod, "_say", lambda progress: lines.append)
+    logged.clear()
+    monkeypatch.setattr(epochmod, "_append_log",
+                        lambda path, record: (logged.append(record["epoch"]),
+                                              real_append(path, record)))
+    capsys.readouterr()
     train_movie(paths["stim"], paths["bold"], out, _config(), [sim.test_run], resume=True)
+    assert logged == [3, 4]  # only the epochs after the checkpoint were trained
+    lines = capsys.readouterr().err.splitlines()
     epochs = [ln.split()[1] for ln in lines if ln.startswith("epoch ")]
-    assert lines[0].startswith(f"resuming {out}") and epochs[0] == "3/4"
+    assert lines[0].startswith(f"resuming {out}") and epochs == ["3/4", "4/4"]
+    log = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
+    want_log = [json.loads(x) for x in (reference / "log.jsonl").read_text().splitlines()]
+    assert [e["train_loss"] for e in log] == pytest.approx([e["train_loss"] for e in want_log],
+                                                          abs=1e-6)
     assert not (out / "selection").exists()
     got, want = np.load(out / "predictions.npz"), np.load(reference / "predictions.npz")
     for area in ("V1", "V2"):
@@ -567,3 +581,52 @@ def test_an_interrupted_movie_run_resumes_to_the_uninterrupted_result(movie_run,
     with pytest.raises(RunError, match="configuration differs"):
         train_movie(paths["stim"], paths["bold"], out, _config(epochs=6), [sim.test_run],
                     resume=True)
+
+
+def test_a_diverging_movie_run_stops_with_one_line_and_no_finished_files(movie_run, tmp_path):
+    """Movie models train through the image models' epoch loop: a learning rate far too
+    large stops with the same one-line error (before, the movie run trained on to NaN
+    weights and wrote a finished folder with r = 0 everywhere)."""
+    from niflow.train.safety import TrainingDiverged
+
+    sim, paths, _, _ = movie_run
+    cfg = _config(3)
+    cfg.train.lr = 1e3
+    with pytest.raises(TrainingDiverged) as err:
+        train_movie(paths["stim"], paths["bold"], tmp_path / "div", cfg, [sim.test_run],
+                    progress=False)
+    line = str(err.value)
+    assert "\n" not in line and "try a lower --lr (now 1000)" in line
+    assert f"{tmp_path / 'div'} is left unfinished" in line and "--force" in line
+    assert not {"model.pt", "metrics.json", "voxels.csv"} & {
+        p.name for p in (tmp_path / "div").iterdir()}
+
+
+def test_a_diverged_movie_candidate_is_left_out_as_for_images(movie_run, tmp_path,
+                                                              monkeypatch):
+    """Movie selection is the image path's: a candidate whose training diverges is skipped
+    and recorded in ``selection.json``, and the next one is kept."""
+    import niflow.runs.movie as movie_mod
+    from niflow.train.safety import TrainingDiverged
+
+    sim, paths, _, _ = movie_run
+    real_train = movie_mod.train_video
+    calls: list[str] = []
+
+    def first_diverges(model, data, cfg, *args, **kwargs):
+        calls.append(cfg.readout.kind)
+        if len(calls) == 1:
+            raise TrainingDiverged(1, float("nan"), cfg.train.lr)
+        return real_train(model, data, cfg, *args, **kwargs)
+
+    monkeypatch.setattr(movie_mod, "train_video", first_diverges)
+    cfg = cfgmod.preset("default")
+    cfg.train.epochs, cfg.train.val_fraction = 2, 0.34
+    cfg.select = cfgmod.SelectConfig(candidates=["gabor-gaussian", "learned-gaussian"])
+    train_movie(paths["stim"], paths["bold"], tmp_path / "sel", cfg, [sim.test_run],
+                progress=False)
+    selection = json.loads((tmp_path / "sel" / "selection.json").read_text())
+    assert selection["chosen"] == "learned-gaussian" and len(calls) == 2
+    assert selection["skipped"] == ["candidate gabor-gaussian: diverged at epoch 1 (loss nan)"]
+    assert selection["scores"]["learned-gaussian"]["val_median_r_per_area"].keys() == {
+        "V1", "V2"}

@@ -16,6 +16,7 @@ from niflow.evaluate.statistics import pearson_r
 from niflow.interpret.receptive_fields import receptive_fields
 from niflow.runs.pipeline import train_run
 from niflow.runs.run import load_run
+from niflow.train import epochs as epochmod
 from niflow.train import loop as trainmod
 
 
@@ -56,7 +57,7 @@ def test_resume_after_interruption_matches_uninterrupted_run(small_sim, tmp_path
     full, hist_full, _ = train_run(small_sim.stim, small_sim.responses, tmp_path / "full", cfg,
                                    _test_rows(small_sim), progress=False)
     calls = {"n": 0}
-    real_append = trainmod._append_log
+    real_append = epochmod._append_log
 
     def dying_append(path, record):
         calls["n"] += 1
@@ -64,11 +65,11 @@ def test_resume_after_interruption_matches_uninterrupted_run(small_sim, tmp_path
             raise KeyboardInterrupt
         real_append(path, record)
 
-    monkeypatch.setattr(trainmod, "_append_log", dying_append)
+    monkeypatch.setattr(epochmod, "_append_log", dying_append)
     with pytest.raises(KeyboardInterrupt):
         train_run(small_sim.stim, small_sim.responses, tmp_path / "cut", cfg,
                   _test_rows(small_sim), progress=False)
-    monkeypatch.setattr(trainmod, "_append_log", real_append)
+    monkeypatch.setattr(epochmod, "_append_log", real_append)
     assert trainmod.load_checkpoint(tmp_path / "cut")["epoch"] == 3
     log = (tmp_path / "cut" / "log.jsonl").read_text().splitlines()
     assert [json.loads(line)["epoch"] for line in log] == [1, 2]

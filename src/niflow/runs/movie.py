@@ -11,8 +11,10 @@ with the static run's files, in volumes instead of images::
     model.pt                kind "video": weights (and the ensemble members'), frame
                             shape, fps, tr, scalers
     log.jsonl               one record per epoch of the kept model
-    selection.json          candidates' validation median r, the chosen one, the ensemble
-                            members (seed, validation r, epochs, seconds)
+    selection.json          as for image runs (:class:`~niflow.train.select.Selection`):
+                            candidates' validation median r, the chosen one, the ensemble
+                            members (seed, validation volumes, r, epochs, seconds), what
+                            was skipped (budget, divergence)
     metrics.json            per area: held-out summary, median HRF peak, noise ceiling
     voxels.csv              area, voxel, r_test, r2_test, prf_x, prf_y, prf_sigma,
                             prf_sigma_fit, hrf_peak_s, hrf_fwhm_s, noise_ceiling, then the
@@ -77,11 +79,17 @@ from niflow.runs.folder import (
 from niflow.runs.inputs import check_config
 from niflow.runs.outputs import VOXELS_CSV, _jsonable, _write_csv, write_science_outputs
 from niflow.runs.run import MovieRun, RunError, save_movie_model
-from niflow.runs.units import SELECTION_DIR, remove_units
+from niflow.runs.units import remove_units, train_units
+from niflow.train.epochs import write_log
 from niflow.train.runtime import Runtime
-from niflow.train.safety import TrainingInterrupted
-from niflow.train.select import member_config
-from niflow.train.video import MovieFit, ensemble_hrf_parameters, fit_movie
+from niflow.train.video import (
+    MovieFit,
+    build_video,
+    ensemble_hrf_parameters,
+    movie_data,
+    movie_member_data,
+    train_video,
+)
 
 __all__ = ["movie_outputs", "train_movie"]
 
@@ -97,77 +105,30 @@ def _say(progress: bool) -> Callable[[str], None] | None:
     return lambda line: print(line, file=sys.stderr, flush=True)
 
 
-def _candidates(cfg: cfgmod.RunConfig) -> list[tuple[str | None, cfgmod.RunConfig]]:
-    if not cfg.select.candidates:
-        return [(None, cfg)]
-    return [(name, cfgmod.candidate(cfg, name)) for name in cfg.select.candidates]
-
-
 def _select(files: MovieFiles, test_runs: list[int], cfg: cfgmod.RunConfig,
             say: Callable[[str], None] | None, taps_s: float | None, device: str,
-            runtime: Runtime | None, out: Path, resume: bool,
+            runtime: Runtime, out: Path, resume: bool,
             ) -> tuple[MovieFit, cfgmod.RunConfig, dict]:
     """Train every candidate on the training runs; keep the best validation median r; then
     train ``select.members - 1`` more of its kind, each with its own seed (so its own
-    validation runs and initial weights), as the image path's ensembles
-    (:mod:`niflow.train.select`). ``select.budget_s`` stops adding candidates or members
-    once spent. Every model trains in a folder of its own, ``out/selection/<unit>/``
-    (:mod:`niflow.runs.units`), which ``resume`` continues."""
+    validation runs and initial weights). This is the image path's selection
+    (:func:`niflow.runs.units.train_units`): every model trains in a folder of its own,
+    ``out/selection/<unit>/``, which ``resume`` continues, and a diverged candidate or
+    member is left out. The ensemble has ``select.members`` models (``member_rows`` is for
+    images)."""
+    data = movie_data(files, test_runs, cfg)
 
-    def unit(name: str, c: cfgmod.RunConfig) -> MovieFit:
-        try:
-            return fit_movie(files, test_runs, c, say, taps_s=taps_s, device=device,
-                             runtime=runtime, unit_dir=out / SELECTION_DIR / name,
-                             resume=resume)
-        except TrainingInterrupted as err:
-            raise TrainingInterrupted(err.epoch, err.saved, err.checkpoint,
-                                      f"model selection ({name})") from None
+    def train(model, d, c, folder, again):
+        return train_video(model, d, c, folder, again, progress=say, device=device,
+                           runtime=runtime)
 
-    sel = cfg.select
-    start = time.perf_counter()
-
-    def over_budget() -> bool:
-        return sel.budget_s > 0 and time.perf_counter() - start > sel.budget_s
-
-    best: tuple[MovieFit, cfgmod.RunConfig, str | None, float] | None = None
-    scores: dict[str, dict] = {}
-    skipped: list[str] = []
-    for name, c in _candidates(cfg):
-        if best is not None and over_budget():
-            skipped.append(f"candidate {name}")
-            continue
-        if say is not None and name is not None:
-            say(f"candidate {name}")
-        t0 = time.perf_counter()
-        fit = unit(f"candidate-{name or 'config'}", c)
-        scores[name or "configured"] = _record(fit, time.perf_counter() - t0)
-        if best is None or fit.history.best_val_r > best[0].history.best_val_r:
-            best = (fit, c, name, time.perf_counter() - t0)
-    assert best is not None
-    fit, chosen_cfg, chosen, first_s = best
-    members = [{"seed": chosen_cfg.train.seed, **_record(fit, first_s)}]
-    for i in range(1, sel.members):
-        if over_budget():
-            skipped.append(f"member {i}")
-            continue
-        if say is not None:
-            say(f"ensemble member {i + 1} of {sel.members}")
-        t0 = time.perf_counter()
-        mcfg = member_config(chosen_cfg, i)
-        extra = unit(f"member-{i}", mcfg)
-        fit.members.append(extra.model)
-        members.append({"seed": mcfg.train.seed, **_record(extra, time.perf_counter() - t0)})
-    info = {"chosen": chosen, "scores": scores, "members": members, "skipped": skipped,
-            "criterion": "median r over all voxels on the validation runs",
-            "seconds": time.perf_counter() - start}
-    return fit, chosen_cfg, info
-
-
-def _record(fit: MovieFit, seconds: float) -> dict:
-    score = float(fit.history.best_val_r)
-    return {"val_median_r": score if np.isfinite(score) else None,
-            "best_epoch": fit.history.best_epoch, "epochs_run": len(fit.history.epochs),
-            "seconds": round(seconds, 3)}
+    chosen, models, hists, selection = train_units(
+        cfg, data, lambda c, d: build_video(c, d, taps_s), train, out, resume=resume,
+        runtime=runtime, member=movie_member_data,
+        planned_members=cfg.select.members, say=say)
+    fit = MovieFit(models[0], data.scalers, data.split.train, data.split.val, data.split.test,
+                   hists[0], members=models[1:])
+    return fit, chosen, selection.to_dict()
 
 
 def train_movie(stim_path: str | Path, bold_path: str | Path, out: str | Path,
@@ -223,6 +184,10 @@ def train_movie(stim_path: str | Path, bold_path: str | Path, out: str | Path,
     test_runs = check_test_runs(files.timing, [int(r) for r in test_runs],
                                 files.sources["bold"])
     check_config(cfg, files.frame_shape, config_source)
+    if cfg.train.precision != "float32":  # the video path has no autocast or float64 yet
+        raise cfgmod.ConfigError(
+            f"{config_source}: train.precision {cfg.train.precision!r} is for image models; "
+            "video models train in float32 (drop --precision or set it to float32)")
     check_areas(files.responses, cfg, str(bold_path))
     train, val, test = movie_split(files.timing, test_runs, cfg.train.val_fraction,
                                    cfg.train.seed)
@@ -301,9 +266,7 @@ def movie_outputs(run: MovieRun, files: MovieFiles, fit: MovieFit,
     video = run.video
     assert video is not None
     save_movie_model(run, out / "model.pt")
-    log = [{"epoch": e["epoch"], "train_loss": e["train_loss"], "val_median_r": e["val_r"],
-            "seconds": e["seconds"]} for e in fit.history.epochs]
-    atomic_write_text(out / "log.jsonl", "".join(json.dumps(e) + "\n" for e in log))
+    write_log(out, fit.history.epochs)
     test = fit.test
     pred = fit.predict(files, test)
     hrf = ensemble_hrf_parameters(run.videos)
@@ -349,7 +312,8 @@ def movie_outputs(run: MovieRun, files: MovieFiles, fit: MovieFit,
     first = run.config.areas[0].name
     plots.plot_kernels(run.model.graph.areas[first].kernel_weights().detach().numpy(), first,
                        out / "figures" / f"kernels_{first}.png")
-    plots.plot_training(log, out / "figures" / "training.png", fit.history.best_epoch or None)
+    plots.plot_training(fit.history.epochs, out / "figures" / "training.png",
+                        fit.history.best_epoch or None)
     save_npz(out / "predictions.npz", {**{a: p.astype(np.float32) for a, p in pred.items()},
                                        **measured, "test_rows": test.astype(np.int64)})
     _write_csv(out / VOXELS_CSV, ["area", "voxel", "r_test", "r2_test", "prf_x", "prf_y",
@@ -362,8 +326,8 @@ def movie_outputs(run: MovieRun, files: MovieFiles, fit: MovieFit,
                "test_runs": test_runs,
                "training": {"best_epoch": fit.history.best_epoch,
                             "epochs_run": len(fit.history.epochs),
-                            "best_val_median_r": (float(fit.history.best_val_r)
-                                                  if np.isfinite(fit.history.best_val_r)
+                            "best_val_median_r": (float(fit.history.best_score)
+                                                  if np.isfinite(fit.history.best_score)
                                                   else None)}}
     atomic_write_text(out / "metrics.json", json.dumps(summary, indent=2) + "\n")
     # information flow on the test volumes (the ensemble's), mean features from training

@@ -49,12 +49,11 @@ from niflow.runs.folder import (
 from niflow.runs.inputs import Inputs, check_arrays, check_config
 from niflow.runs.outputs import write_outputs
 from niflow.runs.run import Run
-from niflow.runs.units import SELECTION_DIR, remove_units, unit_fitter
+from niflow.runs.units import remove_units, train_units
 from niflow.train.loop import CHECKPOINT, Batches, History, fit, seed_everything, write_log
 from niflow.train.memory import check_memory, estimate_training_memory
 from niflow.train.runtime import Runtime, agree, broadcast_object, runtime_from_environment
-from niflow.train.safety import TrainingDiverged, TrainingInterrupted
-from niflow.train.select import is_active, select_and_train
+from niflow.train.select import is_active
 
 
 def train_run(stim: np.ndarray, responses: dict[str, np.ndarray], out: str | Path | None,
@@ -217,26 +216,12 @@ def _fit_and_write(cfg: RunConfig, build: Callable[[RunConfig, NIFData], NIFMode
         _remove_temporaries(out_path)
     selection = None
     if is_active(cfg) and isinstance(data, NIFData):
-        try:
-            chosen, models, hists, selection = select_and_train(
-                cfg, data, build, lambda m, d, c: fit(m, d, c.train, None, progress=progress,
-                                                      runtime=runtime),
-                unit_fit=(unit_fitter(out_path, resume, progress, runtime)
-                          if out_path is not None else None))
-        except TrainingDiverged as err:
-            where = (f"; {out_path} is left unfinished, start it again with --force"
-                     if out_path is not None else "")
-            raise TrainingDiverged(err.epoch, err.loss, err.lr, where,
-                                   " in every candidate") from None
-        except TrainingInterrupted as err:
-            if out_path is not None:  # the units' checkpoints say what was saved
-                raise
-            raise TrainingInterrupted(err.epoch, None, None, "model selection") from None
-        except KeyboardInterrupt:  # between two models (building one, saving one)
-            raise TrainingInterrupted(
-                None, None, None if out_path is None else out_path / SELECTION_DIR,
-                "model selection" if out_path is None else "model selection (between models)",
-            ) from None
+        def train(model, d, c, folder, again):
+            return fit(model, d, c.train, folder, resume=again, progress=progress,
+                       runtime=runtime)
+
+        chosen, models, hists, selection = train_units(cfg, data, build, train, out_path,
+                                                       resume=resume, runtime=runtime)
         hist = hists[0]
         if out_path is not None and runtime.is_main:
             write_log(out_path, hist.epochs)

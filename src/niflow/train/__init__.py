@@ -1,7 +1,9 @@
-"""Training: the loop, early stopping and checkpoints, the runtime (device, precision, DDP), the
-memory guard, model selection.
+"""Training: the one epoch loop (early stopping, divergence, checkpoints) of image and movie
+models, what image models train on, the runtime (device, precision, DDP), the memory guard,
+model selection.
 """
 
+from niflow.train.epochs import EpochTask, run_epochs
 from niflow.train.loop import (
     Batches,
     History,
@@ -50,6 +52,8 @@ from niflow.train.select import (
 )
 
 __all__ = [
+    "EpochTask",
+    "run_epochs",
     "History",
     "seed_everything",
     "Batches",

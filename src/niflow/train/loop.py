@@ -1,66 +1,54 @@
-"""Training loop: Adam, early stopping on validation correlation, atomic checkpoints, resume.
+"""Training of image models: batches of rows, Adam, validation on held-out rows.
+
+The epoch loop itself (early stopping, divergence, checkpoints, resume, ``log.jsonl``,
+progress) is :func:`niflow.train.epochs.run_epochs`, which movie models use too; this module
+is what an image model trains on (:class:`Batches`, :func:`validation_score`).
 
 Determinism: the model is initialised from ``seed`` and every epoch's batch order comes from
 its own generator seeded with ``(seed, epoch)``, so a run resumed from the checkpoint of epoch
 ``e`` replays exactly the batches an uninterrupted run would have seen.
-
-Interruption: after each epoch the checkpoint is written (atomically) before the log line, and
-the checkpoint holds the whole history, so a run killed at any moment resumes from the last
-checkpoint and rewrites ``log.jsonl`` from it: every epoch appears in the log exactly once.
 """
 
 from __future__ import annotations
 
-import copy
 import dataclasses
-import io
-import json
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from niflow._atomic import atomic_write, atomic_write_text
 from niflow.config import TrainConfig
 from niflow.data.dataset import NIFData
 from niflow.data.stream import StreamingData
 from niflow.model.nif import NIFModel
+from niflow.train.epochs import (
+    CHECKPOINT,
+    DONE,
+    LOG,
+    History,
+    load_checkpoint,
+    run_epochs,
+    save_checkpoint,
+    write_log,
+)
 from niflow.train.runtime import (
     Runtime,
     all_reduce_sum,
     autocast,
-    broadcast_object,
     maybe_compile,
     precision_dtype,
     shard,
     warn_compile_failed,
 )
-from niflow.train.safety import (
-    REQUIRED_KEYS,
-    EpochProgress,
-    TrainingInterrupted,
-    check_finite_training,
-    unreadable,
-)
 
-CHECKPOINT = "checkpoint.pt"
-DONE = "done.pt"  # a finished unit of model selection: its kept weights and history
 BANK_CACHE_BYTES = 1 << 30  # fixed filter-bank outputs kept for all training rows, at most
-LOG = "log.jsonl"
 
-
-@dataclass
-class History:
-    """Per-epoch records and the epoch whose weights were kept."""
-
-    epochs: list[dict] = field(default_factory=list)
-    best_epoch: int = 0
-    best_score: float = float("-inf")
-    stopped_early: bool = False
+__all__ = ["Batches", "CHECKPOINT", "DONE", "LOG", "History", "batch_loss",
+           "correlation_from_sums", "correlation_sums", "epoch_plan", "fit",
+           "load_checkpoint", "save_checkpoint", "seed_everything", "validation_score",
+           "write_log"]
 
 
 def seed_everything(seed: int) -> None:
@@ -164,31 +152,6 @@ def _area_weights(data: NIFData | StreamingData, mode: str) -> dict[str, float]:
     return {a: v / total for a, v in n.items()}
 
 
-def save_checkpoint(path: Path, state: dict) -> None:
-    """Write a training state (or a finished unit's weights) to ``path`` atomically."""
-    buf = io.BytesIO()
-    torch.save(state, buf)
-    atomic_write(path, lambda p: p.write_bytes(buf.getvalue()))
-
-
-def load_checkpoint(run_dir: Path) -> dict:
-    """The checkpoint of ``run_dir``; a :class:`~niflow.train.safety.CheckpointError` (one
-    line) if it is truncated, corrupt or not a niflow training checkpoint."""
-    path = Path(run_dir) / CHECKPOINT
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except FileNotFoundError:
-        raise
-    except Exception as err:  # noqa: BLE001 - zip, pickle and EOF errors, all one answer
-        raise unreadable(path, " ".join(str(err).split())[:160] or type(err).__name__) from None
-    if not isinstance(state, dict):
-        raise unreadable(path, f"holds a {type(state).__name__}, not a training state")
-    missing = [k for k in REQUIRED_KEYS if k not in state]
-    if missing:
-        raise unreadable(path, f"no {', '.join(missing)}")
-    return state
-
-
 def epoch_plan(train_rows: np.ndarray, batch_size: int, seed: int, epoch: int,
                min_batch: int = 1) -> list[np.ndarray]:
     """The global batches of one epoch: a permutation seeded by ``(seed, epoch)``, cut into
@@ -242,13 +205,8 @@ def fit(model: NIFModel, data: NIFData | StreamingData, cfg: TrainConfig,
 
     Raises
     ------
-    TrainingDiverged
-        A non-finite or exploding loss (or non-finite validation score); nothing of that
-        epoch is kept, earlier checkpoints stay.
-    CheckpointError
-        ``resume`` with an unreadable ``checkpoint.pt``.
-    TrainingInterrupted
-        Ctrl-C (a ``KeyboardInterrupt``), saying which epoch is checkpointed.
+    TrainingDiverged, CheckpointError, TrainingInterrupted
+        As :func:`niflow.train.epochs.run_epochs`, which runs the epochs.
     """
     run_dir = Path(run_dir) if run_dir is not None else None
     if cfg.threads:
@@ -256,106 +214,54 @@ def fit(model: NIFModel, data: NIFData | StreamingData, cfg: TrainConfig,
     runtime = runtime or Runtime(next(model.parameters()).device)
     dtype = precision_dtype(cfg.precision)
     model.to(runtime.device, dtype)
-    source = Batches(data, runtime.device, dtype, model)
-    weights = _area_weights(data, cfg.area_weighting)
-    train_rows = np.asarray(data.split.train)
-    # batch norm cannot normalise a single sample
-    min_batch = 2 if any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules()) else 1
     # the fused kernel updates all parameters in one pass: ~15% faster steps at small batch
     optim = torch.optim.Adam(model.parameter_groups(cfg.lr), lr=cfg.lr,
                              weight_decay=cfg.weight_decay, fused=True)
-    hist = History()
-    best_state = copy.deepcopy(model.state_dict())
-    bad_epochs, start_epoch = 0, 1
-    if resume:
-        ck = None
-        if runtime.is_main:
-            if run_dir is None or not (run_dir / CHECKPOINT).exists():
-                raise FileNotFoundError(f"{run_dir}: no {CHECKPOINT} to resume from")
-            ck = load_checkpoint(run_dir)
-        ck = broadcast_object(ck, runtime)
-        model.load_state_dict(ck["model"])
-        optim.load_state_dict(ck["optimizer"])
-        best_state, bad_epochs = ck["best_state"], ck["bad_epochs"]
-        hist = History(**ck["history"])
-        start_epoch = ck["epoch"] + 1
-        if runtime.is_main:
-            # a kill between checkpoint and log (or an older run that logged first) leaves
-            # the log one epoch off; the checkpoint's history is the truth
-            _write_log(run_dir / LOG, hist.epochs)
-    elif runtime.is_main and run_dir is not None and (run_dir / LOG).exists():
-        (run_dir / LOG).unlink()
-    net = _training_network(model, runtime)
-    step = _Step(net, model, optim, weights, runtime, cfg.precision)
-
-    bar = EpochProgress(start_epoch, cfg.epochs, progress and runtime.is_main)
-    # the epoch in progress and the last one checkpointed: every completed epoch is
-    # checkpointed at once (atomically), so Ctrl-C leaves the last completed epoch on disk
-    # unless it lands inside that write, which then leaves the one before
-    at = {"epoch": None, "saved": start_epoch - 1}
-    try:
-        for epoch in range(start_epoch, cfg.epochs + 1):
-            if hist.stopped_early:
-                break
-            at["epoch"] = epoch
-            best_state, bad_epochs = _epoch(epoch, model, step, source, data, cfg, runtime,
-                                            train_rows, min_batch, hist, best_state,
-                                            bad_epochs, run_dir)
-            if run_dir is not None and runtime.is_main:
-                save_checkpoint(run_dir / CHECKPOINT, {
-                    "epoch": epoch, "model": model.state_dict(),
-                    "optimizer": optim.state_dict(), "best_state": best_state,
-                    "bad_epochs": bad_epochs, "history": hist.__dict__})
-                at["saved"] = epoch
-                _append_log(run_dir / LOG, hist.epochs[-1])
-            bar.update(hist.epochs[-1], hist.best_epoch)  # after the checkpoint is on disk
-    except KeyboardInterrupt:
-        path = run_dir / CHECKPOINT if run_dir is not None else None
-        raise TrainingInterrupted(at["epoch"], (at["saved"] or None) if path else None,
-                                  path) from None
-    finally:
-        bar.close()
-    model.load_state_dict(best_state)
-    return hist
+    task = RowTask(model, data, cfg, optim, runtime, Batches(data, runtime.device, dtype, model))
+    return run_epochs(model, optim, task, epochs=cfg.epochs, patience=cfg.patience, lr=cfg.lr,
+                      run_dir=run_dir, resume=resume, progress=progress, runtime=runtime)
 
 
-def _epoch(epoch: int, model: NIFModel, step: _Step, source: Batches,
-           data: NIFData | StreamingData, cfg: TrainConfig, runtime: Runtime,
-           train_rows: np.ndarray, min_batch: int, hist: History, best_state: dict,
-           bad_epochs: int, run_dir: Path | None) -> tuple[dict, int]:
-    """Train one epoch and score it; append its record to ``hist`` (updated in place).
+class RowTask:
+    """Training on rows of an image set (:class:`~niflow.train.epochs.EpochTask`): every
+    epoch the training rows in the order of :func:`epoch_plan`, each process its share of
+    every batch; validation is the median r on the validation rows (if there are two)."""
 
-    Returns the best weights so far and the epochs since they improved. Raises
-    :class:`~niflow.train.safety.TrainingDiverged` before anything of a diverged epoch is
-    kept.
-    """
-    t0 = time.perf_counter()
-    model.train()
-    plan = epoch_plan(train_rows, cfg.batch_size, cfg.seed, epoch, min_batch)
-    local = [shard(b, runtime.rank, runtime.world_size) for b in plan]
-    total = torch.zeros((), dtype=torch.float64, device=runtime.device)
-    for (x, y), rows in zip(source.batches(local), plan, strict=True):
-        total += step(x, y, rows.size) * rows.size
-    total = all_reduce_sum(total, runtime) / runtime.world_size
-    count = sum(b.size for b in plan)
-    record = {"epoch": epoch, "train_loss": float(total) / max(count, 1)}
-    val = None
-    if data.split.val.size >= 2:
-        val, per_area = validation_score(model, data, data.split.val, runtime, source=source)
-        record.update(val_median_r=val, val_median_r_per_area=per_area)
-    # every process sees the same reduced loss, so all of them stop together
-    check_finite_training(epoch, record["train_loss"], val, cfg.lr, run_dir)
-    score = val if val is not None else -record["train_loss"]
-    if score > hist.best_score:
-        hist.best_score, hist.best_epoch, bad_epochs = score, epoch, 0
-        best_state = copy.deepcopy(model.state_dict())
-    else:
-        bad_epochs += 1
-    record["seconds"] = time.perf_counter() - t0
-    hist.epochs.append(record)
-    if bad_epochs >= cfg.patience:
-        hist.stopped_early = True
-    return best_state, bad_epochs
+    def __init__(self, model: NIFModel, data: NIFData | StreamingData, cfg: TrainConfig,
+                 optim: torch.optim.Optimizer, runtime: Runtime, source: Batches) -> None:
+        self.model, self.data, self.cfg, self.optim = model, data, cfg, optim
+        self.runtime, self.source = runtime, source
+        self.train_rows = np.asarray(data.split.train)
+        # batch norm cannot normalise a single sample
+        self.min_batch = 2 if any(isinstance(m, torch.nn.BatchNorm2d)
+                                  for m in model.modules()) else 1
+        self.step: _Step | None = None
+
+    def train_epoch(self, epoch: int) -> float:
+        rt, cfg = self.runtime, self.cfg
+        if self.step is None:  # after a resumed run has loaded its weights
+            self.step = _Step(_training_network(self.model, rt), self.model, self.optim,
+                              _area_weights(self.data, cfg.area_weighting), rt, cfg.precision)
+        plan = epoch_plan(self.train_rows, cfg.batch_size, cfg.seed, epoch, self.min_batch)
+        local = [shard(b, rt.rank, rt.world_size) for b in plan]
+        total = torch.zeros((), dtype=torch.float64, device=rt.device)
+        for (x, y), rows in zip(self.source.batches(local), plan, strict=True):
+            total += self.step(x, y, rows.size) * rows.size
+        total = all_reduce_sum(total, rt) / rt.world_size
+        return float(total) / max(sum(b.size for b in plan), 1)
+
+    def validate(self) -> tuple[float | None, dict]:
+        if self.data.split.val.size < 2:
+            return None, {}
+        val, per_area = validation_score(self.model, self.data, self.data.split.val,
+                                         self.runtime, source=self.source)
+        return val, {"val_median_r": val, "val_median_r_per_area": per_area}
+
+    def state(self) -> dict:
+        return {}  # the batch order depends on (seed, epoch) alone
+
+    def load_state(self, checkpoint: dict) -> None:
+        pass
 
 
 def _training_network(model: NIFModel, runtime: Runtime) -> torch.nn.Module:
@@ -402,18 +308,3 @@ class _Step:
         loss.backward()
         self.optim.step()
         return loss.detach().double()
-
-
-def _append_log(path: Path, record: dict) -> None:
-    # rewrite the whole (small) log atomically so a kill never leaves half a line
-    old = path.read_text() if path.exists() else ""
-    atomic_write_text(path, old + json.dumps(record) + "\n")
-
-
-def _write_log(path: Path, records: list[dict]) -> None:
-    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in records))
-
-
-def write_log(run_dir: Path, records: list[dict]) -> None:
-    """Write ``log.jsonl`` of ``run_dir`` from a history's epoch records, atomically."""
-    _write_log(Path(run_dir) / LOG, records)

@@ -96,14 +96,20 @@ def predict_video(model: VideoNIF, files: MovieFiles, volumes: np.ndarray,
     return out
 
 
-def median_r(pred: dict[str, np.ndarray], true: dict[str, np.ndarray]) -> float:
-    """Median over every area's voxels of the Pearson r of ``pred`` with ``true``."""
-    rs = []
+def voxel_r(pred: dict[str, np.ndarray], true: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Per area, every voxel's Pearson r of ``pred`` with ``true`` (0 where either is
+    constant)."""
+    rs = {}
     for a, p in pred.items():
         pc, tc = p - p.mean(0), true[a] - true[a].mean(0)
         den = np.sqrt((pc**2).sum(0) * (tc**2).sum(0))
-        rs.append(np.where(den > 0, (pc * tc).sum(0) / np.where(den > 0, den, 1), 0.0))
-    return float(np.median(np.concatenate(rs)))
+        rs[a] = np.where(den > 0, (pc * tc).sum(0) / np.where(den > 0, den, 1), 0.0)
+    return rs
+
+
+def median_r(pred: dict[str, np.ndarray], true: dict[str, np.ndarray]) -> float:
+    """Median over every area's voxels of the Pearson r of ``pred`` with ``true``."""
+    return float(np.median(np.concatenate(list(voxel_r(pred, true).values()))))
 
 
 def predict_ensemble(models: list[VideoNIF], files: MovieFiles, volumes: np.ndarray,

@@ -24,6 +24,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -33,10 +34,13 @@ from niflow.model.nif import NIFModel
 from niflow.train.loop import History
 from niflow.train.safety import TrainingDiverged
 
-Build = Callable[[RunConfig, NIFData], NIFModel]
-Fit = Callable[[NIFModel, NIFData, RunConfig], History]
+# the data and model of either kind: NIFData and NIFModel for images, a movie's
+# niflow.train.video.MovieData and VideoNIF for movies
+Build = Callable[[RunConfig, Any], Any]
+Fit = Callable[[Any, Any, RunConfig], History]
 # fit one named unit (``"candidate-NAME"``, ``"member-I"``): lets the caller checkpoint each
-UnitFit = Callable[[str, NIFModel, NIFData, RunConfig], History]
+UnitFit = Callable[[str, Any, Any, RunConfig], History]
+Member = Callable[[Any, RunConfig, int], Any]
 
 
 @dataclass
@@ -110,17 +114,23 @@ def member_config(cfg: RunConfig, index: int) -> RunConfig:
                                                               seed=cfg.train.seed + index))
 
 
-def select_and_train(cfg: RunConfig, data: NIFData, build: Build, fit: Fit, *,
-                     unit_fit: UnitFit | None = None,
-                     ) -> tuple[RunConfig, list[NIFModel], list[History], Selection]:
+def select_and_train(cfg: RunConfig, data: Any, build: Build, fit: Fit, *,
+                     unit_fit: UnitFit | None = None, member: Member = member_data,
+                     planned_members: int | None = None,
+                     say: Callable[[str], None] | None = None,
+                     ) -> tuple[RunConfig, list[Any], list[History], Selection]:
     """Choose a candidate on the validation rows and train the ensemble of its kind.
+
+    Images and movies are selected here alike; what differs is passed in (the data, how a
+    model is built and trained, how a member draws its validation part).
 
     Parameters
     ----------
     cfg : RunConfig
         With ``select`` settings; candidates replace its areas and readout.
-    data : NIFData
-        Training, validation and test rows; only the first two are used.
+    data : NIFData or MovieData
+        Anything with ``split`` (a :class:`~niflow.data.dataset.Split`): training,
+        validation and test rows (movie volumes); only the first two are used.
     build : callable
         ``build(config, data)`` → the seeded, initialised model for ``data.split.train``.
     fit : callable
@@ -130,6 +140,14 @@ def select_and_train(cfg: RunConfig, data: NIFData, build: Build, fit: Fit, *,
         caller's way to checkpoint each candidate and member under its own name
         (``"candidate-NAME"``, ``"candidate-config"``, ``"member-I"``) and to skip those a
         resumed run has already trained.
+    member : callable
+        ``member(data, chosen_config, i)`` → member ``i``'s data (its own validation part);
+        default :func:`member_data` (rows of an image set).
+    planned_members : int, optional
+        The ensemble's size; default :func:`ensemble_size` of the training and validation
+        rows (more members with few images).
+    say : callable, optional
+        Told ``"candidate NAME"`` and ``"ensemble member I of N"`` as each starts training.
 
     Returns
     -------
@@ -159,6 +177,8 @@ def select_and_train(cfg: RunConfig, data: NIFData, build: Build, fit: Fit, *,
             continue
         ccfg = candidate(cfg, name) if name is not None else dataclasses.replace(
             cfg, select=type(cfg.select)())
+        if say is not None and name is not None:
+            say(f"candidate {name}")
         t0 = time.perf_counter()
         model = build(ccfg, data)
         try:
@@ -179,13 +199,16 @@ def select_and_train(cfg: RunConfig, data: NIFData, build: Build, fit: Fit, *,
     models, hists = [first], [first_hist]
     record.members.append({"seed": chosen.train.seed, "val_rows": int(data.split.val.size),
                            **_record(first_hist, first_seconds)})
-    record.planned_members = ensemble_size(cfg, int(data.split.train.size + data.split.val.size))
+    record.planned_members = (ensemble_size(cfg, int(data.split.train.size + data.split.val.size))
+                              if planned_members is None else planned_members)
     for i in range(1, record.planned_members):
         if over_budget():
             record.skipped.append(f"member {i}")
             continue
+        if say is not None:
+            say(f"ensemble member {i + 1} of {record.planned_members}")
         t0 = time.perf_counter()
-        mcfg, mdata = member_config(chosen, i), member_data(data, chosen, i)
+        mcfg, mdata = member_config(chosen, i), member(data, chosen, i)
         model = build(mcfg, mdata)
         try:
             hist = train(f"member-{i}", model, mdata, mcfg)

@@ -10,9 +10,6 @@ segment and start-up helpers are re-exported here.
 
 from __future__ import annotations
 
-import copy
-import dataclasses
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,12 +19,11 @@ import torch
 import torch.distributed as dist
 
 from niflow.config import RunConfig
-from niflow.data.dataset import Standardizer
+from niflow.data.dataset import Split, Standardizer
 from niflow.data.movie import MovieFiles, MovieTiming, movie_split
 from niflow.model.video import VideoNIF
-from niflow.train.loop import CHECKPOINT, DONE, load_checkpoint, save_checkpoint
-from niflow.train.runtime import Runtime, all_reduce_sum, broadcast_object
-from niflow.train.safety import TrainingInterrupted
+from niflow.train.epochs import History, run_epochs
+from niflow.train.runtime import Runtime, all_reduce_sum
 from niflow.train.segments import (
     Segment,
     make_segments,
@@ -35,7 +31,9 @@ from niflow.train.segments import (
     predict_ensemble,
     predict_video,
     segment_frames,
+    voxel_r,
 )
+from niflow.train.select import member_config
 from niflow.train.video_init import (
     calibration_clips,
     hrf_weighted_features,
@@ -43,20 +41,13 @@ from niflow.train.video_init import (
     initialize_hrf_latencies,
 )
 
-__all__ = ["MovieFit", "Segment", "ensemble_hrf_parameters", "fit_movie", "fit_video",
-           "hrf_weighted_features", "hrf_window_frames", "initialize_hrf_latencies",
-           "make_segments", "predict_ensemble", "predict_video", "refine_hrf_latencies"]
+__all__ = ["MovieData", "MovieFit", "Segment", "SegmentTask", "build_video",
+           "ensemble_hrf_parameters", "fit_movie", "fit_video", "hrf_weighted_features",
+           "hrf_window_frames", "initialize_hrf_latencies", "make_segments", "movie_data",
+           "movie_member_data", "predict_ensemble", "predict_video", "refine_hrf_latencies",
+           "train_video"]
 
 INIT_VOLUMES = 1024  # training volumes the readouts' initial regression looks at
-
-
-@dataclass
-class VideoHistory:
-    """One record per epoch (``epoch``, ``train_loss``, ``val_r``, ``seconds``)."""
-
-    epochs: list[dict] = field(default_factory=list)
-    best_epoch: int = 0
-    best_val_r: float = -np.inf
 
 
 def _steps(n_segments: int, order: np.ndarray, runtime: Runtime) -> list[int]:
@@ -82,11 +73,14 @@ def _average_gradients(model: VideoNIF, runtime: Runtime) -> None:
 
 
 def fit_video(model: VideoNIF, files: MovieFiles, responses: dict[str, np.ndarray],
-              train: np.ndarray, val: np.ndarray, cfg: RunConfig,
-              progress: Callable[[str], None] | None = None,
+              train: np.ndarray, val: np.ndarray, cfg: RunConfig, progress: bool = False,
               segment_s: float = 60.0, runtime: Runtime | None = None,
-              checkpoint_dir: Path | None = None, resume: bool = False) -> VideoHistory:
+              checkpoint_dir: Path | None = None, resume: bool = False) -> History:
     """Adam on segments of the training runs; keep the epoch with the best validation r.
+
+    The epochs go through :func:`niflow.train.epochs.run_epochs`, as an image model's do:
+    early stopping, divergence (a one-line :class:`~niflow.train.safety.TrainingDiverged`),
+    checkpoints, resume and ``log.jsonl`` behave the same.
 
     Parameters
     ----------
@@ -96,6 +90,8 @@ def fit_video(model: VideoNIF, files: MovieFiles, responses: dict[str, np.ndarra
         Volume indices.
     cfg : RunConfig
         ``train.lr``, ``epochs``, ``patience``, ``weight_decay``, ``seed`` are used.
+    progress : bool
+        A bar on a terminal, else one line per epoch on stderr (rank 0).
     runtime : Runtime, optional
         Under ``torchrun`` every process takes one segment per step and the gradients are
         averaged (batch-norm statistics span the processes); every process validates on all
@@ -103,103 +99,90 @@ def fit_video(model: VideoNIF, files: MovieFiles, responses: dict[str, np.ndarra
     checkpoint_dir : Path, optional
         After every epoch (rank 0) the whole training state (weights, optimiser, best
         weights, history, the segment order's generator) is written atomically to
-        ``checkpoint_dir/checkpoint.pt``.
+        ``checkpoint_dir/checkpoint.pt``, and the epoch's record to ``log.jsonl``.
     resume : bool
         Continue from that checkpoint: the epochs that follow are those an uninterrupted
         run would have trained.
 
+    Returns
+    -------
+    History
+        Records with ``val_median_r``, the median r over all validation voxels.
+
     Raises
     ------
+    TrainingDiverged
+        A non-finite or exploding loss or validation r; the model is not kept.
     TrainingInterrupted
         Ctrl-C, saying which epoch's checkpoint is on disk.
     """
     runtime = runtime or Runtime()
     tc = cfg.train
     torch.manual_seed(tc.seed)
-    rng = np.random.default_rng(tc.seed)
-    segs = make_segments(files.timing, train, model.history, segment_s)
-    val_true = {a: r[np.sort(val)] for a, r in responses.items()}
+    if resume and checkpoint_dir is None:
+        raise ValueError("resume needs checkpoint_dir")
     opt = torch.optim.Adam(model.parameter_groups(tc.lr), lr=tc.lr,
                            weight_decay=tc.weight_decay)
-    hist, best_state, stale, first = VideoHistory(), None, 0, 1
-    if resume:
-        if checkpoint_dir is None:
-            raise ValueError("resume needs checkpoint_dir")
-        ck = broadcast_object(load_checkpoint(checkpoint_dir) if runtime.is_main else None,
-                              runtime)
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optimizer"])
-        best_state, stale = ck["best_state"], ck["bad_epochs"]
-        hist = VideoHistory(**ck["history"])
-        rng.bit_generator.state = ck["rng"]
-        first = ck["epoch"] + 1 if stale < tc.patience else tc.epochs + 1
-    at = {"epoch": None, "saved": first - 1 if resume else None}
-    try:
-        for epoch in range(first, tc.epochs + 1):
-            at["epoch"] = epoch
-            best_state, stale = _epoch(epoch, model, files, responses, segs, val, val_true,
-                                       opt, rng, runtime, segment_s, hist, best_state, stale)
-            if checkpoint_dir is not None and runtime.is_main:
-                save_checkpoint(checkpoint_dir / CHECKPOINT, {
-                    "epoch": epoch, "model": model.state_dict(), "optimizer": opt.state_dict(),
-                    "best_state": best_state, "bad_epochs": stale,
-                    "history": dataclasses.asdict(hist), "rng": rng.bit_generator.state})
-                at["saved"] = epoch
-            if progress is not None:
-                rec = hist.epochs[-1]
-                progress(f"epoch {epoch}/{tc.epochs}  train {rec['train_loss']:.3f}  val r "
-                         f"{rec['val_r']:.3f}  {rec['seconds']:.1f} s")
-            if stale >= tc.patience:
-                break
-    except KeyboardInterrupt:
-        raise TrainingInterrupted(at["epoch"], at["saved"],
-                                  None if checkpoint_dir is None
-                                  else checkpoint_dir / CHECKPOINT) from None
-    if best_state is not None:
-        model.load_state_dict(best_state)
+    task = SegmentTask(model, files, responses, train, val, opt, tc.seed, segment_s, runtime)
+    hist = run_epochs(model, opt, task, epochs=tc.epochs, patience=tc.patience, lr=tc.lr,
+                      run_dir=checkpoint_dir, resume=resume, progress=progress,
+                      runtime=runtime)
     if runtime.distributed:
         _check_in_step(model, runtime)
     return hist
 
 
-def _epoch(epoch: int, model: VideoNIF, files: MovieFiles, responses: dict[str, np.ndarray],
-           segs: list[Segment], val: np.ndarray, val_true: dict[str, np.ndarray],
-           opt: torch.optim.Optimizer, rng: np.random.Generator, runtime: Runtime,
-           segment_s: float, hist: VideoHistory, best_state: dict | None, stale: int,
-           ) -> tuple[dict | None, int]:
-    """Train one epoch, validate, append its record to ``hist`` (in place); return the best
-    weights so far and the epochs since they improved."""
-    device = next(model.parameters()).device
-    n_vox = sum(r.shape[1] for r in responses.values())
-    start, total = time.perf_counter(), 0.0
-    model.train()
-    for i in _steps(len(segs), rng.permutation(len(segs)), runtime):
-        seg = segs[i]
-        pred = model(segment_frames(files, seg, device),
-                     torch.as_tensor(seg.last, device=device))
-        # every voxel counts once, whatever its area's size
-        loss = sum(((p[0] - torch.as_tensor(responses[a][seg.volumes], device=device,
-                                            dtype=p.dtype)) ** 2).mean(0).sum()
-                   for a, p in pred.items()) / n_vox
-        opt.zero_grad()
-        (loss + model.regularizer()).backward()
-        if runtime.distributed:
-            _average_gradients(model, runtime)
-        opt.step()
-        total += float(loss.detach()) * len(seg.volumes)
-    if runtime.distributed:  # the epoch's loss over every process's segments
-        total = float(all_reduce_sum(torch.tensor([total], dtype=torch.float64),
-                                     runtime)[0])
-    val_r = median_r(predict_video(model, files, np.sort(val), segment_s), val_true)
-    rec = {"epoch": epoch, "train_loss": total / max(sum(len(s.volumes) for s in segs), 1),
-           "val_r": val_r, "seconds": time.perf_counter() - start}
-    hist.epochs.append(rec)
-    if val_r > hist.best_val_r:
-        hist.best_val_r, hist.best_epoch, stale = val_r, epoch, 0
-        best_state = copy.deepcopy(model.state_dict())
-    else:
-        stale += 1
-    return best_state, stale
+class SegmentTask:
+    """Training on segments of movie runs (:class:`~niflow.train.epochs.EpochTask`): every
+    epoch all training segments in a random order (a generator of ``seed``, checkpointed),
+    one per process per step; validation is the median r over all voxels on the validation
+    volumes."""
+
+    def __init__(self, model: VideoNIF, files: MovieFiles, responses: dict[str, np.ndarray],
+                 train: np.ndarray, val: np.ndarray, opt: torch.optim.Optimizer, seed: int,
+                 segment_s: float, runtime: Runtime) -> None:
+        self.model, self.files, self.responses, self.opt = model, files, responses, opt
+        self.runtime, self.segment_s = runtime, segment_s
+        self.segs = make_segments(files.timing, train, model.history, segment_s)
+        self.val = np.sort(val)
+        self.val_true = {a: r[self.val] for a, r in responses.items()}
+        self.rng = np.random.default_rng(seed)
+
+    def train_epoch(self, epoch: int) -> float:
+        model, rt, segs = self.model, self.runtime, self.segs
+        device = next(model.parameters()).device
+        n_vox = sum(r.shape[1] for r in self.responses.values())
+        total = 0.0
+        for i in _steps(len(segs), self.rng.permutation(len(segs)), rt):
+            seg = segs[i]
+            pred = model(segment_frames(self.files, seg, device),
+                         torch.as_tensor(seg.last, device=device))
+            # every voxel counts once, whatever its area's size
+            loss = sum(((p[0] - torch.as_tensor(self.responses[a][seg.volumes], device=device,
+                                                dtype=p.dtype)) ** 2).mean(0).sum()
+                       for a, p in pred.items()) / n_vox
+            self.opt.zero_grad()
+            (loss + model.regularizer()).backward()
+            if rt.distributed:
+                _average_gradients(model, rt)
+            self.opt.step()
+            total += float(loss.detach()) * len(seg.volumes)
+        if rt.distributed:  # the epoch's loss over every process's segments
+            total = float(all_reduce_sum(torch.tensor([total], dtype=torch.float64), rt)[0])
+        return total / max(sum(len(s.volumes) for s in segs), 1)
+
+    def validate(self) -> tuple[float, dict]:
+        rs = voxel_r(predict_video(self.model, self.files, self.val, self.segment_s),
+                     self.val_true)
+        val_r = float(np.median(np.concatenate(list(rs.values()))))
+        return val_r, {"val_median_r": val_r,
+                       "val_median_r_per_area": {a: float(np.median(r)) for a, r in rs.items()}}
+
+    def state(self) -> dict:
+        return {"rng": self.rng.bit_generator.state}
+
+    def load_state(self, checkpoint: dict) -> None:
+        self.rng.bit_generator.state = checkpoint["rng"]
 
 
 def _check_in_step(model: VideoNIF, runtime: Runtime) -> None:
@@ -216,6 +199,98 @@ def _check_in_step(model: VideoNIF, runtime: Runtime) -> None:
 
 
 @dataclass
+class MovieData:
+    """A movie data set split by run and z-scored: what a video model trains on.
+
+    Attributes
+    ----------
+    files : MovieFiles
+    responses : dict of str to ndarray of shape (n_TR, n_voxels), float32
+        Z-scored on the training and validation volumes.
+    scalers : dict of str to Standardizer
+        That z-scoring.
+    split : Split
+        Volume indices of the training, validation and test runs.
+    test_runs : list of int
+    """
+
+    files: MovieFiles
+    responses: dict[str, np.ndarray]
+    scalers: dict[str, Standardizer]
+    split: Split
+    test_runs: list[int]
+
+
+def movie_data(files: MovieFiles, test_runs: list[int], cfg: RunConfig) -> MovieData:
+    """Split ``files`` by run (``train.val_fraction`` of the training runs validate, drawn
+    with ``train.seed``) and z-score every area on the training and validation volumes."""
+    train, val, test = movie_split(files.timing, test_runs, cfg.train.val_fraction,
+                                   cfg.train.seed)
+    fit_rows = np.concatenate([train, val])
+    scalers = {a: Standardizer.fit(r[fit_rows]) for a, r in files.responses.items()}
+    z = {a: scalers[a].transform(r).astype(np.float32) for a, r in files.responses.items()}
+    return MovieData(files, z, scalers, Split(train, val, test), list(test_runs))
+
+
+def movie_member_data(data: MovieData, cfg: RunConfig, index: int) -> MovieData:
+    """Ensemble member ``index``'s data: validation runs drawn with its own seed
+    (``train.seed + index``); the same test runs and, up to rounding, the same z-scoring
+    (every member z-scores on all non-test volumes)."""
+    if index == 0:
+        return data
+    return movie_data(data.files, data.test_runs, member_config(cfg, index))
+
+
+def build_video(cfg: RunConfig, data: MovieData, taps_s: float | None = None) -> VideoNIF:
+    """A new video model for ``data`` with weights seeded by ``train.seed`` (not yet
+    started: :func:`train_video` fits its start)."""
+    torch.manual_seed(cfg.train.seed)
+    return VideoNIF(cfg, data.files.frame_shape,
+                    {a: r.shape[1] for a, r in data.responses.items()}, data.files.timing.fps,
+                    taps_s=taps_s)
+
+
+def train_video(model: VideoNIF, data: MovieData, cfg: RunConfig, folder: Path | None = None,
+                resume: bool = False, *, progress: Callable[[str], None] | None = None,
+                segment_s: float | None = None, device: torch.device | str = "cpu",
+                hrf_refine: bool = True, runtime: Runtime | None = None) -> History:
+    """Start ``model`` from a fitted linear pRF model, train it, and search its HRF
+    latencies again.
+
+    Parameters
+    ----------
+    model : VideoNIF
+        From :func:`build_video`; trained in place on ``device``.
+    data : MovieData
+    cfg : RunConfig
+        ``train`` settings; ``video.segment_s`` unless ``segment_s`` is given.
+    folder : Path, optional
+        Checkpoints and ``log.jsonl`` of :func:`fit_video`.
+    resume : bool
+        Continue from ``folder``'s checkpoint (which holds every weight of the started
+        model, so the start is not fitted again).
+    progress : callable, optional
+        Told one line per epoch and the latency search's outcome.
+    hrf_refine : bool
+        After training, search the latencies again with the trained drive
+        (:func:`refine_hrf_latencies`).
+    runtime : Runtime, optional
+        ``torchrun``: see :func:`fit_video` (the model trains on ``runtime.device``).
+    """
+    segment_s = cfg.video.segment_s if segment_s is None else segment_s
+    train, val = data.split.train, data.split.val
+    if not resume:
+        _initialize(model, data.files, data.responses, train, cfg.train.seed, segment_s)
+    model.to(runtime.device if runtime is not None and runtime.distributed else device)
+    hist = fit_video(model, data.files, data.responses, train, val, cfg, progress is not None,
+                     segment_s, runtime, folder, resume=resume)
+    if hrf_refine:
+        refine_hrf_latencies(model, data.files, data.responses, train, val, hist,
+                             cfg.train.seed, segment_s, progress)
+    return hist
+
+
+@dataclass
 class MovieFit:
     """A video model fitted on a movie data set, with what it needs to predict.
 
@@ -226,7 +301,7 @@ class MovieFit:
         Z-scoring of each area's volumes (training volumes).
     train, val, test : ndarray of int64
         Volume indices of the split (by run).
-    history : VideoHistory
+    history : History
     """
 
     model: VideoNIF
@@ -234,7 +309,7 @@ class MovieFit:
     train: np.ndarray
     val: np.ndarray
     test: np.ndarray
-    history: VideoHistory
+    history: History
     members: list[VideoNIF] = field(default_factory=list)
 
     @property
@@ -260,10 +335,12 @@ def ensemble_hrf_parameters(models: list[VideoNIF]) -> dict[str, dict[str, np.nd
 def fit_movie(files: MovieFiles, test_runs: list[int], cfg: RunConfig,
               progress: Callable[[str], None] | None = None, taps_s: float | None = None,
               segment_s: float | None = None, device: torch.device | str = "cpu",
-              hrf_refine: bool = True,
-              runtime: Runtime | None = None, unit_dir: Path | None = None,
-              resume: bool = False) -> MovieFit:
-    """Split by run, z-score on the training volumes, initialise and train a video model.
+              hrf_refine: bool = True, runtime: Runtime | None = None) -> MovieFit:
+    """Split by run, z-score on the training volumes, start and train one video model.
+
+    (``niflow train`` selects among candidates and trains an ensemble with
+    :func:`niflow.train.select.select_and_train` of :func:`build_video` and
+    :func:`train_video`, as for images.)
 
     Parameters
     ----------
@@ -277,64 +354,15 @@ def fit_movie(files: MovieFiles, test_runs: list[int], cfg: RunConfig,
         Override ``cfg.video.taps_s`` and ``cfg.video.segment_s``.
     device : torch.device or str
         Where the model trains (frames are read on the CPU and moved per segment).
-    hrf_refine : bool
-        After training, search the latencies again with the trained drive
-        (:func:`refine_hrf_latencies`).
-    runtime : Runtime, optional
-        ``torchrun``: see :func:`fit_video` (the model trains on ``runtime.device``).
-    unit_dir : Path, optional
-        A folder of this fit's own (rank 0 creates it): ``checkpoint.pt`` after every epoch
-        and, once finished, ``done.pt`` (the kept weights and history).
-    resume : bool
-        With ``unit_dir``: a finished fit is loaded from ``done.pt``, an interrupted one
-        continues from its checkpoint (without starting the model again), any other starts.
+    hrf_refine, runtime
+        See :func:`train_video`.
     """
-    t = files.timing
-    runtime_ = runtime or Runtime()
-    segment_s = cfg.video.segment_s if segment_s is None else segment_s
-    train, val, test = movie_split(t, test_runs, cfg.train.val_fraction, cfg.train.seed)
-    fit_rows = np.concatenate([train, val])
-    scalers = {a: Standardizer.fit(r[fit_rows]) for a, r in files.responses.items()}
-    z = {a: scalers[a].transform(r).astype(np.float32) for a, r in files.responses.items()}
-    torch.manual_seed(cfg.train.seed)
-    model = VideoNIF(cfg, files.frame_shape, {a: r.shape[1] for a, r in z.items()}, t.fps,
-                     taps_s=taps_s)
-    target = runtime.device if runtime is not None and runtime.distributed else device
-    stage, done = _unit_stage(unit_dir, resume, runtime_)
-    if done is not None:
-        model.load_state_dict(done["model"])
-        return MovieFit(model.to(target), scalers, train, val, test,
-                        VideoHistory(**done["history"]))
-    if stage is None:  # a checkpoint holds every weight of a started model
-        _initialize(model, files, z, train, cfg.train.seed, segment_s)
-    model.to(target)
-    if unit_dir is not None and runtime_.is_main:
-        unit_dir.mkdir(parents=True, exist_ok=True)
-    hist = fit_video(model, files, z, train, val, cfg, progress, segment_s, runtime,
-                     unit_dir, resume=stage == "checkpoint")
-    if hrf_refine:
-        refine_hrf_latencies(model, files, z, train, val, hist, cfg.train.seed, segment_s,
-                             progress)
-    if unit_dir is not None and runtime_.is_main:
-        save_checkpoint(unit_dir / DONE, {"model": model.state_dict(),
-                                          "history": dataclasses.asdict(hist)})
-    return MovieFit(model, scalers, train, val, test, hist)
-
-
-def _unit_stage(unit_dir: Path | None, resume: bool, runtime: Runtime,
-                ) -> tuple[str | None, dict | None]:
-    """Where a resumed fit stands: ``("done", state of done.pt)``, ``("checkpoint", None)``
-    (training continues from it) or ``(None, None)`` (it starts); rank 0 looks, every
-    process gets the answer."""
-    if not resume or unit_dir is None:
-        return None, None
-
-    def look() -> tuple[str | None, dict | None]:
-        if (unit_dir / DONE).exists():
-            return "done", torch.load(unit_dir / DONE, map_location="cpu", weights_only=False)
-        return ("checkpoint" if (unit_dir / CHECKPOINT).exists() else None), None
-
-    return broadcast_object(look() if runtime.is_main else None, runtime)
+    data = movie_data(files, test_runs, cfg)
+    model = build_video(cfg, data, taps_s)
+    hist = train_video(model, data, cfg, progress=progress, segment_s=segment_s,
+                       device=device, hrf_refine=hrf_refine, runtime=runtime)
+    return MovieFit(model, data.scalers, data.split.train, data.split.val, data.split.test,
+                    hist)
 
 
 def initial_volumes(timing: MovieTiming, train: np.ndarray, history: int, seed: int,
@@ -388,7 +416,7 @@ HRF_REFINE_GRID_S = tuple(float(p) for p in np.arange(2.5, 10.01, 0.1))
 
 
 def refine_hrf_latencies(model: VideoNIF, files: MovieFiles, responses: dict[str, np.ndarray],
-                         train: np.ndarray, val: np.ndarray, hist: VideoHistory, seed: int = 0,
+                         train: np.ndarray, val: np.ndarray, hist: History, seed: int = 0,
                          segment_s: float = 60.0,
                          progress: Callable[[str], None] | None = None) -> bool:
     """Search every voxel's latency again on a fine grid with the trained drive; keep the
@@ -407,12 +435,12 @@ def refine_hrf_latencies(model: VideoNIF, files: MovieFiles, responses: dict[str
                              segment_s)
     val_true = {a: r[np.sort(val)] for a, r in responses.items()}
     val_r = median_r(predict_video(model, files, np.sort(val), segment_s), val_true)
-    keep = val_r >= hist.best_val_r
+    keep = val_r >= hist.best_score
     if progress is not None:
         progress(f"HRF latencies searched again: validation r {val_r:.3f} "
-                 f"({'kept' if keep else 'not kept'}; trained {hist.best_val_r:.3f})")
+                 f"({'kept' if keep else 'not kept'}; trained {hist.best_score:.3f})")
     if keep:
-        hist.best_val_r = val_r
+        hist.best_score = val_r
     else:
         model.hrf.load_state_dict(before)
     return keep
