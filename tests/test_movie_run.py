@@ -197,7 +197,6 @@ def test_bad_movie_inputs_get_one_line(movie_run, tmp_path):
     jobs["evaluate"] = ["evaluate", run_dir, "--stim", stim, "--bold", bold]
     jobs["evaluate_fps"] = ["evaluate", run_dir, "--stim", "fps2.h5", "--bold", "fps2_bold.h5"]
     jobs["evaluate_run"] = ["evaluate", run_dir, "--stim", stim, "--bold", bold, "--runs", "9"]
-    jobs["cv"] = ["cv", "--stim", stim, "--bold", bold, "--out", "k"]
     jobs["evaluate_rows"] = ["evaluate", run_dir, "--stim", stim, "--bold", bold, "--rows",
                              "0:5"]
     res = run_many(jobs, tmp_path)
@@ -226,8 +225,7 @@ def test_bad_movie_inputs_get_one_line(movie_run, tmp_path):
                         f"{sim.test_run}",
             "evaluate_fps": "fps2.h5: variable 'fps' is 2 but",
             "evaluate_run": "run(s) [9] not found in",
-            "evaluate_rows": "--rows is for image runs",
-            "cv": "are a movie data set (fps / tr); niflow cv cross-validates images"}
+            "evaluate_rows": "--rows is for image runs"}
     for name, text in want.items():
         r = res[name]
         assert r.rc != 0, name
@@ -630,3 +628,21 @@ def test_a_diverged_movie_candidate_is_left_out_as_for_images(movie_run, tmp_pat
     assert selection["skipped"] == ["candidate gabor-gaussian: diverged at epoch 1 (loss nan)"]
     assert selection["scores"]["learned-gaussian"]["val_median_r_per_area"].keys() == {
         "V1", "V2"}
+
+
+def test_holding_out_a_run_that_is_not_repeated_gives_no_noise_ceiling(movie_run, tmp_path):
+    """``<AREA>_repeats`` repeat the test run 4; holding out run 3 (as long as run 4) used to
+    report run 4's ceiling for run 3's predictions, and holding out runs 1-2 was refused with
+    a shape error. Now both train, warn once per area, and report no ceiling."""
+    sim, paths, _, _ = movie_run
+    assert sim.test_run == 4
+    for runs in ([3], [1, 2]):
+        out = tmp_path / "-".join(map(str, runs))
+        with pytest.warns(UserWarning, match=r"repeats of other runs, so no noise ceiling "
+                                             r"for V[12]") as caught:
+            train_movie(paths["stim"], paths["bold"], out, _config(2), runs, progress=False)
+        assert sum("no noise ceiling" in str(w.message) for w in caught) == 2  # V1, V2
+        table = read_table(out / "voxels.csv")
+        assert np.isnan(table["noise_ceiling"].astype(float)).all()
+        stats = json.loads((out / "stats.json").read_text())
+        assert stats["areas"]["V1"]["median_noise_ceiling"] is None

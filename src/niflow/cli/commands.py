@@ -413,19 +413,19 @@ def cmd_cv(args) -> int:
     from niflow.runs.crossval import cross_validate
 
     if is_movie_data(args.stim, args.bold):
-        raise DataError(f"{args.stim} and {args.bold} are a movie data set (fps / tr); niflow "
-                        f"cv cross-validates images: for movies hold out runs with niflow "
-                        f"train --test-runs (niflow baseline picks its penalties by "
-                        f"leave-one-run-out)")
+        from niflow.cli.movie import movie_cv
+
+        return movie_cv(args, _resolve_config(args))
     cfg = _resolve_config(args)
-    baselines = _parse_baselines(args.baselines)
+    baselines = _parse_baselines(args.baselines or "pixels,gabor")
     stim = load_stimuli(args.stim, cfg.data.stim_variable)
     resp = load_responses(args.bold)
     inputs = {"stim": str(args.stim), "bold": str(args.bold)}
     groups = None
     if args.groups is not None:
         groups, inputs["groups"] = _load_groups(args.groups, args.stim, stim.shape[0])
-    res = cross_validate(stim, resp, cfg, k=args.k, groups=groups, seed=args.fold_seed,
+    res = cross_validate(stim, resp, cfg, k=args.k or 10, groups=groups,
+                         seed=args.fold_seed or 0,
                          out=args.out, baselines=baselines, progress=not args.quiet,
                          force=args.force, inputs=inputs,
                          config_source=str(args.config or "command line"))
@@ -433,18 +433,9 @@ def cmd_cv(args) -> int:
     print(f"{res.k}-fold cross-validation of {res.folds.size} rows{grouped} "
           f"({res.seconds:.0f} s); median over voxels of the fold-centred out-of-fold r, "
           f"and the fraction of voxels with r > 0.3")
-    models = {"niflow": res.summaries, **res.baseline_summaries}
-    print(f"{'area':<6} {'voxels':>6} " + " ".join(f"{name + ' r':>9} {'r>0.3':>6}"
-                                                  for name in models))
+    from niflow.cli.tables import print_cv_table
 
-    def fmt(value, width, digits):
-        return f"{'n/a':>{width}}" if value is None else f"{value:>{width}.{digits}f}"
-
-    for area in res.areas:
-        print(f"{area:<6} {res.voxel[area].size:>6} " + " ".join(
-            f"{fmt(m[area]['median_r'], 9, 3)} {fmt(m[area]['frac_r_above_0.3'], 6, 2)}"
-            for m in models.values()))
-    print(f"wrote {args.out}/cv.json, cv_voxels.csv, cv_predictions.npz, config.json")
+    print_cv_table(res, args.out)
     return 0
 
 

@@ -89,3 +89,29 @@ def movie_evaluate(args, run) -> int:
         atomic_write_text(args.json, json.dumps(payload) + "\n")
     print(f"wrote stats_voxels.csv, stats.json to {out}")
     return 0
+
+
+def movie_cv(args, cfg) -> int:
+    """``niflow cv`` on movie data: folds of whole runs, FIR motion-energy ridge beside."""
+    from niflow.cli.tables import print_cv_table
+    from niflow.runs.movie_crossval import cross_validate_movie
+
+    for flag, given in (("--groups", args.groups is not None),
+                        ("--seed", args.fold_seed is not None)):
+        if given:
+            raise ConfigError(f"{flag} is for images; {args.stim} and {args.bold} are a movie "
+                              f"data set, whose folds are blocks of whole runs (--k of them)")
+    kinds = [k.strip() for k in (args.baselines or "motion-energy").split(",") if k.strip()]
+    if kinds not in (["motion-energy"], ["none"]):
+        raise ConfigError(f"--baselines {args.baselines}: movie data is compared with "
+                          f"motion-energy ridge (give --baselines motion-energy or none)")
+    res = cross_validate_movie(args.stim, args.bold, cfg, k=args.k, out=args.out,
+                               baseline=kinds == ["motion-energy"], progress=not args.quiet,
+                               force=args.force,
+                               config_source=str(args.config or "command line"))
+    runs = sum(len(f["test_runs"]) for f in res.fold_info)
+    print(f"cross-validation over runs: {res.k} folds of runs ({runs} runs, {res.folds.size} "
+          f"volumes; {res.seconds:.0f} s); median over voxels of the fold-centred out-of-fold "
+          f"r, and the fraction of voxels with r > 0.3")
+    print_cv_table(res, args.out)
+    return 0

@@ -115,26 +115,29 @@ def _add_cv(sub) -> None:
                        "the fold, so that every row is predicted once by a model that never "
                        "saw it; voxelwise ridge baselines are fitted on the same folds. r is "
                        "Pearson r over all rows with predictions and responses centred within "
-                       "each test fold (pooling without centring biases r downwards). Writes "
-                       "OUT/cv.json, cv_voxels.csv, cv_predictions.npz and config.json.")
+                       "each test fold (pooling without centring biases r downwards). On "
+                       "movie data (fps / tr) the folds are blocks of whole runs (default: "
+                       "leave one run out), each trained as niflow train --test-runs would, "
+                       "and the baseline is FIR motion-energy ridge. Writes OUT/cv.json, "
+                       "cv_voxels.csv, cv_predictions.npz and config.json.")
     p.add_argument("--stim", type=Path, required=True,
                    help="stimulus file (as for train)")
     p.add_argument("--bold", type=Path, required=True, help="response file (as for train)")
     p.add_argument("--out", type=Path, required=True, help="folder to write")
-    p.add_argument("--k", type=int, default=10, help="number of folds (default 10)")
+    p.add_argument("--k", type=int, help="number of folds (default 10; movies: one per run)")
     p.add_argument("--groups", metavar="FILE_OR_VARIABLE",
                    help="keep rows of one group in one fold: a .txt/.csv/.npy file with one "
                    "label per row, FILE:VARIABLE (e.g. truth.npz:labels), or the name of a "
-                   "variable of the stimulus file (e.g. labels)")
+                   "variable of the stimulus file (e.g. labels); images only")
     p.add_argument("--config", type=Path, help="JSON config (as for train)")
     p.add_argument("--preset", choices=cfgmod.PRESETS,
                    help="start from this preset (default: the config's, else 'default')")
-    p.add_argument("--seed", type=int, default=0, dest="fold_seed",
+    p.add_argument("--seed", type=int, dest="fold_seed",
                    help="seed of the fold assignment (default 0; training uses the config's "
-                   "train.seed)")
-    p.add_argument("--baselines", default="pixels,gabor",
+                   "train.seed); images only")
+    p.add_argument("--baselines",
                    help="ridge baselines on the same folds: a comma list of pixels, gabor, "
-                   "or none (default pixels,gabor)")
+                   "or none (default pixels,gabor; movies: motion-energy or none)")
     p.add_argument("--epochs", type=int, help="training epochs of each fold's model")
     p.add_argument("--force", action="store_true", help="overwrite an existing --out folder")
     p.add_argument("--quiet", action="store_true", help="no line per fold")

@@ -27,15 +27,20 @@ import numpy as np
 
 from niflow.data.errors import DataError
 from niflow.data.io import load_arrays
+from niflow.data.repeats import (
+    REPEATS_SUFFIX,
+    check_repeats,
+    default_test_runs,
+    test_repeats,
+)
 from niflow.data.stream import H5Array
 from niflow.data.validate import transposed_responses_message
 
-__all__ = ["MovieFiles", "MovieTiming", "check_movie_timing", "check_repeats",
-           "check_test_runs", "is_movie_data", "movie_split", "parse_runs", "read_movie",
-           "read_scalar", "run_labels"]
+__all__ = ["REPEATS_SUFFIX", "MovieFiles", "MovieTiming", "check_movie_timing",
+           "check_repeats", "check_test_runs", "default_test_runs", "is_movie_data",
+           "movie_split", "parse_runs", "read_movie", "read_scalar", "run_labels"]
 
 RESERVED = ("fps", "tr", "run")
-REPEATS_SUFFIX = "_repeats"
 
 
 def read_scalar(arrays: dict[str, np.ndarray], name: str, path: str | Path, meaning: str,
@@ -247,68 +252,6 @@ def check_test_runs(timing: MovieTiming, test_runs: list[int], source: str) -> l
     return list(test_runs)
 
 
-def default_test_runs(files: MovieFiles) -> tuple[list[int], str]:
-    """The runs to hold out when none are given, and why: the runs whose volumes the test
-    repeats' mean (``<AREA>_repeats``) equals, else the last run.
-
-    Raises
-    ------
-    DataError
-        With a single run, or repeats that match no consecutive runs' volumes.
-    """
-    t, source = files.timing, files.sources["bold"]
-    if len(t.runs) < 2:
-        raise DataError(f"{source}: one run only; a movie run holds out whole runs: give "
-                        f"--test-runs with two or more runs in the files")
-    reps = {a: np.asarray(files.arrays[a + REPEATS_SUFFIX], dtype=np.float64)
-            for a in files.responses if a + REPEATS_SUFFIX in files.arrays}
-    if not reps:
-        return [t.runs[-1]], "the last run (no <AREA>_repeats to say which)"
-    counts = [t.volume_span(r)[1] - t.volume_span(r)[0] for r in t.runs]
-    lengths = {rep.shape[1] for rep in reps.values() if rep.ndim == 3}
-    for first in range(len(t.runs) - 1, -1, -1):  # blocks of runs, later ones first
-        for last in range(len(t.runs) - (first == 0), first, -1):  # one run left to train
-            if sum(counts[first:last]) not in lengths:  # only blocks of the repeats' length
-                continue
-            runs = list(t.runs[first:last])
-            if all(_repeats_mean_is(files.responses[a][t.volumes_of(runs)], rep)
-                   for a, rep in reps.items()):
-                return runs, "the runs that <AREA>_repeats repeat"
-    shapes = {a + REPEATS_SUFFIX: r.shape for a, r in reps.items()}
-    raise DataError(f"{source}: the mean of {shapes} is not the volumes of any block of runs "
-                    f"(run volumes {dict(zip(t.runs, counts, strict=True))}); give "
-                    f"--test-runs")
-
-
-def _repeats_mean_is(volumes: np.ndarray, repeats: np.ndarray) -> bool:
-    if repeats.ndim != 3 or repeats.shape[1:] != volumes.shape:
-        return False
-    with np.errstate(invalid="ignore"):
-        mean = repeats.mean(0)
-    ok = np.isfinite(mean) & np.isfinite(volumes)
-    scale = float(np.std(volumes[ok])) if ok.any() else 0.0
-    return bool(ok.any()) and bool(np.allclose(mean[ok], volumes[ok], rtol=0,
-                                               atol=1e-4 * scale + 1e-6))
-
-
-def check_repeats(bold_arrays: dict[str, np.ndarray], area: str, n_test_volumes: int,
-                  n_voxels: int, path: str | Path) -> np.ndarray | None:
-    """``<AREA>_repeats`` of shape (n_repeats, n_TR_test, n_voxels), checked; None if absent."""
-    name = area + REPEATS_SUFFIX
-    if name not in bold_arrays:
-        return None
-    rep = np.asarray(bold_arrays[name])
-    want = (n_test_volumes, n_voxels)
-    if rep.ndim != 3 or rep.shape[1:] != want:
-        raise DataError(f"{path}: variable {name!r} has shape {rep.shape}; expected "
-                        f"(n_repeats, {want[0]}, {want[1]}): the repeats of the test run(s)' "
-                        f"{want[0]} volumes for the {want[1]} voxels of {area!r}")
-    if rep.shape[0] < 2:
-        raise DataError(f"{path}: variable {name!r} holds {rep.shape[0]} repeat; a noise "
-                        f"ceiling needs at least 2")
-    return rep
-
-
 def movie_split(timing: MovieTiming, test_runs: list[int], val_fraction: float, seed: int,
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Train, validation and test volumes, split by whole runs.
@@ -489,6 +432,12 @@ class MovieFiles:
         n_test = int(self.timing.volumes_of(test_runs).size)
         return check_repeats(self.arrays, area, n_test, self.responses[area].shape[1],
                              self.sources["bold"])
+
+    def test_repeats(self, area: str, test_runs: list[int],
+                     columns: np.ndarray | None = None,
+                     ) -> tuple[np.ndarray | None, str | None]:
+        """:func:`niflow.data.repeats.test_repeats` of this data set."""
+        return test_repeats(self, area, test_runs, columns)
 
 
 def _check_frames(shape: tuple[int, ...], kind: str, path: Path, variable: str) -> None:

@@ -83,7 +83,9 @@ class CVResult:
     baseline_r, baseline_predictions : dict of str to dict of str to ndarray
         Per baseline kind (``"pixels"``, ``"gabor"``) and area, as ``r`` and ``predictions``.
     prf : dict of str to dict of str to ndarray of shape (V,)
-        ``prf_x``, ``prf_y``, ``prf_sigma``: median over the folds' models (pixels).
+        ``prf_x``, ``prf_y``, ``prf_sigma``: median over the folds' models (pixels); movie
+        cross-validation (:mod:`niflow.runs.movie_crossval`) adds ``hrf_peak_s`` and
+        ``hrf_fwhm_s``.
     voxel : dict of str to ndarray of shape (V,), int
         Input column of each voxel (those fitted in at least one fold).
     incomplete : dict of str to ndarray of int
@@ -362,13 +364,17 @@ def write_folder(out: Path, write: Callable[[Path], None], force: bool) -> None:
 
 
 def write_cv(result: CVResult, folder: Path, cfg: RunConfig,
-             sources: dict[str, str] | None = None) -> None:
-    """Write ``cv.json``, ``cv_voxels.csv``, ``cv_predictions.npz`` and ``config.json``."""
+             sources: dict[str, str] | None = None, extra: dict | None = None) -> None:
+    """Write ``cv.json`` (with the entries of ``extra``), ``cv_voxels.csv`` (with any
+    per-voxel measure of ``result.prf`` besides the pRF's, e.g. a movie model's
+    ``hrf_peak_s``), ``cv_predictions.npz`` and ``config.json``."""
     cfgmod.save(cfg, folder / "config.json")
     arrays: dict[str, np.ndarray] = {"folds": result.folds}
     cols: dict[str, list] = {"area": [], "voxel": [], "r_cv": []}
     cols.update({f"r_{kind}_cv": [] for kind in result.baseline_r})
-    cols.update({key: [] for key in (*PRF_KEYS, "mean_fold_r", "n_folds_fitted")})
+    measures = [key for key in next(iter(result.prf.values()), {})
+                if key not in (*PRF_KEYS, "n_folds_fitted")]
+    cols.update({key: [] for key in (*PRF_KEYS, *measures, "mean_fold_r", "n_folds_fitted")})
     for area in result.areas:
         arrays[area] = result.predictions[area]
         arrays[f"voxels_{area}"] = result.voxel[area]
@@ -381,13 +387,14 @@ def write_cv(result: CVResult, folder: Path, cfg: RunConfig,
         for kind, r in result.baseline_r.items():
             cols[f"r_{kind}_cv"] += list(r[area])
             arrays[f"{kind}_{area}"] = result.baseline_predictions[kind][area]
-        for key in PRF_KEYS:
+        for key in (*PRF_KEYS, *measures):
             cols[key] += list(result.prf[area][key])
         cols["mean_fold_r"] += list(mean_fold)
         cols["n_folds_fitted"] += [int(v) for v in result.prf[area]["n_folds_fitted"]]
     write_table(folder / "cv_voxels.csv", cols)
     save_npz(folder / "cv_predictions.npz", arrays)
-    atomic_write_text(folder / "cv.json", _dumps(cv_summary(result, cfg, sources)))
+    atomic_write_text(folder / "cv.json",
+                      _dumps({**cv_summary(result, cfg, sources), **(extra or {})}))
 
 
 def _dumps(obj: dict) -> str:

@@ -91,7 +91,7 @@ from niflow.train.video import (
     train_video,
 )
 
-__all__ = ["movie_outputs", "train_movie"]
+__all__ = ["check_movie_config", "movie_outputs", "select_movie_models", "train_movie"]
 
 CEILING_NOTE = ("split-half reliability of the test runs' repeats (<AREA>_repeats), "
                 "Spearman-Brown corrected to their number; ceiling = sqrt(reliability)")
@@ -105,17 +105,50 @@ def _say(progress: bool) -> Callable[[str], None] | None:
     return lambda line: print(line, file=sys.stderr, flush=True)
 
 
-def _select(files: MovieFiles, test_runs: list[int], cfg: cfgmod.RunConfig,
-            say: Callable[[str], None] | None, taps_s: float | None, device: str,
-            runtime: Runtime, out: Path, resume: bool,
-            ) -> tuple[MovieFit, cfgmod.RunConfig, dict]:
+def check_movie_config(cfg: cfgmod.RunConfig, files: MovieFiles, bold_path: str,
+                       config_source: str) -> None:
+    """Refuse, in one line, a configuration that cannot train a video model on ``files``:
+    frames of another size, a precision the video path lacks, areas not in the config."""
+    check_config(cfg, files.frame_shape, config_source)
+    if cfg.train.precision != "float32":  # the video path has no autocast or float64 yet
+        raise cfgmod.ConfigError(
+            f"{config_source}: train.precision {cfg.train.precision!r} is for image models; "
+            "video models train in float32 (drop --precision or set it to float32)")
+    check_areas(files.responses, cfg, bold_path)
+
+
+def select_movie_models(files: MovieFiles, test_runs: list[int], cfg: cfgmod.RunConfig,
+                        voxel_index: dict[str, np.ndarray], *, runtime: Runtime,
+                        say: Callable[[str], None] | None = None,
+                        taps_s: float | None = None, device: str = "cpu",
+                        out: Path | None = None, resume: bool = False,
+                        ) -> tuple[MovieRun, MovieFit, dict]:
     """Train every candidate on the training runs; keep the best validation median r; then
     train ``select.members - 1`` more of its kind, each with its own seed (so its own
-    validation runs and initial weights). This is the image path's selection
-    (:func:`niflow.runs.units.train_units`): every model trains in a folder of its own,
-    ``out/selection/<unit>/``, which ``resume`` continues, and a diverged candidate or
+    validation runs and initial weights).
+
+    This is the image path's selection (:func:`niflow.runs.units.train_units`): with a run
+    folder ``out`` every model trains in a folder of its own, ``out/selection/<unit>/``,
+    which ``resume`` continues (in memory without ``out``), and a diverged candidate or
     member is left out. The ensemble has ``select.members`` models (``member_rows`` is for
-    images)."""
+    images).
+
+    Parameters
+    ----------
+    files : MovieFiles
+        With the usable voxels only (``files.with_voxels(voxel_index)``).
+    voxel_index : dict of str to ndarray of int
+        Their columns in the response file.
+
+    Returns
+    -------
+    run : MovieRun
+        The ensemble on the CPU (``path`` ``out``), as a run folder loads it.
+    fit : MovieFit
+        The split, scalers and kept model's history.
+    selection : dict
+        :class:`~niflow.train.select.Selection` as a dict.
+    """
     data = movie_data(files, test_runs, cfg)
 
     def train(model, d, c, folder, again):
@@ -126,9 +159,14 @@ def _select(files: MovieFiles, test_runs: list[int], cfg: cfgmod.RunConfig,
         cfg, data, lambda c, d: build_video(c, d, taps_s), train, out, resume=resume,
         runtime=runtime, member=movie_member_data,
         planned_members=cfg.select.members, say=say)
+    for m in models:
+        m.cpu()
     fit = MovieFit(models[0], data.scalers, data.split.train, data.split.val, data.split.test,
                    hists[0], members=models[1:])
-    return fit, chosen, selection.to_dict()
+    run = MovieRun(chosen, fit.model.spatial, fit.scalers, voxel_index, None,
+                   [m.spatial for m in fit.members], path=out, video=fit.model,
+                   tr=files.timing.tr, video_members=fit.members)
+    return run, fit, selection.to_dict()
 
 
 def train_movie(stim_path: str | Path, bold_path: str | Path, out: str | Path,
@@ -183,18 +221,18 @@ def train_movie(stim_path: str | Path, bold_path: str | Path, out: str | Path,
             _say(True)(f"test runs {test_runs}: {why} (--test-runs to choose)")
     test_runs = check_test_runs(files.timing, [int(r) for r in test_runs],
                                 files.sources["bold"])
-    check_config(cfg, files.frame_shape, config_source)
-    if cfg.train.precision != "float32":  # the video path has no autocast or float64 yet
-        raise cfgmod.ConfigError(
-            f"{config_source}: train.precision {cfg.train.precision!r} is for image models; "
-            "video models train in float32 (drop --precision or set it to float32)")
-    check_areas(files.responses, cfg, str(bold_path))
+    check_movie_config(cfg, files, str(bold_path), config_source)
     train, val, test = movie_split(files.timing, test_runs, cfg.train.val_fraction,
                                    cfg.train.seed)
-    # the repeats' shapes are checked here too, before anything is written
-    repeats = {a: files.repeats(a, test_runs) for a in files.responses}
+    # the repeats' shapes are checked here too, before anything is written; repeats of
+    # runs other than the test runs give no noise ceiling (a warning), not a wrong one
+    none = np.zeros(0, dtype=np.int64)
+    repeats = {a: files.test_repeats(a, test_runs, none)[0] for a in files.responses}
     voxel_index, notes = usable_voxel_columns(files.responses, np.concatenate([train, val]),
                                               files.sources["bold"], repeats)
+    notes_ceiling = [files.test_repeats(a, test_runs, voxel_index[a])[1]
+                     for a in files.responses]
+    notes_ceiling = [note for note in notes_ceiling if note is not None]
     check_run_dir(out, force, resume)
     runtime = runtime or Runtime()
     if runtime.distributed:
@@ -206,6 +244,8 @@ def train_movie(stim_path: str | Path, bold_path: str | Path, out: str | Path,
     if runtime.is_main:
         for note in notes:
             warnings.warn(note, DroppedVoxelsWarning, stacklevel=2)
+        for note in notes_ceiling:
+            warnings.warn(note, stacklevel=2)
     files = files.with_voxels(voxel_index)
     split = {"kind": "movie", "train": train, "val": val, "test": test,
              "train_runs": sorted({int(r) for r in files.timing.volume_run[train]}),
@@ -223,14 +263,9 @@ def train_movie(stim_path: str | Path, bold_path: str | Path, out: str | Path,
             say(note)
     elif runtime.is_main:
         _create_run_dir(out, force, start_folder)
-    fit, chosen_cfg, selection = _select(files, test_runs, cfg, say, taps_s, device, runtime,
-                                         out, resume)
-    fit.model.cpu()
-    for m in fit.members:
-        m.cpu()
-    run = MovieRun(chosen_cfg, fit.model.spatial, fit.scalers, voxel_index, None,
-                   [m.spatial for m in fit.members], path=out, video=fit.model,
-                   tr=files.timing.tr, video_members=fit.members)
+    run, fit, selection = select_movie_models(files, test_runs, cfg, voxel_index,
+                                              runtime=runtime, say=say, taps_s=taps_s,
+                                              device=device, out=out, resume=resume)
     if not runtime.is_main:
         return run
     if cfg.select.candidates or cfg.select.members > 1:
@@ -274,7 +309,7 @@ def movie_outputs(run: MovieRun, files: MovieFiles, fit: MovieFit,
     peaks_shown = {}
     for area, p in pred.items():
         true = files.responses[area][test].astype(np.float64)
-        repeats = files.repeats(area, test_runs)
+        repeats = files.test_repeats(area, test_runs)[0]
         st = voxel_statistics(p, true, repeats, n_permutations=0)
         stats[area] = {"voxel": run.voxel_index[area], "stats": st,
                        "summary": area_summary(st, None if repeats is None else

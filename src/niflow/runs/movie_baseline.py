@@ -22,7 +22,6 @@ import numpy as np
 
 from niflow.data.errors import DataError
 from niflow.data.movie import (
-    REPEATS_SUFFIX,
     MovieFiles,
     MovieTiming,
     check_test_runs,
@@ -111,32 +110,21 @@ def cv_labels(volume_run: np.ndarray) -> tuple[np.ndarray, str]:
             f"out over its {CV_BLOCKS} contiguous blocks of about {n // CV_BLOCKS} volumes")
 
 
-def _repeats(files: MovieFiles, area: str, test_runs: list[int], test: np.ndarray,
-             cols: np.ndarray, notes: list[str]) -> np.ndarray | None:
+def _repeats(files: MovieFiles, area: str, test_runs: list[int], cols: np.ndarray,
+             notes: list[str]) -> np.ndarray | None:
     """The test runs' repeats of the fitted voxels, or None (with a note when they are of
-    other runs: a different length, or a mean that is not ``<AREA>`` on the test runs)."""
-    name = area + REPEATS_SUFFIX
-    if name not in files.arrays:
-        return None
-    shape = np.shape(files.arrays[name])
-    if len(shape) == 3 and shape[1] != test.size:
-        notes.append(f"{name} holds {shape[1]} volumes but the test runs {test_runs} have "
-                     f"{test.size}: repeats of other runs, so no noise ceiling for {area}")
-        return None
-    rep = np.asarray(files.repeats(area, test_runs), dtype=np.float64)[:, :, cols]
-    y = np.asarray(files.responses[area], dtype=np.float64)[test][:, cols]
-    scale = float(np.std(y)) or 1.0
-    if not np.allclose(rep.mean(axis=0), y, rtol=1e-4, atol=1e-4 * scale):
-        notes.append(f"the mean of {name} is not {area} on the test runs {test_runs}: repeats "
-                     f"of other runs, so no noise ceiling for {area}")
-        return None
-    return rep
+    other runs: :meth:`~niflow.data.movie.MovieFiles.test_repeats`)."""
+    rep, note = files.test_repeats(area, test_runs, cols)
+    if note is not None:
+        notes.append(note)
+    return None if rep is None else np.asarray(rep, dtype=np.float64)[:, :, cols]
 
 
 def movie_baseline_scores(files: MovieFiles, test_runs: list[int],
                           voxel_index: dict[str, np.ndarray] | None = None,
                           n_permutations: int = 1000, seed: int = 0,
-                          alphas: np.ndarray = DEFAULT_ALPHAS) -> tuple[dict[str, dict], dict]:
+                          alphas: np.ndarray = DEFAULT_ALPHAS, design: np.ndarray | None = None,
+                          ) -> tuple[dict[str, dict], dict]:
     """Fit FIR motion-energy ridge on the training runs and score it on the test runs.
 
     Memory: see :func:`motion_energy_design`; the ridge fits then hold about four copies of
@@ -153,6 +141,9 @@ def movie_baseline_scores(files: MovieFiles, test_runs: list[int],
         Permutations for the p-values of r (0: none).
     alphas : ndarray of shape (n_alphas,)
         Penalties to choose from.
+    design : ndarray of shape (n_TR, n_features x n_delays), optional
+        :func:`motion_energy_design` of ``files`` with :func:`fir_delays` of its TR, if
+        already computed (it depends on the frames alone; cross-validation reuses it).
 
     Returns
     -------
@@ -189,7 +180,7 @@ def movie_baseline_scores(files: MovieFiles, test_runs: list[int],
         cols[area] = c
         ys.append(y)
     delays = fir_delays(t.tr)
-    x = motion_energy_design(files, delays)
+    x = motion_energy_design(files, delays) if design is None else design
     labels, cv = cv_labels(t.volume_run[train])
     y = np.concatenate(ys, axis=1)
     pred, alpha = loro_ridge(x[train], y[train], labels, x[test], alphas)
@@ -199,7 +190,7 @@ def movie_baseline_scores(files: MovieFiles, test_runs: list[int],
         n = cols[area].size
         sl = slice(start, start + n)
         start += n
-        rep = _repeats(files, area, test_runs, test, cols[area], notes)
+        rep = _repeats(files, area, test_runs, cols[area], notes)
         stats = voxel_statistics(pred[:, sl], y[test, sl], rep, n_permutations=n_permutations,
                                  seed=seed)
         results[area] = {"voxel": cols[area], "alpha": alpha[sl], "pred": pred[:, sl],
