@@ -197,6 +197,10 @@ def test_bad_movie_inputs_get_one_line(movie_run, tmp_path):
     jobs["evaluate"] = ["evaluate", run_dir, "--stim", stim, "--bold", bold]
     jobs["evaluate_fps"] = ["evaluate", run_dir, "--stim", "fps2.h5", "--bold", "fps2_bold.h5"]
     jobs["evaluate_run"] = ["evaluate", run_dir, "--stim", stim, "--bold", bold, "--runs", "9"]
+    # run 3 is as long as the repeated run 4: only the repeats' mean tells them apart (before,
+    # run 3 was scored against run 4's noise ceiling)
+    jobs["evaluate_other"] = ["evaluate", run_dir, "--stim", stim, "--bold", bold, "--runs",
+                              "3"]
     jobs["evaluate_rows"] = ["evaluate", run_dir, "--stim", stim, "--bold", bold, "--rows",
                              "0:5"]
     res = run_many(jobs, tmp_path)
@@ -225,6 +229,8 @@ def test_bad_movie_inputs_get_one_line(movie_run, tmp_path):
                         f"{sim.test_run}",
             "evaluate_fps": "fps2.h5: variable 'fps' is 2 but",
             "evaluate_run": "run(s) [9] not found in",
+            "evaluate_other": "bold.h5: the mean of 'V1_repeats' is not 'V1' on runs [3]: "
+                              f"score the runs they repeat with --runs {sim.test_run}",
             "evaluate_rows": "--rows is for image runs"}
     for name, text in want.items():
         r = res[name]

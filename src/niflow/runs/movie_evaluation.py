@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from niflow.data.errors import DataError
-from niflow.data.movie import REPEATS_SUFFIX, MovieFiles
+from niflow.data.movie import REPEATS_SUFFIX, MovieFiles, default_test_runs
 from niflow.evaluate.statistics import TIME_SERIES_P_NOTE, area_summary, voxel_statistics
 from niflow.runs.evaluation import write_evaluation
 from niflow.runs.run import MovieRun
@@ -50,20 +50,34 @@ def _repeated_runs(files: MovieFiles, n_volumes: int) -> list[int] | None:
     return None
 
 
-def _area_repeats(files: MovieFiles, area: str, runs: list[int],
-                  n_volumes: int) -> np.ndarray | None:
+def _area_repeats(files: MovieFiles, area: str, runs: list[int], n_volumes: int,
+                  columns: np.ndarray) -> np.ndarray | None:
+    """The repeats of ``runs`` (None without any); a one-line error, with the runs to score
+    instead, when they repeat other runs (another length, or a mean that is not the area on
+    ``runs``: their ceiling would not be these runs')."""
     name = area + REPEATS_SUFFIX
     rep = files.arrays.get(name)
     if rep is None:
         return None
     if np.ndim(rep) == 3 and np.shape(rep)[1] != n_volumes:
         guess = _repeated_runs(files, int(np.shape(rep)[1]))
-        hint = (f"score the runs they repeat with --runs {','.join(map(str, guess))}"
-                if guess else "score the runs they repeat with --runs")
         raise DataError(f"{files.sources['bold']}: variable {name!r} repeats "
                         f"{np.shape(rep)[1]} volumes but runs {runs} have {n_volumes}: "
-                        f"{hint}")
-    return files.repeats(area, runs)
+                        f"{_hint(guess)}")
+    rep, note = files.test_repeats(area, runs, columns)
+    if note is not None:
+        try:
+            guess = default_test_runs(files)[0]
+        except DataError:
+            guess = None
+        raise DataError(f"{files.sources['bold']}: the mean of {name!r} is not {area!r} on "
+                        f"runs {runs}: {_hint(guess)}")
+    return rep
+
+
+def _hint(runs: list[int] | None) -> str:
+    return (f"score the runs they repeat with --runs {','.join(map(str, runs))}" if runs
+            else "score the runs they repeat with --runs")
 
 
 def _checked_columns(run: MovieRun, files: MovieFiles, area: str) -> np.ndarray:
@@ -113,7 +127,7 @@ def evaluate_movie_run(run: MovieRun, files: MovieFiles, runs: list[int] | None 
                         f"{sorted(files.responses)}")
     volumes = files.timing.volumes_of(runs)
     columns = {a: _checked_columns(run, files, a) for a in areas}
-    repeats = {a: _area_repeats(files, a, runs, volumes.size) for a in areas}
+    repeats = {a: _area_repeats(files, a, runs, volumes.size, columns[a]) for a in areas}
     pred = run.predict_volumes(files, volumes)
     out = {}
     for area in areas:
