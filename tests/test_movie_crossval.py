@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from _cli import run_many
+from _configs import movie_config
 from niflow import config as cfgmod
 from niflow.config import ConfigError
 from niflow.data.movie import read_movie
@@ -23,9 +24,7 @@ from niflow.runs.movie_crossval import cross_validate_movie, run_blocks
 
 
 def _config(epochs: int = 3) -> cfgmod.RunConfig:
-    cfg = cfgmod.candidate(cfgmod.preset("default"), "gabor-gaussian")
-    cfg.train.epochs, cfg.train.patience, cfg.train.val_fraction = epochs, 4, 0.34
-    return cfg
+    return movie_config(epochs)
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from _cli import run_many
+from _configs import movie_config
 from niflow import config as cfgmod
 from niflow.data.errors import DataError
 from niflow.data.io import save_mat
@@ -22,11 +23,7 @@ from niflow.runs.movie import train_movie
 from niflow.runs.movie_evaluation import evaluate_movie_folder, evaluate_movie_run
 from niflow.runs.run import MovieRun, load_run
 
-
-def _config(epochs: int = 4) -> cfgmod.RunConfig:
-    cfg = cfgmod.candidate(cfgmod.preset("default"), "gabor-gaussian")
-    cfg.train.epochs, cfg.train.patience, cfg.train.val_fraction = epochs, 4, 0.34
-    return cfg
+_config = movie_config
 
 
 @pytest.fixture(scope="module")

@@ -102,14 +102,13 @@ def cross_validate_movie(stim_path: str | Path, bold_path: str | Path, cfg: RunC
         raise DataError(f"{files.sources['bold']}: one run only; cross-validation over runs "
                         f"holds out whole runs: it needs two or more")
     blocks = run_blocks(list(t.runs), k)
+    volume_fold = np.empty(t.n_volumes, dtype=np.int64)
     for f, block in enumerate(blocks):  # every fold's split, before any training
         try:
             movie_split(t, block, cfg.train.val_fraction, cfg.train.seed)
         except DataError as err:
             raise DataError(f"fold {f + 1} of {len(blocks)} (test runs {block}): {err}"
                             ) from None
-    volume_fold = np.empty(t.n_volumes, dtype=np.int64)
-    for f, block in enumerate(blocks):
         volume_fold[t.volumes_of(block)] = f
     voxel_index, notes = usable_voxel_columns(files.responses, np.arange(t.n_volumes),
                                               files.sources["bold"])
@@ -145,10 +144,12 @@ def _fit_fold(files: MovieFiles, voxel_index: dict[str, np.ndarray], cfg: RunCon
                         ) from None
     pred = fit.predict(files, fit.test)
     hrf = ensemble_hrf_parameters(run.videos)
-    per_voxel = {a: {**{key: np.asarray(run.receptive_fields(a)[key], np.float64)
-                        for key in PRF_KEYS},
-                     **{key: np.asarray(hrf[a][key], np.float64) for key in HRF_KEYS}}
-                 for a in pred}
+    per_voxel = {}
+    for area in pred:
+        prf = run.receptive_fields(area)  # once per area: it medians over the ensemble
+        per_voxel[area] = {**{key: np.asarray(prf[key], np.float64) for key in PRF_KEYS},
+                           **{key: np.asarray(hrf[area][key], np.float64)
+                              for key in HRF_KEYS}}
     info = {"fold": f, "test_runs": blocks[f], "n_test_rows": int(fit.test.size),
             "epochs_run": len(fit.history.epochs), "best_epoch": fit.history.best_epoch,
             "chosen": selection.get("chosen"), "members": len(run.videos),
