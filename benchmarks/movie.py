@@ -16,7 +16,7 @@ with r > 0.3, and the pRF centre error (px) over the same voxels.
     python benchmarks/movie.py [--runs 4] [--run-seconds 120] [--size 24] [--seeds 0 1]
         [--regimes energy nonlinear motion] [--space-time factorised|full]
         [--candidates gabor-gaussian] [--motion-hz [2 ...]] [--v2-pool 1] [--members 3]
-        [--spatial-lr-scale 1]
+        [--spatial-lr-scale 1] [--v3 60]
 """
 
 from __future__ import annotations
@@ -40,7 +40,8 @@ from niflow.runs.movie_baseline import movie_baseline_folder
 
 def one(args, regime: str, seed: int, tmp: str) -> list[str]:
     sim = simulate_movie(n_train_runs=args.runs, run_seconds=args.run_seconds, fps=args.fps,
-                         tr=args.tr, size=args.size, n_voxels={"V1": 100, "V2": 60},
+                         tr=args.tr, size=args.size,
+                         n_voxels={"V1": 100, "V2": 60, **({"V3": args.v3} if args.v3 else {})},
                          nonlinear=regime == "nonlinear", motion=regime == "motion", seed=seed)
     folder = Path(tmp) / f"{regime}_{seed}"
     paths = write_movie_simulation(sim, folder / "data")
@@ -72,7 +73,7 @@ def one(args, regime: str, seed: int, tmp: str) -> list[str]:
     ridge = read_table(folder / "run" / "baseline_motion_energy.csv")
     chosen = json.loads((folder / "run" / "selection.json").read_text())["chosen"]
     rows = []
-    for area in ("V1", "V2"):
+    for area in sim.truth:
         m = table["area"] == area
         r_nif = table["r_test"][m].astype(float)
         r_me = ridge["r_test"][ridge["area"] == area].astype(float)
@@ -136,6 +137,9 @@ def main() -> None:
     ap.add_argument("--spatial-lr-scale", type=float, default=None,
                     help="config.readout.spatial_lr_scale: the pRF centres' and sizes' "
                          "learning rate over the training one (the default preset's: 10)")
+    ap.add_argument("--v3", type=int, default=0,
+                    help="also simulate this many V3 voxels (added to the model as an area "
+                    "reading V2; V1 and V2 are simulated as without)")
     ap.add_argument("--tmp", default="/tmp/niflow_movie_benchmark")
     args = ap.parse_args()
     if args.v2_pool is not None:

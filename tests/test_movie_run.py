@@ -142,10 +142,10 @@ def test_bad_movie_inputs_get_one_line(movie_run, tmp_path):
         fh["V1"] = np.random.default_rng(0).standard_normal((80, 5)).astype(np.float32)
         fh["tr"] = 4.0
         fh["run"] = np.repeat([1, 2, 3, 4], 20)
-    with h5py.File(bold, "r") as src, h5py.File(tmp_path / "hv4_bold.h5", "w") as fh:
+    with h5py.File(bold, "r") as src, h5py.File(tmp_path / "lh_bold.h5", "w") as fh:
         for name in src:
             fh[name] = src[name][()]
-        fh["hV4"] = fh["V2"][()]
+        fh["lh.V1"] = fh["V2"][()]  # not an area name (a V3 or hV4 would be added)
     # MATLAB-style exports: frames or volumes on the last axis
     with h5py.File(stim, "r") as src, h5py.File(tmp_path / "hwn.h5", "w") as fh:
         fh["stim"] = np.moveaxis(src["stim"][()], 0, -1)
@@ -166,7 +166,7 @@ def test_bad_movie_inputs_get_one_line(movie_run, tmp_path):
         "bold_t": ["train", "--stim", stim, "--bold", "vt_bold.h5", "--out", "j",
                    "--test-runs", "4"],
         "no_runs": ["train", "--stim", "one_run.h5", "--bold", "one_run_b.h5", "--out", "a"],
-        "area": ["train", "--stim", stim, "--bold", "hv4_bold.h5", "--out", "g",
+        "area": ["train", "--stim", stim, "--bold", "lh_bold.h5", "--out", "g",
                  "--test-runs", "4"],
         "unknown_run": ["train", "--stim", stim, "--bold", bold, "--out", "b",
                         "--test-runs", "9"],
@@ -219,8 +219,9 @@ def test_bad_movie_inputs_get_one_line(movie_run, tmp_path):
             "durations": "each run must last as long in both files",
             "precision": "command line: train.precision 'bfloat16' is for image models; video "
                          "models train in float32",
-            "area": "area variable(s) ['hV4'] do not match any area of the model config "
-                    "['V1', 'V2']; rename the variables or add areas to the config",
+            "area": "lh_bold.h5: area variable(s) ['lh.V1'] cannot name areas (use "
+                    "letters, digits and underscores, not starting with a digit, and not "
+                    "'stimulus'); rename them",
             "evaluate": f"bold.h5: variable 'V1_repeats' repeats 60 volumes but runs "
                         f"[1, 2, 3, 4] have 240: score the runs they repeat with --runs "
                         f"{sim.test_run}",

@@ -125,7 +125,7 @@ def test_runtime_and_streaming_errors_are_one_line_and_write_nothing(sim, tmp_pa
     with h5py.File(tmp_path / "short.h5", "w") as fh:
         fh["V1"] = sim.responses["V1"][:-5]
     with h5py.File(tmp_path / "v7.h5", "w") as fh:
-        fh["V7"] = sim.responses["V1"]
+        fh["V 7"] = sim.responses["V1"]  # not an area name (a "V7" would be added)
     base = ["train", "--test-rows", "60:72", "--quiet"]
     jobs = {
         "cuda": [*base, "--stim", "stim.mat", "--bold", "bold.mat", "--out", "r1",
@@ -142,7 +142,7 @@ def test_runtime_and_streaming_errors_are_one_line_and_write_nothing(sim, tmp_pa
     expected = {"cuda": "no usable CUDA GPU", "device": "--device 'tpu'",
                 "not_hdf5": "stim.mat: streaming needs an HDF5 file",
                 "rows": "short.h5: area 'V1' has 67 rows but the stimuli have 72",
-                "area": "['V7'] do not match any area"}
+                "area": "v7.h5: area variable(s) ['V 7'] cannot name areas"}
     results = run_many(jobs, tmp_path)
     for name, res in results.items():
         assert res.rc == 2, (name, res.stderr)

@@ -453,3 +453,36 @@ def test_invalid_new_knobs():
                 {"reliability_beta": (0.0, 1.0)}):
         with pytest.raises(ValueError):
             SimConfig(**bad)
+
+
+def test_v3_leaves_v1_and_v2_untouched_and_is_v2s_conjunctions(glyphs):
+    """Asking for V3 voxels changes no V1 or V2 draw; V3's signal is a naive recomputation:
+    V2's maps blurred, mixed by the truth's signed weights, thresholded, pooled by each
+    voxel's Gaussian pRF and feature weights, z-scored."""
+    stim = glyphs[0][::6]
+    two = simulate_responses(stim, n_voxels={"V1": 10, "V2": 8}, seed=4)
+    three = simulate_responses(stim, n_voxels={"V1": 10, "V2": 8, "V3": 6}, seed=4)
+    for area in ("V1", "V2"):
+        np.testing.assert_array_equal(two.responses[area], three.responses[area])
+    cfg, t = three.config, three.truth["V3"]
+    from niflow.data.simulate.features import FeatureStages, as_unit_float
+
+    x = as_unit_float(stim)
+    v2 = FeatureStages(cfg, x, three.truth["V2"]["feature_mixing"], ("V2",))(x)["V2"]
+    blurred = np.stack([[ndimage.gaussian_filter(m, cfg.v3_blur_sigma, mode="constant")
+                         for m in img] for img in v2.astype(np.float64)])
+    lin = np.einsum("kj,njhw->nkhw", t["feature_mixing"], blurred)
+    maps = np.maximum(lin - t["feature_threshold"][None, :, None, None], 0.0)
+    yy, xx = np.mgrid[0:SIZE, 0:SIZE].astype(float)
+    drive = np.empty((len(stim), 6))
+    for v in range(6):
+        g = np.exp(-((xx - t["prf_x"][v]) ** 2 + (yy - t["prf_y"][v]) ** 2)
+                   / (2 * t["prf_sigma"][v] ** 2))
+        g /= g.sum()
+        drive[:, v] = np.einsum("nkhw,hw,k->n", maps, g, t["feature_weights"][v])
+    z = (drive - drive.mean(0)) / drive.std(0)
+    np.testing.assert_allclose(three.signal["V3"], z, atol=2e-3)
+    # pRFs 3.5 times V1's law, and V3 needs V2
+    assert np.median(t["prf_sigma"]) > 1.5 * np.median(three.truth["V2"]["prf_sigma"])
+    with pytest.raises(ValueError, match="V3 pools V2"):
+        simulate_responses(stim, n_voxels={"V1": 4, "V3": 4})

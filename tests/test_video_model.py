@@ -278,3 +278,35 @@ def test_a_weak_divisive_normalisation_passes_its_mean_drive_unscaled():
     legacy = DivisiveNorm()
     legacy.load_state_dict({"log_sigma": torch.tensor(0.3)})  # saved before the gain
     assert float(legacy.gain) == 1.0
+
+
+@pytest.mark.parametrize("weighting", ["voxels", "equal"])
+def test_a_segment_epochs_loss_is_the_weighted_mse_of_its_segments(movie, weighting):
+    """``train.area_weighting`` reaches the video loss: at lr 0 (weights fixed) the epoch's
+    loss equals a naive volume-weighted mean over segments of the per-area MSEs, averaged
+    over every voxel ("voxels") or over the areas ("equal"; V1 has twice V2's voxels)."""
+    from niflow.train.runtime import Runtime
+    from niflow.train.segments import segment_frames
+    from niflow.train.video import SegmentTask, build_video, movie_data
+
+    sim, files = movie
+    cfg = _config()
+    data = movie_data(files, [sim.test_run], cfg)
+    model = build_video(cfg, data)
+    opt = torch.optim.Adam(model.parameters(), lr=0.0)
+    task = SegmentTask(model, files, data.responses, data.split.train, data.split.val, opt, 0,
+                       20.0, Runtime(), weighting)
+    got = task.train_epoch(1)
+    num = den = 0.0
+    with torch.no_grad():
+        for seg in task.segs:
+            pred = model(segment_frames(files, seg, "cpu"), torch.as_tensor(seg.last))
+            mse = {a: ((p[0].numpy() - data.responses[a][seg.volumes]) ** 2).mean(0)
+                   for a, p in pred.items()}
+            if weighting == "voxels":
+                loss = np.concatenate(list(mse.values())).mean()
+            else:
+                loss = np.mean([m.mean() for m in mse.values()])
+            num, den = num + loss * len(seg.volumes), den + len(seg.volumes)
+    assert got == pytest.approx(num / den, rel=1e-5)
+    assert len(task.segs) > 3

@@ -276,7 +276,9 @@ def _gabor_areas() -> list[AreaConfig]:
 
 
 # The family automatic selection chooses from: name -> (areas, readout kind). Each is
-# defined for the two-area V1 → V2 layout; a configuration with other areas keeps its own.
+# defined for the two-area V1 → V2 layout: a configuration with further areas under a
+# member's V1 and V2 takes each member's V1 and V2 and keeps the further areas (V3 reading
+# V2, ...); one with other areas keeps its own.
 FAMILY: dict[str, tuple] = {
     "learned-gaussian": (_default_areas, "gaussian"),
     "gabor-gaussian": (_gabor_areas, "gaussian"),
@@ -285,15 +287,22 @@ FAMILY: dict[str, tuple] = {
 
 
 def _takes_family_areas(cfg: RunConfig, name: str) -> bool:
-    """Whether :func:`candidate` ``name`` replaces ``cfg``'s areas by its own (same layout)."""
-    return cfg.area_names() == [a.name for a in FAMILY[name][0]()]
+    """Whether :func:`candidate` ``name`` replaces ``cfg``'s first areas by its own: those
+    of the same layout (V1 and V2), or further areas under a V1 and V2 that are a family
+    member's (as added for a response file's V3, or ``configs/three-areas.json``)."""
+    own = FAMILY[name][0]()
+    if cfg.area_names() == [a.name for a in own]:
+        return True
+    first = cfg.areas[:len(own)]
+    return len(cfg.areas) > len(own) and any(first == make() for make, _ in FAMILY.values())
 
 
 def candidate(cfg: RunConfig, name: str) -> RunConfig:
     """``cfg`` with the areas and readout of family member ``name``, selection switched off.
 
-    The family's areas are V1 and V2; a configuration whose areas differ keeps them and
-    takes only the readout kind.
+    The family's areas are V1 and V2: a configuration of V1 and V2, or of a member's V1
+    and V2 followed by further areas, takes the member's V1 and V2 (and keeps the further
+    areas); one whose areas differ keeps them and takes only the readout kind.
     """
     if name not in FAMILY:
         raise ConfigError(f"config.select.candidates: unknown candidate {name!r}; "
@@ -301,7 +310,8 @@ def candidate(cfg: RunConfig, name: str) -> RunConfig:
     make_areas, kind = FAMILY[name]
     out = from_dict(cfg.to_dict())
     if _takes_family_areas(out, name):
-        out.areas = make_areas()
+        family = make_areas()
+        out.areas = family + out.areas[len(family):]
     out.readout.kind = kind
     out.select = SelectConfig()
     return out.validate()
@@ -443,13 +453,13 @@ def check_areas_kept(cfg: RunConfig) -> None:
     if not replacing or cfg.preset not in PRESETS:
         return
     own = {a.name: a for a in preset(cfg.preset).areas}
-    changed = [a.name for a in cfg.areas if own.get(a.name) != a]
+    changed = [a.name for a in cfg.areas if a.name in own and own[a.name] != a]
     if not changed:
         return
     raise ConfigError(
         f"config.areas: {' and '.join(changed)} set differently from preset "
         f"{cfg.preset!r}, but config.select.candidates {cfg.select.candidates} trains each "
-        f"candidate's own {' and '.join(cfg.area_names())}, so these settings would not be "
+        f"candidate's own {' and '.join(own)}, so these settings would not be "
         "used; set \"select\": {\"candidates\": []} to train your areas, or leave \"areas\" "
         "out to select among the candidates")
 

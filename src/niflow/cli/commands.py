@@ -190,13 +190,21 @@ def _resolve_config(args) -> cfgmod.RunConfig:
         raise ConfigError(f"{args.config or 'command line'}: {err}") from None
 
 
+def _sim_voxels(args) -> dict[str, int]:
+    if min(args.v1, args.v2, args.v3) < 0 or args.v3 and not args.v2:
+        raise ConfigError("--v1, --v2 and --v3 must be >= 0, and --v3 needs V2 voxels "
+                          "(V3 pools V2's features)")
+    counts = {"V1": args.v1, "V2": args.v2, "V3": args.v3}
+    return {a: n for a, n in counts.items() if n or a != "V3"}
+
+
 def _simulate_video(args) -> int:
     from niflow.data.simulate.movie import simulate_movie, write_movie_simulation
     from niflow.data.simulate.prf_mapping import simulate_prf_mapping
 
-    if args.prf_mapping and (args.nonlinear or args.motion):
-        raise ConfigError("--prf-mapping simulates the energy cortex; drop --nonlinear and "
-                          "--motion")
+    if args.prf_mapping and (args.nonlinear or args.motion or args.v3):
+        raise ConfigError("--prf-mapping simulates the energy cortex of V1 and V2; drop "
+                          "--nonlinear, --motion and --v3")
     if args.prf_mapping:
         sim = simulate_prf_mapping(n_train_runs=args.runs, size=args.size, fps=args.fps,
                                    tr=args.tr, n_voxels={"V1": args.v1, "V2": args.v2},
@@ -204,7 +212,7 @@ def _simulate_video(args) -> int:
     else:
         sim = simulate_movie(n_train_runs=args.runs, run_seconds=args.run_seconds,
                              fps=args.fps, tr=args.tr, size=args.size,
-                             n_voxels={"V1": args.v1, "V2": args.v2}, n_repeats=args.repeats,
+                             n_voxels=_sim_voxels(args), n_repeats=args.repeats,
                              nonlinear=args.nonlinear, motion=args.motion, seed=args.seed)
     paths = write_movie_simulation(sim, args.out)
     ceil = {a: float(np.median(t["noise_ceiling"])) for a, t in sim.truth.items()}
@@ -230,7 +238,7 @@ def cmd_simulate(args) -> int:
     cfg = SimConfig(output_exponent=args.output_exponent,
                     reliability_range=tuple(args.reliability))
     sim = simulate(args.out, n_per_letter=args.n_per_letter,
-                   n_voxels={"V1": args.v1, "V2": args.v2}, seed=args.seed, config=cfg,
+                   n_voxels=_sim_voxels(args), seed=args.seed, config=cfg,
                    stim=stim)
     # one response file per repeat, so `niflow evaluate --repeats` can give noise ceilings
     from niflow.data.io import save_mat
@@ -263,7 +271,7 @@ def cmd_train(args) -> int:
 
 def _train(args) -> int:
     from niflow.data.dataset import DroppedVoxelsWarning, is_auto
-    from niflow.runs.inputs import validate_inputs
+    from niflow.runs.inputs import AddedAreasWarning, validate_inputs
     from niflow.runs.pipeline import train_inputs, train_stream
     from niflow.train.runtime import runtime_from_environment
 
@@ -299,13 +307,14 @@ def _train(args) -> int:
         with warnings.catch_warnings():
             # reported below, one line per area, whatever the warning filters say
             warnings.simplefilter("ignore", DroppedVoxelsWarning)
+            warnings.simplefilter("ignore", AddedAreasWarning)
             inputs = validate_inputs(args.stim, args.bold, cfg, args.test_rows,
                                      train_rows=args.train_rows,
                                      config_source=str(args.config or "command line"))
 
         def report_warnings() -> None:
             say_auto_rows()
-            for note in inputs.warnings:
+            for note in [n for n in (inputs.areas_note, *inputs.warnings) if n]:
                 print(f"niflow train: warning: {note}", file=sys.stderr)
 
         run, hist, data = train_inputs(inputs, args.out, resume=args.resume, force=args.force,

@@ -25,6 +25,9 @@ def _add_simulate(sub) -> None:
                    "'stim', shape (n, height, width)) instead of generated glyphs")
     p.add_argument("--v1", type=int, default=800, help="V1 voxels (default 800)")
     p.add_argument("--v2", type=int, default=600, help="V2 voxels (default 600)")
+    p.add_argument("--v3", type=int, default=0,
+                   help="V3 voxels (default 0: none): a third stage, conjunctions of V2's "
+                   "features, under pRFs 3.5 times V1's (not with --prf-mapping)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output-exponent", type=float, default=1.0,
                    help="static output nonlinearity drive**e (e < 1: compressive, harder)")

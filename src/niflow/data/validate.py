@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from niflow.config import RunConfig
+from niflow.config import STIMULUS, RunConfig
 from niflow.data.dataset import (
     parse_rows,
 )
@@ -182,7 +182,17 @@ def _transposed_message(where: str, name: str, arr: np.ndarray, is_stim: bool) -
 
 
 def check_areas(responses: dict[str, np.ndarray], cfg: RunConfig, source: str) -> None:
-    """Every response variable must name an area of the model configuration."""
+    """Every response variable must name an area of the model configuration.
+
+    Training adds the areas a configuration lacks (:func:`niflow.runs.inputs.
+    config_for_areas`) if their names can be area names; the rest are refused here.
+    """
+    unusable = [a for a in responses if a not in cfg.area_names()
+                and (not a.isidentifier() or a == STIMULUS)]
+    if unusable:
+        raise DataError(
+            f"{source}: area variable(s) {unusable} cannot name areas (use letters, digits "
+            f"and underscores, not starting with a digit, and not 'stimulus'); rename them")
     unknown = [a for a in responses if a not in cfg.area_names()]
     if unknown:
         raise DataError(

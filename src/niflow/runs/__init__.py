@@ -24,9 +24,11 @@ from niflow.runs.folder import (
     sha256,
 )
 from niflow.runs.inputs import (
+    AddedAreasWarning,
     Inputs,
     check_arrays,
     check_config,
+    config_for_areas,
     validate_inputs,
 )
 from niflow.runs.movie_baseline import (
@@ -66,6 +68,8 @@ from niflow.runs.run import (
 __all__ = [
     "Inputs",
     "check_config",
+    "config_for_areas",
+    "AddedAreasWarning",
     "check_arrays",
     "validate_inputs",
     "sha256",

@@ -187,7 +187,7 @@ def cross_validate(stim: np.ndarray, responses: dict[str, np.ndarray], cfg: RunC
         One-line messages, before anything is trained or written.
     """
     from niflow.evaluate.baselines import FEATURE_SETS
-    from niflow.runs.inputs import check_arrays
+    from niflow.runs.inputs import AddedAreasWarning, check_arrays
 
     started = time.time()
     kinds = list(dict.fromkeys([baselines] if isinstance(baselines, str) else baselines))
@@ -197,13 +197,17 @@ def cross_validate(stim: np.ndarray, responses: dict[str, np.ndarray], cfg: RunC
     sources = dict(inputs or {})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DroppedVoxelsWarning)  # re-issued once below
+        warnings.simplefilter("ignore", AddedAreasWarning)
         checked = check_arrays(stim, responses, cfg, np.zeros(0, np.int64),
                                sources={a: sources[a] for a in ("stim", "bold")
                                         if a in sources}, config_source=config_source)
+    cfg = checked.config  # with the response areas it lacked
     folds = make_folds(checked.n_samples, k, groups, seed)
     out_path = Path(out) if out is not None else None
     if out_path is not None:
         check_out(out_path, force)
+    if checked.areas_note:
+        warnings.warn(checked.areas_note, AddedAreasWarning, stacklevel=2)
     for note in checked.warnings:  # NaN/Inf or constant in every row: never fitted
         warnings.warn(note, DroppedVoxelsWarning, stacklevel=2)
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from niflow.config import ConfigError, RunConfig, check_areas_kept
+from niflow.config import STIMULUS, AreaConfig, ConfigError, RunConfig, check_areas_kept, from_dict
 from niflow.data.dataset import (
     DroppedVoxelsWarning,
     Split,
@@ -55,6 +55,9 @@ class Inputs:
         One line per area with dropped voxels (also issued as ``DroppedVoxelsWarning``).
     sources : dict of str to str
         Input files (``{"stim": path, "bold": path}``), empty for arrays.
+    areas_note : str or None
+        The line saying which response areas were added to the configuration
+        (:func:`config_for_areas`; also issued as :class:`AddedAreasWarning`).
     """
 
     stim: np.ndarray
@@ -64,6 +67,7 @@ class Inputs:
     voxel_index: dict[str, np.ndarray]
     warnings: list[str] = field(default_factory=list)
     sources: dict[str, str] = field(default_factory=dict)
+    areas_note: str | None = None
 
     @property
     def n_samples(self) -> int:
@@ -82,6 +86,88 @@ class Inputs:
     def n_voxels(self) -> dict[str, int]:
         """Voxels that will be fitted, per area."""
         return {a: int(i.size) for a, i in self.voxel_index.items()}
+
+
+class AddedAreasWarning(UserWarning):
+    """The response file names areas the configuration lacks; they were added to it."""
+
+
+# How deep in the visual hierarchy an area a response file may name sits (upper case; other
+# names: UNKNOWN_DEPTH). An area the configuration lacks reads the deepest area it has of a
+# lower depth, so V3 reads V2, V4 reads V3, and LO and MT both read V4.
+AREA_DEPTH = {
+    "V1": 1, "V2": 2, "V3": 3, "V3V": 3, "V3D": 3, "VP": 3,
+    "V3A": 4, "V3B": 4, "V3AB": 4, "V4": 4, "HV4": 4, "V4V": 4,
+    "VO1": 5, "VO2": 5, "LO1": 5, "LO2": 5, "LO": 5, "LOC": 5, "TO1": 5, "TO2": 5,
+    "MT": 5, "HMT": 5, "V5": 5, "MST": 5,
+}
+UNKNOWN_DEPTH = 6
+POOL_FROM = 12  # an added area halves its source's grid only if that is this many cells
+
+
+def _depth(name: str) -> int:
+    return AREA_DEPTH.get(name.upper(), UNKNOWN_DEPTH)
+
+
+def added_area(name: str, source: str, pool: int) -> AreaConfig:
+    """The area added for a response area the configuration lacks: the default preset's V2
+    (16 channels, 3×3 kernels, ReLU, batch normalisation) reading ``source``."""
+    return AreaConfig(name, [source], channels=16, kernel=3, nonlinearity="relu",
+                      norm="batch", pool=pool)
+
+
+def config_for_areas(cfg: RunConfig, names: list[str], shape: tuple[int, int, int],
+                     source: str = "responses") -> tuple[RunConfig, str | None]:
+    """``cfg`` with an area for every response area in ``names`` that it lacks.
+
+    A response file may name areas beyond the configuration's (e.g. V3 and V4 beside V1 and
+    V2). Each is added after the configuration's areas as :func:`added_area`, in the order
+    of :data:`AREA_DEPTH`, reading the deepest area already there of a lower depth (names
+    not in the table read the deepest area: siblings, not a chain). It halves its source's
+    grid (pooling 2) while that grid has at least :data:`POOL_FROM` cells on its shorter
+    side, so that deeper areas see larger regions without collapsing to a few cells.
+
+    Parameters
+    ----------
+    names : list of str
+        Response areas, in file order. Names that are not identifiers (or ``"stimulus"``)
+        are not added: :func:`niflow.data.validate.check_areas` refuses them.
+    shape : tuple of int
+        ``(channels, height, width)`` of one stimulus (frame).
+    source : str
+        The response file, named in the note.
+
+    Returns
+    -------
+    cfg : RunConfig
+        ``cfg`` itself if nothing is missing, else a validated copy with the added areas.
+    note : str or None
+        One line naming what was added and how to choose otherwise.
+    """
+    from niflow.model.areas import AreaGraph
+
+    missing = [n for n in names if n not in cfg.area_names() and n.isidentifier()
+               and n != STIMULUS]
+    if not missing:
+        return cfg, None
+    out = from_dict(cfg.to_dict())
+    said = []
+    for name in sorted(missing, key=_depth):  # stable: file order within a depth
+        below = [a.name for a in out.areas if _depth(a.name) < _depth(name)]
+        # the last of the deepest (max keeps the first of equals, hence reversed)
+        feed = max(reversed(below), key=_depth) if below else out.areas[-1].name
+        with torch.device("meta"):
+            grid = AreaGraph(out.areas, shape[0], shape[1:]).geometries[feed].grid
+        pool = 2 if min(grid) >= POOL_FROM else 1
+        out.areas.append(added_area(name, feed, pool))
+        said.append(f"{name} reads {feed}" + (" (pooled by 2)" if pool == 2 else ""))
+    out.validate()
+    are = f"areas {', '.join(missing)} are" if len(missing) > 1 else f"area {missing[0]} is"
+    note = (f"{source}: {are} not in the model config "
+            f"({', '.join(cfg.area_names())}), so added: {'; '.join(said)}; each "
+            f"has 16 channels, 3x3 kernels, ReLU and batch norm (set \"areas\" in a config "
+            f"file to choose otherwise)")
+    return out, note
 
 
 def check_config(cfg: RunConfig, shape: tuple[int, int, int], source: str = "config",
@@ -164,11 +250,15 @@ def check_arrays(stim: np.ndarray, responses: dict[str, np.ndarray], cfg: RunCon
                         f"n_voxels) array per area, e.g. 'V1', 'V2'")
     responses = {a: check_response_array(r, bold_source, a) for a, r in responses.items()}
     check_rows(stim, responses, stim_source, stim_var, bold_source)
+    check_config(cfg, image_shape(stim), config_source)
+    cfg, areas_note = config_for_areas(cfg, list(responses), image_shape(stim), bold_source)
+    if areas_note:
+        warnings.warn(areas_note, AddedAreasWarning, stacklevel=2)
+        check_config(cfg, image_shape(stim), config_source)
     check_areas(responses, cfg, bold_source)
     for area, r in responses.items():
         if r.shape[1] == 0:
             raise DataError(f"{_where(bold_source, area)} has no voxels (shape {r.shape})")
-    check_config(cfg, image_shape(stim), config_source)
 
     n = stim.shape[0]
     if is_auto(test_rows):  # the BRAINS rows for the BRAINS layout, otherwise refused
@@ -185,7 +275,8 @@ def check_arrays(stim: np.ndarray, responses: dict[str, np.ndarray], cfg: RunCon
     for note in notes:
         warnings.warn(note, DroppedVoxelsWarning, stacklevel=2)
     return Inputs(stim=stim, responses=responses, config=cfg, split=split, voxel_index=index,
-                  warnings=notes, sources={k: str(v) for k, v in sources.items()})
+                  warnings=notes, sources={k: str(v) for k, v in sources.items()},
+                  areas_note=areas_note)
 
 
 def validate_inputs(stim_path: str | Path, bold_path: str | Path, cfg: RunConfig,

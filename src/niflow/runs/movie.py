@@ -76,7 +76,7 @@ from niflow.runs.folder import (
     check_resume,
     check_run_dir,
 )
-from niflow.runs.inputs import check_config
+from niflow.runs.inputs import AddedAreasWarning, check_config, config_for_areas
 from niflow.runs.outputs import VOXELS_CSV, _jsonable, _write_csv, write_science_outputs
 from niflow.runs.run import MovieRun, RunError, save_movie_model
 from niflow.runs.units import remove_units, train_units
@@ -106,15 +106,22 @@ def _say(progress: bool) -> Callable[[str], None] | None:
 
 
 def check_movie_config(cfg: cfgmod.RunConfig, files: MovieFiles, bold_path: str,
-                       config_source: str) -> None:
-    """Refuse, in one line, a configuration that cannot train a video model on ``files``:
-    frames of another size, a precision the video path lacks, areas not in the config."""
+                       config_source: str) -> cfgmod.RunConfig:
+    """Refuse, in one line, a configuration that cannot train a video model on ``files``
+    (frames of another size, a precision the video path lacks); return it with the response
+    file's areas that it lacks (:func:`niflow.runs.inputs.config_for_areas`, said as a
+    warning)."""
     check_config(cfg, files.frame_shape, config_source)
     if cfg.train.precision != "float32":  # the video path has no autocast or float64 yet
         raise cfgmod.ConfigError(
             f"{config_source}: train.precision {cfg.train.precision!r} is for image models; "
             "video models train in float32 (drop --precision or set it to float32)")
+    cfg, note = config_for_areas(cfg, list(files.responses), files.frame_shape, bold_path)
+    if note:
+        warnings.warn(note, AddedAreasWarning, stacklevel=3)
+        check_config(cfg, files.frame_shape, config_source)
     check_areas(files.responses, cfg, bold_path)
+    return cfg
 
 
 def select_movie_models(files: MovieFiles, test_runs: list[int], cfg: cfgmod.RunConfig,
@@ -221,7 +228,7 @@ def train_movie(stim_path: str | Path, bold_path: str | Path, out: str | Path,
             _say(True)(f"test runs {test_runs}: {why} (--test-runs to choose)")
     test_runs = check_test_runs(files.timing, [int(r) for r in test_runs],
                                 files.sources["bold"])
-    check_movie_config(cfg, files, str(bold_path), config_source)
+    cfg = check_movie_config(cfg, files, str(bold_path), config_source)
     train, val, test = movie_split(files.timing, test_runs, cfg.train.val_fraction,
                                    cfg.train.seed)
     # the repeats' shapes are checked here too, before anything is written; repeats of

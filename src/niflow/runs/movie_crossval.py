@@ -96,7 +96,7 @@ def cross_validate_movie(stim_path: str | Path, bold_path: str | Path, cfg: RunC
     """
     started = time.time()
     files = read_movie(stim_path, bold_path, cfg.data.stim_variable)
-    check_movie_config(cfg, files, str(bold_path), config_source)
+    cfg = check_movie_config(cfg, files, str(bold_path), config_source)
     t = files.timing
     if len(t.runs) < 2:
         raise DataError(f"{files.sources['bold']}: one run only; cross-validation over runs "

@@ -46,7 +46,13 @@ from niflow.runs.folder import (
     check_resume,
     check_run_dir,
 )
-from niflow.runs.inputs import Inputs, check_arrays, check_config
+from niflow.runs.inputs import (
+    AddedAreasWarning,
+    Inputs,
+    check_arrays,
+    check_config,
+    config_for_areas,
+)
 from niflow.runs.outputs import write_outputs
 from niflow.runs.run import Run
 from niflow.runs.units import remove_units, train_units
@@ -305,7 +311,7 @@ def train_stream(stim_path: str | Path, bold_path: str | Path, out: str | Path |
     Parameters are as for :func:`train_run`; the result's ``data`` holds only those
     in-memory rows (``data.rows`` maps them to rows of the files).
     """
-    n = _checked_stream_inputs(cfg, stim_path, bold_path, config_source)
+    n, cfg = _checked_stream_inputs(cfg, stim_path, bold_path, config_source)
     test = check_row_indices(test_rows, n, "test rows")
     if test.size == 0:
         raise DataError(f"{stim_path}: test rows {test_rows!r} select no rows; at least one "
@@ -357,14 +363,16 @@ def _sample_rows(rows: np.ndarray, limit: int, seed: int) -> np.ndarray:
 
 
 def _checked_stream_inputs(cfg: RunConfig, stim_path: str | Path, bold_path: str | Path,
-                           source: str) -> int:
+                           source: str) -> tuple[int, RunConfig]:
     """Check the streamed files' kind, stimulus shape, config geometry and area names;
-    return the number of samples."""
+    return the number of samples and the configuration with the response file's areas
+    (:func:`niflow.runs.inputs.config_for_areas`, said as a warning)."""
     import h5py
 
     stim = H5Array.open(stim_path, cfg.data.stim_variable)
     where = f"{stim_path}: variable {cfg.data.stim_variable!r}"
-    check_config(cfg, layout_image_shape(stim.shape, where), source)
+    shape = layout_image_shape(stim.shape, where)
+    check_config(cfg, shape, source)
     require_hdf5(bold_path)
     with h5py.File(bold_path, "r") as fh:
         names = {k: None for k, v in fh.items() if isinstance(v, h5py.Dataset)
@@ -372,8 +380,12 @@ def _checked_stream_inputs(cfg: RunConfig, stim_path: str | Path, bold_path: str
     if not names:
         raise DataError(f"{bold_path}: no 2-D numeric variable (one (n_samples, n_voxels) "
                         f"array per area is expected)")
+    cfg, note = config_for_areas(cfg, list(names), shape, str(bold_path))
+    if note:
+        warnings.warn(note, AddedAreasWarning, stacklevel=3)
+        check_config(cfg, shape, source)
     check_areas(names, cfg, str(bold_path))
-    return int(stim.shape[0])
+    return int(stim.shape[0]), cfg
 
 
 def _held_out_data(data: StreamingData, reference: np.ndarray) -> NIFData:

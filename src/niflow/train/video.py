@@ -89,7 +89,9 @@ def fit_video(model: VideoNIF, files: MovieFiles, responses: dict[str, np.ndarra
     train, val : ndarray of int
         Volume indices.
     cfg : RunConfig
-        ``train.lr``, ``epochs``, ``patience``, ``weight_decay``, ``seed`` are used.
+        ``train.lr``, ``epochs``, ``patience``, ``weight_decay``, ``seed``,
+        ``area_weighting`` and ``threads`` are used (a batch is one segment of
+        ``segment_s``, so ``batch_size`` is not).
     progress : bool
         A bar on a terminal, else one line per epoch on stderr (rank 0).
     runtime : Runtime, optional
@@ -118,12 +120,15 @@ def fit_video(model: VideoNIF, files: MovieFiles, responses: dict[str, np.ndarra
     """
     runtime = runtime or Runtime()
     tc = cfg.train
+    if tc.threads:
+        torch.set_num_threads(tc.threads)
     torch.manual_seed(tc.seed)
     if resume and checkpoint_dir is None:
         raise ValueError("resume needs checkpoint_dir")
     opt = torch.optim.Adam(model.parameter_groups(tc.lr), lr=tc.lr,
                            weight_decay=tc.weight_decay)
-    task = SegmentTask(model, files, responses, train, val, opt, tc.seed, segment_s, runtime)
+    task = SegmentTask(model, files, responses, train, val, opt, tc.seed, segment_s, runtime,
+                       tc.area_weighting)
     hist = run_epochs(model, opt, task, epochs=tc.epochs, patience=tc.patience, lr=tc.lr,
                       run_dir=checkpoint_dir, resume=resume, progress=progress,
                       runtime=runtime)
@@ -136,13 +141,21 @@ class SegmentTask:
     """Training on segments of movie runs (:class:`~niflow.train.epochs.EpochTask`): every
     epoch all training segments in a random order (a generator of ``seed``, checkpointed),
     one per process per step; validation is the median r over all voxels on the validation
-    volumes."""
+    volumes. The loss is the mean squared error over all voxels (``area_weighting``
+    ``"voxels"``: every voxel counts once) or the mean of the areas' (``"equal"``)."""
 
     def __init__(self, model: VideoNIF, files: MovieFiles, responses: dict[str, np.ndarray],
                  train: np.ndarray, val: np.ndarray, opt: torch.optim.Optimizer, seed: int,
-                 segment_s: float, runtime: Runtime) -> None:
+                 segment_s: float, runtime: Runtime, area_weighting: str = "voxels") -> None:
         self.model, self.files, self.responses, self.opt = model, files, responses, opt
         self.runtime, self.segment_s = runtime, segment_s
+        # the loss is sum over areas of scale[a] * (sum of the voxels' MSE) / norm
+        if area_weighting == "equal":
+            self.scale = {a: 1.0 / r.shape[1] for a, r in responses.items()}
+            self.norm = len(responses)
+        else:
+            self.scale = dict.fromkeys(responses, 1.0)
+            self.norm = sum(r.shape[1] for r in responses.values())
         self.segs = make_segments(files.timing, train, model.history, segment_s)
         self.val = np.sort(val)
         self.val_true = {a: r[self.val] for a, r in responses.items()}
@@ -151,16 +164,14 @@ class SegmentTask:
     def train_epoch(self, epoch: int) -> float:
         model, rt, segs = self.model, self.runtime, self.segs
         device = next(model.parameters()).device
-        n_vox = sum(r.shape[1] for r in self.responses.values())
         total = 0.0
         for i in _steps(len(segs), self.rng.permutation(len(segs)), rt):
             seg = segs[i]
             pred = model(segment_frames(self.files, seg, device),
                          torch.as_tensor(seg.last, device=device))
-            # every voxel counts once, whatever its area's size
             loss = sum(((p[0] - torch.as_tensor(self.responses[a][seg.volumes], device=device,
                                                 dtype=p.dtype)) ** 2).mean(0).sum()
-                       for a, p in pred.items()) / n_vox
+                       * self.scale[a] for a, p in pred.items()) / self.norm
             self.opt.zero_grad()
             (loss + model.regularizer()).backward()
             if rt.distributed:

@@ -3,7 +3,8 @@
 V1 voxels pool the V1 feature maps (oriented energy, optionally normalised and sparsified;
 :mod:`niflow.data.simulate.features`) under an isotropic Gaussian population receptive
 field (pRF) whose size follows an eccentricity law; V2 voxels pool a second nonlinear stage
-under larger pRFs. Each voxel has a known reliability (expected correlation between two
+under larger pRFs, and V3 voxels (on request) a third, of V2's maps, under larger ones
+still. Each voxel has a known reliability (expected correlation between two
 repeats). Coordinates are stimulus pixels: ``x`` is the column, ``y`` the row, the centre of
 the top-left pixel is ``(0, 0)``.
 """
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from niflow.data.simulate.features import FeatureStages, as_unit_float, v2_mixing
+from niflow.data.simulate.features import FeatureStages, as_unit_float, v2_mixing, v3_mixing
 from niflow.data.simulate.settings import AREAS, DEFAULT_N_VOXELS, SimConfig, harder_configs
 
 __all__ = [
@@ -143,18 +144,23 @@ def _draw_truth(
     rng: np.random.Generator, area: str, n_vox: int, h: int, w: int, cfg: SimConfig
 ) -> dict[str, np.ndarray]:
     """pRFs, feature weights, reliabilities (and V2 mixing) of one area, in a fixed order."""
-    n_feat = cfg.n_v1_features if area == "V1" else cfg.n_v2_channels
-    t = _draw_prfs(rng, n_vox, h, w, cfg, 1.0 if area == "V1" else cfg.v2_sigma_factor)
-    t["feature_weights"] = rng.dirichlet(np.full(n_feat, cfg.dirichlet_concentration), n_vox)
+    n_feat = {"V1": cfg.n_v1_features, "V2": cfg.n_v2_channels, "V3": cfg.n_v3_features}
+    factor = {"V1": 1.0, "V2": cfg.v2_sigma_factor, "V3": cfg.v3_sigma_factor}
+    t = _draw_prfs(rng, n_vox, h, w, cfg, factor[area])
+    t["feature_weights"] = rng.dirichlet(np.full(n_feat[area], cfg.dirichlet_concentration),
+                                         n_vox)
     t["reliability"] = _draw_reliability(rng, n_vox, cfg)
     if area == "V2" and cfg.v2_mode == "mixing":
         t["feature_mixing"] = v2_mixing(cfg, rng)
+    if area == "V3":
+        t["feature_mixing"] = v3_mixing(cfg, rng)
     return t
 
 
 def _chunk_size(cfg: SimConfig, areas: list[str], h: int, w: int) -> int:
     """Images per pass so the feature maps held at once stay near ``_MAX_CHUNK_ELEMENTS``."""
-    n_feat = {"V1": cfg.n_v1_features, "V2": cfg.n_v2_channels}
+    n_feat = {"V1": cfg.n_v1_features, "V2": cfg.n_v2_channels, "V3": cfg.n_v3_features}
+    n_feat = {a: n for a, n in n_feat.items() if a != "V3" or a in areas}
     load = max(n_feat.values())
     if cfg.v1_nonlinearity != "energy" or cfg.v2_mode != "mixing":
         # These stages hold energy, normalised and output maps of both areas at once.
@@ -194,8 +200,8 @@ def simulate_responses(
         uint8/integer stimuli in 0-255, or float stimuli in [0, 1] (float arrays whose
         maximum exceeds 1 are read as 0-255). Bright = ink.
     n_voxels : dict of str to int, optional
-        Voxels per area; keys are a subset of ``("V1", "V2")``. Default
-        ``{"V1": 800, "V2": 600}``.
+        Voxels per area; keys are a subset of ``("V1", "V2", "V3")`` (V3 only with V2).
+        Default ``{"V1": 800, "V2": 600}``.
     seed : int
         Random seed for voxel parameters and noise.
     config : SimConfig, optional
@@ -226,6 +232,8 @@ def simulate_responses(
     if unknown:
         raise ValueError(f"unknown areas {unknown}; supported: {list(AREAS)}")
     areas = [a for a in AREAS if a in n_voxels]
+    if "V3" in areas and "V2" not in areas:
+        raise ValueError("V3 pools V2's features: simulate V2 voxels too")
     x = as_unit_float(stim)
     n, h, w = x.shape
     if n < 1:
@@ -234,7 +242,8 @@ def simulate_responses(
     rngs = {a: np.random.default_rng([seed, _RESPONSE_STREAM, AREAS.index(a)]) for a in areas}
     truth = {a: _draw_truth(rngs[a], a, int(n_voxels[a]), h, w, cfg) for a in areas}
     gauss = {a: gaussian_maps(truth[a], h, w) for a in areas}
-    stages = FeatureStages(cfg, x, truth.get("V2", {}).get("feature_mixing"), tuple(areas))
+    stages = FeatureStages(cfg, x, truth.get("V2", {}).get("feature_mixing"), tuple(areas),
+                           truth.get("V3", {}).get("feature_mixing"))
     for a, thr in stages.threshold.items():
         if a in truth:
             truth[a]["feature_threshold"] = thr

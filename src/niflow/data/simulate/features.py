@@ -4,6 +4,7 @@
   optionally divisively normalised and sparsified (``v1_nonlinearity="normalized"``).
 * V2: either signed mixtures of blurred per-orientation energies (``v2_mode="mixing"``, the
   default) or end-stopping and junction detectors (``v2_mode="endstop"``); both thresholded.
+* V3 (on request): thresholded signed mixtures of V2's blurred maps.
 
 :class:`FeatureStages` holds the stimulus-dependent constants (normalisation constant and
 thresholds), fitted once on a fixed, evenly spread subset of up to 64 stimuli so that they
@@ -100,6 +101,27 @@ def v2_mixing(cfg: SimConfig, rng: np.random.Generator) -> NDArray[np.float64]:
     return mixing
 
 
+def v3_mixing(cfg: SimConfig, rng: np.random.Generator) -> NDArray[np.float64]:
+    """Signed mixing of V2's maps (n_v3_features, n_v2_channels): two excitatory, the rest
+    inhibitory (conjunctions of V2 features)."""
+    n_in = cfg.n_v2_channels
+    n_pos = min(2, n_in)
+    mixing = -rng.uniform(0.1, 0.3, (cfg.n_v3_features, n_in))
+    for j in range(cfg.n_v3_features):
+        pos = rng.choice(n_in, size=n_pos, replace=False)
+        mixing[j, pos] = rng.uniform(0.5, 1.0, n_pos)
+    return mixing
+
+
+def _v3_linear(v2: NDArray[np.float32], cfg: SimConfig,
+               mixing: NDArray[np.float64]) -> NDArray[np.float32]:
+    """Linear V3 drive (n, n_v3_features, h, w) from V2's maps (n, J, h, w), blurred."""
+    if cfg.v3_blur_sigma > 0:
+        v2 = ndimage.gaussian_filter(
+            v2, sigma=(0, 0, cfg.v3_blur_sigma, cfg.v3_blur_sigma), mode="constant")
+    return np.einsum("kj,njhw->nkhw", mixing.astype(np.float32), v2, optimize=True)
+
+
 def stimulus_subset(n: int) -> NDArray[np.int64]:
     """Up to 64 evenly spread row indices: the stimuli the stage constants are fitted on."""
     return np.unique(np.linspace(0, n - 1, min(n, 64)).round().astype(int))
@@ -192,14 +214,18 @@ class FeatureStages:
     v2_mixing : ndarray of shape (n_v2_features, n_orientations), optional
         Needed for ``v2_mode="mixing"`` when V2 is simulated.
     areas : sequence of str
-        Areas to prepare (``"V1"``, ``"V2"``).
+        Areas to prepare (``"V1"``, ``"V2"``, ``"V3"``; V3 needs V2).
+    v3_mixing : ndarray of shape (n_v3_features, n_v2_channels), optional
+        Needed when V3 is simulated.
     """
 
     def __init__(self, cfg: SimConfig, x: NDArray[np.float32],
-                 v2_mixing: NDArray[np.float64] | None, areas: tuple[str, ...]) -> None:
+                 v2_mixing: NDArray[np.float64] | None, areas: tuple[str, ...],
+                 v3_mixing: NDArray[np.float64] | None = None) -> None:
         self.cfg = cfg
         self.areas = tuple(areas)
         self.mixing = v2_mixing
+        self.v3_mixing = v3_mixing
         self.energy = V1Energy(cfg, x.shape[1], x.shape[2])
         self.norm_sigma = self.v2_norm_sigma = 0.0
         self.threshold: dict[str, NDArray[np.float64]] = {}
@@ -218,6 +244,11 @@ class FeatureStages:
             q = cfg.v2_threshold_quantile
             self.threshold["V2"] = np.array([_positive_quantile(lin[:, j], q)
                                              for j in range(lin.shape[1])])
+            if "V3" in self.areas:
+                thr = self.threshold["V2"].astype(np.float32)[None, :, None, None]
+                lin3 = _v3_linear(np.maximum(lin - thr, 0.0), cfg, self.v3_mixing)
+                self.threshold["V3"] = np.array([_positive_quantile(lin3[:, k], q)
+                                                 for k in range(lin3.shape[1])])
 
     def _v2_drive(self, v1: NDArray[np.float32]) -> NDArray[np.float32]:
         if self.cfg.v2_mode == "endstop":
@@ -239,4 +270,8 @@ class FeatureStages:
             lin = self._v2_drive(v1)
             thr = self.threshold["V2"].astype(np.float32)[None, :, None, None]
             out["V2"] = np.maximum(lin - thr, 0.0, out=lin)
+        if "V3" in self.areas:
+            lin3 = _v3_linear(out["V2"], self.cfg, self.v3_mixing)
+            thr = self.threshold["V3"].astype(np.float32)[None, :, None, None]
+            out["V3"] = np.maximum(lin3 - thr, 0.0, out=lin3)
         return out

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 __all__ = ["AREAS", "DEFAULT_N_VOXELS", "SimConfig", "harder_configs", "junction_pairs"]
 
-AREAS: tuple[str, ...] = ("V1", "V2")
+AREAS: tuple[str, ...] = ("V1", "V2", "V3")
 DEFAULT_N_VOXELS: dict[str, int] = {"V1": 800, "V2": 600}
 
 _CHOICES = {
@@ -69,6 +69,11 @@ class SimConfig:
         this many pixels (0: no V2 normalisation), ``sigma = v1_norm_sigma`` times its mean.
     v2_blur_sigma : float
         Gaussian blur (pixels) of the per-orientation V1 maps before the V2 stage.
+    v3_sigma_factor, v3_blur_sigma, n_v3_features : float, float, int
+        V3 (simulated only when asked for, and only with V2): ``n_v3_features`` signed
+        mixtures of V2's maps blurred by ``v3_blur_sigma`` px (two V2 features excitatory,
+        the rest inhibitory: conjunctions), thresholded at ``v2_threshold_quantile`` and
+        pooled under pRFs ``v3_sigma_factor`` times V1's law.
     n_v2_features : int
         Number of V2 feature maps of the ``"mixing"`` mode.
     v2_threshold_quantile : float
@@ -110,6 +115,9 @@ class SimConfig:
     v2_endstop_distance: float = 5.0
     v2_endstop_gain: float = 1.0
     v2_norm_pool_sigma: float = 4.0
+    v3_sigma_factor: float = 3.5
+    v3_blur_sigma: float = 3.0
+    n_v3_features: int = 8
 
     def __post_init__(self) -> None:
         # Tuples survive a JSON round trip as lists; normalise so equality still holds.
