@@ -5,6 +5,7 @@ Usage::
     .venv/bin/python benchmarks/accuracy.py                       # all regimes, ~2000 voxels
     .venv/bin/python benchmarks/accuracy.py --quick --regimes letters-noisy,sparse-v1
     .venv/bin/python benchmarks/accuracy.py --seed 1 --json runs/accuracy.json
+    .venv/bin/python benchmarks/accuracy.py --regimes wide-sf,ecc-laws --v3 300
 
 Regimes: :func:`niflow.data.simulate.regimes` (median noise ceilings 0.4-0.6 in every
 area, per-voxel spread). On each regime's split (BRAINS test part 288:360, else a seeded
@@ -242,6 +243,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--quick", action="store_true",
                     help=f"fewer voxels ({QUICK_VOXELS}) for fast iteration")
     ap.add_argument("--json", type=Path, default=None, help="write every number here")
+    ap.add_argument("--v3", type=int, default=0,
+                    help="also simulate this many V3 voxels (training adds V3 to the model, "
+                    "reading V2; V1 and V2 are simulated as without)")
     return ap.parse_args(argv)
 
 
@@ -257,8 +261,10 @@ def main(argv: list[str] | None = None) -> int:
     results, n_pass, n_rows = {}, 0, 0
     for name in names:
         reg = known[name]
-        sim, test = make_regime(reg, seed=args.seed,
-                                n_voxels=QUICK_VOXELS if args.quick else None)
+        n_voxels = dict(QUICK_VOXELS if args.quick else reg.n_voxels)
+        if args.v3:
+            n_voxels["V3"] = args.v3
+        sim, test = make_regime(reg, seed=args.seed, n_voxels=n_voxels)
         scores = (cv_scores(sim, reg.cv_folds, args.seed) if reg.cv_folds
                   else split_scores(sim, test, args.seed))
         results[name] = summarize(reg, sim, scores)
