@@ -52,7 +52,14 @@ def test_nothing_missing_or_unusable_names_change_nothing():
     assert config_for_areas(cfg, ["V1", "V2"], (1, 24, 24)) == (cfg, None)
     same, note = config_for_areas(cfg, ["V1", "lh.V1", STIMULUS], (1, 24, 24))
     assert same is cfg and note is None
+    # a lower-case v1 is V1 misnamed, not an area to add after V2
+    same, note = config_for_areas(cfg, ["v1", "V2"], (1, 24, 24))
+    assert same is cfg and note is None
     rng = np.random.default_rng(0)
+    with pytest.raises(DataError, match=r"bold.h5: area variable\(s\) \['v1'\] differ from "
+                                        r"the model's \['V1'\] only in case"):
+        check_arrays(rng.random((20, 24, 24)), {"v1": rng.random((20, 4))}, cfg,
+                     np.arange(15, 20), sources={"bold": "bold.h5"})
     with pytest.raises(DataError, match=r"bold.h5: area variable\(s\) \['lh.V1'\] cannot "):
         check_arrays(rng.random((20, 24, 24)), {"V1": rng.random((20, 4)),
                                                 "lh.V1": rng.random((20, 4))},

@@ -193,6 +193,12 @@ def check_areas(responses: dict[str, np.ndarray], cfg: RunConfig, source: str) -
         raise DataError(
             f"{source}: area variable(s) {unusable} cannot name areas (use letters, digits "
             f"and underscores, not starting with a digit, and not 'stimulus'); rename them")
+    cased = {a.upper(): a for a in cfg.area_names()}
+    miscased = [a for a in responses if a not in cased.values() and a.upper() in cased]
+    if miscased:
+        raise DataError(
+            f"{source}: area variable(s) {miscased} differ from the model's "
+            f"{[cased[a.upper()] for a in miscased]} only in case; rename them to match")
     unknown = [a for a in responses if a not in cfg.area_names()]
     if unknown:
         raise DataError(

@@ -130,8 +130,9 @@ def config_for_areas(cfg: RunConfig, names: list[str], shape: tuple[int, int, in
     Parameters
     ----------
     names : list of str
-        Response areas, in file order. Names that are not identifiers (or ``"stimulus"``)
-        are not added: :func:`niflow.data.validate.check_areas` refuses them.
+        Response areas, in file order. Names that are not identifiers (or ``"stimulus"``),
+        and names that differ from an area of ``cfg`` only in case (``v1``), are not added:
+        :func:`niflow.data.validate.check_areas` refuses them.
     shape : tuple of int
         ``(channels, height, width)`` of one stimulus (frame).
     source : str
@@ -146,8 +147,10 @@ def config_for_areas(cfg: RunConfig, names: list[str], shape: tuple[int, int, in
     """
     from niflow.model.areas import AreaGraph
 
+    upper = {a.upper() for a in cfg.area_names()}
+    # "v1" beside a config's "V1" is a misnamed V1, not a new area: check_areas refuses it
     missing = [n for n in names if n not in cfg.area_names() and n.isidentifier()
-               and n != STIMULUS]
+               and n != STIMULUS and n.upper() not in upper]
     if not missing:
         return cfg, None
     out = from_dict(cfg.to_dict())
