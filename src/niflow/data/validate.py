@@ -26,6 +26,7 @@ Checked here:
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -179,6 +180,15 @@ def _transposed_message(where: str, name: str, arr: np.ndarray, is_stim: bool) -
     return (f"{where} has shape {arr.shape} and looks transposed: expected {layout} = "
             f"{expected}; move the sample axis first (numpy: {name}.transpose{order}; "
             f"MATLAB: {name} = permute({name}, {ml_order}))")
+
+
+def new_area_names(names: Iterable[str], cfg: RunConfig) -> list[str]:
+    """Response areas that ``cfg`` lacks and training may add (:func:`niflow.runs.inputs.
+    config_for_areas`): identifiers other than ``"stimulus"`` that differ from every
+    configured area in more than case (a ``v1`` beside ``V1`` is V1 misnamed)."""
+    upper = {a.upper() for a in cfg.area_names()}
+    return [n for n in names if n not in cfg.area_names() and n.isidentifier()
+            and n != STIMULUS and n.upper() not in upper]
 
 
 def check_areas(responses: dict[str, np.ndarray], cfg: RunConfig, source: str) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from niflow.config import STIMULUS, AreaConfig, ConfigError, RunConfig, check_areas_kept, from_dict
+from niflow.config import AreaConfig, ConfigError, RunConfig, check_areas_kept, from_dict
 from niflow.data.dataset import (
     DroppedVoxelsWarning,
     Split,
@@ -32,6 +32,7 @@ from niflow.data.validate import (
     check_rows,
     check_stimulus_array,
     image_shape,
+    new_area_names,
 )
 
 
@@ -147,10 +148,7 @@ def config_for_areas(cfg: RunConfig, names: list[str], shape: tuple[int, int, in
     """
     from niflow.model.areas import AreaGraph
 
-    upper = {a.upper() for a in cfg.area_names()}
-    # "v1" beside a config's "V1" is a misnamed V1, not a new area: check_areas refuses it
-    missing = [n for n in names if n not in cfg.area_names() and n.isidentifier()
-               and n != STIMULUS and n.upper() not in upper]
+    missing = new_area_names(names, cfg)
     if not missing:
         return cfg, None
     out = from_dict(cfg.to_dict())

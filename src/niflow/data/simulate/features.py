@@ -90,27 +90,27 @@ class V1Energy:
         return out
 
 
-def v2_mixing(cfg: SimConfig, rng: np.random.Generator) -> NDArray[np.float64]:
-    """Signed mixing: two orientations excitatory, the rest inhibitory (junction-like)."""
-    n_o = cfg.n_orientations
-    n_pos = min(2, n_o)
-    mixing = -rng.uniform(0.2, 0.5, (cfg.n_v2_features, n_o))
-    for j in range(cfg.n_v2_features):
-        pos = rng.choice(n_o, size=n_pos, replace=False)
+def _signed_mixing(rng: np.random.Generator, n_out: int, n_in: int,
+                   inhibition: tuple[float, float]) -> NDArray[np.float64]:
+    """(n_out, n_in) weights: per row two inputs excitatory (0.5-1), the rest inhibitory
+    (minus ``inhibition``'s range)."""
+    n_pos = min(2, n_in)
+    mixing = -rng.uniform(*inhibition, (n_out, n_in))
+    for j in range(n_out):
+        pos = rng.choice(n_in, size=n_pos, replace=False)
         mixing[j, pos] = rng.uniform(0.5, 1.0, n_pos)
     return mixing
+
+
+def v2_mixing(cfg: SimConfig, rng: np.random.Generator) -> NDArray[np.float64]:
+    """Signed mixing: two orientations excitatory, the rest inhibitory (junction-like)."""
+    return _signed_mixing(rng, cfg.n_v2_features, cfg.n_orientations, (0.2, 0.5))
 
 
 def v3_mixing(cfg: SimConfig, rng: np.random.Generator) -> NDArray[np.float64]:
     """Signed mixing of V2's maps (n_v3_features, n_v2_channels): two excitatory, the rest
     inhibitory (conjunctions of V2 features)."""
-    n_in = cfg.n_v2_channels
-    n_pos = min(2, n_in)
-    mixing = -rng.uniform(0.1, 0.3, (cfg.n_v3_features, n_in))
-    for j in range(cfg.n_v3_features):
-        pos = rng.choice(n_in, size=n_pos, replace=False)
-        mixing[j, pos] = rng.uniform(0.5, 1.0, n_pos)
-    return mixing
+    return _signed_mixing(rng, cfg.n_v3_features, cfg.n_v2_channels, (0.1, 0.3))
 
 
 def _v3_linear(v2: NDArray[np.float32], cfg: SimConfig,
@@ -125,6 +125,11 @@ def _v3_linear(v2: NDArray[np.float32], cfg: SimConfig,
 def stimulus_subset(n: int) -> NDArray[np.int64]:
     """Up to 64 evenly spread row indices: the stimuli the stage constants are fitted on."""
     return np.unique(np.linspace(0, n - 1, min(n, 64)).round().astype(int))
+
+
+def _quantiles(drive: NDArray[np.float32], q: float) -> NDArray[np.float64]:
+    """Per channel of ``drive`` (n, C, h, w), :func:`_positive_quantile` ``q``: thresholds."""
+    return np.array([_positive_quantile(drive[:, c], q) for c in range(drive.shape[1])])
 
 
 def _positive_quantile(v: NDArray[np.float32], q: float) -> float:
@@ -234,26 +239,25 @@ class FeatureStages:
             # Semi-saturation relative to the stimulus set's mean energy: contrast-invariant.
             self.norm_sigma = cfg.v1_norm_sigma * float(sub.mean())
             norm = _normalize(sub, cfg, self.norm_sigma)
-            q = cfg.v1_threshold_quantile
-            self.threshold["V1"] = np.array([_positive_quantile(norm[:, f], q)
-                                             for f in range(norm.shape[1])])
+            self.threshold["V1"] = _quantiles(norm, cfg.v1_threshold_quantile)
             sub = norm
         if "V2" in self.areas:
             self.v2_norm_sigma = cfg.v1_norm_sigma * float(sub.mean())
             lin = self._v2_drive(sub)
-            q = cfg.v2_threshold_quantile
-            self.threshold["V2"] = np.array([_positive_quantile(lin[:, j], q)
-                                             for j in range(lin.shape[1])])
+            self.threshold["V2"] = _quantiles(lin, cfg.v2_threshold_quantile)
             if "V3" in self.areas:
-                thr = self.threshold["V2"].astype(np.float32)[None, :, None, None]
-                lin3 = _v3_linear(np.maximum(lin - thr, 0.0), cfg, self.v3_mixing)
-                self.threshold["V3"] = np.array([_positive_quantile(lin3[:, k], q)
-                                                 for k in range(lin3.shape[1])])
+                lin3 = _v3_linear(self._above("V2", lin), cfg, self.v3_mixing)
+                self.threshold["V3"] = _quantiles(lin3, cfg.v2_threshold_quantile)
 
     def _v2_drive(self, v1: NDArray[np.float32]) -> NDArray[np.float32]:
         if self.cfg.v2_mode == "endstop":
             return _v2_endstop(v1, self.cfg, self.v2_norm_sigma)
         return _v2_linear(v1, self.cfg, self.mixing)
+
+    def _above(self, area: str, lin: NDArray[np.float32]) -> NDArray[np.float32]:
+        """``relu(lin - threshold)`` per channel of ``area`` (in place: ``lin`` is spent)."""
+        thr = self.threshold[area].astype(np.float32)[None, :, None, None]
+        return np.maximum(lin - thr, 0.0, out=lin)
 
     def __call__(self, x: NDArray[np.float32]) -> dict[str, NDArray[np.float32]]:
         """Feature maps per area, each of shape (n, n_features_area, h, w), float32."""
@@ -267,11 +271,7 @@ class FeatureStages:
                 thr = self.threshold["V1"].astype(np.float32)[None, :, None, None]
                 out["V1"] = np.maximum(v1 - thr, 0.0) ** np.float32(self.cfg.v1_power)
         if "V2" in self.areas:
-            lin = self._v2_drive(v1)
-            thr = self.threshold["V2"].astype(np.float32)[None, :, None, None]
-            out["V2"] = np.maximum(lin - thr, 0.0, out=lin)
+            out["V2"] = self._above("V2", self._v2_drive(v1))
         if "V3" in self.areas:
-            lin3 = _v3_linear(out["V2"], self.cfg, self.v3_mixing)
-            thr = self.threshold["V3"].astype(np.float32)[None, :, None, None]
-            out["V3"] = np.maximum(lin3 - thr, 0.0, out=lin3)
+            out["V3"] = self._above("V3", _v3_linear(out["V2"], self.cfg, self.v3_mixing))
         return out
