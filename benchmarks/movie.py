@@ -16,7 +16,7 @@ with r > 0.3, and the pRF centre error (px) over the same voxels.
     python benchmarks/movie.py [--runs 4] [--run-seconds 120] [--size 24] [--seeds 0 1]
         [--regimes energy nonlinear motion] [--space-time factorised|full]
         [--candidates gabor-gaussian] [--motion-hz [2 ...]] [--v2-pool 1] [--members 3]
-        [--spatial-lr-scale 1] [--v3 60]
+        [--spatial-lr-scale 1] [--v3 60] [--input-max-px 0]
 """
 
 from __future__ import annotations
@@ -53,6 +53,8 @@ def one(args, regime: str, seed: int, tmp: str) -> list[str]:
         cfg.select.candidates = list(args.candidates)
     if args.members is not None:
         cfg.select.members = args.members
+    if args.input_max_px is not None:  # candidates keep the data settings
+        cfg.data.input_max_px = args.input_max_px
     if args.spatial_lr_scale is not None:  # candidates keep the readout's settings
         cfg.readout.spatial_lr_scale = args.spatial_lr_scale
     if args.motion_hz is not None:  # the Gabor candidate with these motion channels
@@ -137,6 +139,9 @@ def main() -> None:
     ap.add_argument("--spatial-lr-scale", type=float, default=None,
                     help="config.readout.spatial_lr_scale: the pRF centres' and sizes' "
                          "learning rate over the training one (the default preset's: 10)")
+    ap.add_argument("--input-max-px", type=int, default=None,
+                    help="config.data.input_max_px: frames larger than this are area-averaged "
+                         "by a whole factor before V1 (default 0: never)")
     ap.add_argument("--v3", type=int, default=0,
                     help="also simulate this many V3 voxels (added to the model as an area "
                     "reading V2; V1 and V2 are simulated as without)")

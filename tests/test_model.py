@@ -35,10 +35,14 @@ CASES = {
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_geometry_maps_grid_cells_to_their_stimulus_receptive_field(case):
+@pytest.mark.parametrize("size", [60, 90])  # with data.input_max_px 30: pooled by 2, by 3
+@pytest.mark.parametrize("max_px", [0, 30])
+def test_geometry_maps_grid_cells_to_their_stimulus_receptive_field(case, max_px, size):
     torch.manual_seed(0)
     cfg = RunConfig(areas=CASES[case]).validate()
-    model = NIFModel(cfg, (1, 56, 56), {})
+    cfg.data.input_max_px = max_px
+    model = NIFModel(cfg, (1, size, size), {})
+    assert model.input_pool == (size // 30 if max_px else 1)
     model.eval()
     for area in ("V1", "V2"):
         geo = model.geometry(area)

@@ -166,6 +166,9 @@ class DataConfig:
     input_norm: str = "standardize"  # standardize with train-set pixel mean/std, or "none"
     # visual angle subtended by the stimulus width (degrees); None: results in pixels only
     visual_field_deg: float | None = None
+    # larger stimuli are area-averaged by a whole factor to within this many pixels before
+    # the first area (0: never); pRFs stay in stimulus pixels
+    input_max_px: int = 0
 
 
 @dataclass
@@ -481,10 +484,8 @@ def validate(cfg: RunConfig) -> None:
                    f"{where}.sources: {s!r} is not 'stimulus' or an earlier area ({sorted(seen)})")
         for key in ("channels", "kernel", "pool", "mix_channels", "dilation"):
             _check_type(getattr(a, key), int, f"{where}.{key}")
-        _check(a.channels >= 1, f"{where}.channels: must be >= 1, got {a.channels}")
-        _check(a.kernel >= 1, f"{where}.kernel: must be >= 1, got {a.kernel}")
-        _check(a.pool >= 1, f"{where}.pool: must be >= 1, got {a.pool}")
-        _check(a.dilation >= 1, f"{where}.dilation: must be >= 1, got {a.dilation}")
+        for key in ("channels", "kernel", "pool", "dilation"):
+            _check(getattr(a, key) >= 1, f"{where}.{key}: must be >= 1, got {getattr(a, key)}")
         _check(a.mix_channels >= 0, f"{where}.mix_channels: must be >= 0")
         if a.padding is not None:
             _check_type(a.padding, int, f"{where}.padding")
@@ -541,9 +542,8 @@ def validate(cfg: RunConfig) -> None:
            f"got {t.lr}")
     # numpy's and torch's generators take seeds in [0, 2**63)
     _check(0 <= t.seed < 2**63, f"config.train.seed: must be in [0, 2**63), got {t.seed}")
-    _check(t.batch_size >= 1, f"config.train.batch_size: must be >= 1, got {t.batch_size}")
-    _check(t.epochs >= 1, f"config.train.epochs: must be >= 1, got {t.epochs}")
-    _check(t.patience >= 1, f"config.train.patience: must be >= 1, got {t.patience}")
+    for key in ("batch_size", "epochs", "patience"):
+        _check(getattr(t, key) >= 1, f"config.train.{key}: must be >= 1, got {getattr(t, key)}")
     _check(t.threads >= 0, "config.train.threads: must be >= 0")
     _check_type(t.val_fraction, (int, float), "config.train.val_fraction")
     _check(0 <= t.val_fraction < 0.5, "config.train.val_fraction: must be in [0, 0.5)")
@@ -561,12 +561,11 @@ def validate(cfg: RunConfig) -> None:
                f"from {sorted(FAMILY)}")
     _check(len(set(sel.candidates)) == len(sel.candidates),
            "config.select.candidates: a candidate is listed twice")
-    _check_type(sel.members, int, "config.select.members")
+    for key in ("members", "member_rows", "max_members"):
+        _check_type(getattr(sel, key), int, f"config.select.{key}")
     _check(1 <= sel.members <= 32, f"config.select.members: must be in 1..32, got {sel.members}")
-    _check_type(sel.member_rows, int, "config.select.member_rows")
     _check(sel.member_rows >= 0,
            f"config.select.member_rows: must be >= 0 (0 = always members), got {sel.member_rows}")
-    _check_type(sel.max_members, int, "config.select.max_members")
     _check(1 <= sel.max_members <= 32,
            f"config.select.max_members: must be in 1..32, got {sel.max_members}")
     _check_type(sel.budget_s, (int, float), "config.select.budget_s")
@@ -584,6 +583,8 @@ def validate(cfg: RunConfig) -> None:
     _check_type(d.stim_variable, str, "config.data.stim_variable")
     _check(d.stim_scale in ("auto", "none"), f"config.data.stim_scale: {d.stim_scale!r}")
     _check(d.input_norm in ("standardize", "none"), f"config.data.input_norm: {d.input_norm!r}")
+    _check_type(d.input_max_px, int, "config.data.input_max_px")
+    _check(d.input_max_px >= 0, f"config.data.input_max_px: must be >= 0, got {d.input_max_px}")
     if d.visual_field_deg is not None:
         _check_type(d.visual_field_deg, (int, float), "config.data.visual_field_deg")
         _check(math.isfinite(d.visual_field_deg) and d.visual_field_deg > 0,

@@ -271,7 +271,7 @@ def cmd_train(args) -> int:
 
 def _train(args) -> int:
     from niflow.data.dataset import DroppedVoxelsWarning, is_auto
-    from niflow.runs.inputs import AddedAreasWarning, validate_inputs
+    from niflow.runs.inputs import AddedAreasWarning, PooledStimulusWarning, validate_inputs
     from niflow.runs.pipeline import train_inputs, train_stream
     from niflow.train.runtime import runtime_from_environment
 
@@ -307,7 +307,8 @@ def _train(args) -> int:
         with warnings.catch_warnings():
             # reported below, one line per area, whatever the warning filters say
             warnings.simplefilter("ignore", DroppedVoxelsWarning)
-            warnings.simplefilter("ignore", AddedAreasWarning)
+            for said in (AddedAreasWarning, PooledStimulusWarning):
+                warnings.simplefilter("ignore", said)
             inputs = validate_inputs(args.stim, args.bold, cfg, args.test_rows,
                                      train_rows=args.train_rows,
                                      config_source=str(args.config or "command line"))

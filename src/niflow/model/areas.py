@@ -216,6 +216,23 @@ class Area(nn.Module):
         return self.pool(self.mix(x))
 
 
+def input_pool(image_size: tuple[int, int], max_px: int) -> int:
+    """The smallest whole factor that brings ``image_size`` (H, W) within ``max_px`` pixels
+    on each side (1 when it is already, or when ``max_px`` is 0)."""
+    side = max(int(image_size[0]), int(image_size[1]))
+    return 1 if max_px <= 0 or side <= max_px else -(-side // int(max_px))
+
+
+def pooled_stimulus(x: Tensor, k: int) -> Tensor:
+    """``x`` (..., H, W) averaged over ``k`` × ``k`` blocks, (..., ceil(H/k), ceil(W/k));
+    blocks cut by the lower or right edge average the pixels they hold."""
+    if k == 1:
+        return x
+    lead = x.shape[:-2]
+    y = F.avg_pool2d(x.reshape(-1, 1, *x.shape[-2:]), k, ceil_mode=True)
+    return y.reshape(*lead, *y.shape[-2:])
+
+
 def _resample(x: Tensor, size: tuple[int, int]) -> Tensor:
     """Bring a feature tensor (B, C, h, w) to ``size``: area-average down, bilinear up."""
     if x.shape[-2] >= size[0] and x.shape[-1] >= size[1]:
@@ -236,14 +253,20 @@ class AreaGraph(nn.Module):
         Stimulus ``(height, width)``.
     heads : dict of str to ndarray of shape (M, taps), complex, optional
         Temporal heads of Gabor-bank areas (movie models), by area.
+    input_pool : int, optional
+        The stimulus reaches the areas area-averaged over ``input_pool`` × ``input_pool``
+        pixel blocks (:func:`pooled_stimulus`); geometries stay in stimulus pixels.
     """
 
     def __init__(self, areas: list[AreaConfig], in_channels: int,
                  image_size: tuple[int, int],
-                 heads: dict[str, np.ndarray] | None = None) -> None:
+                 heads: dict[str, np.ndarray] | None = None, input_pool: int = 1) -> None:
         super().__init__()
-        self.geometries: dict[str, Geometry] = {
-            STIMULUS: Geometry(in_channels, (int(image_size[0]), int(image_size[1])))}
+        k = int(input_pool)
+        # block i averages pixels k·i … k·i + k − 1 (the last block may be cut by the edge)
+        self.geometries: dict[str, Geometry] = {STIMULUS: Geometry(
+            in_channels, (-(-int(image_size[0]) // k), -(-int(image_size[1]) // k)),
+            float(k), (k - 1) / 2)}
         self.areas = nn.ModuleDict()
         for cfg in areas:
             area = Area(cfg, [self.geometries[s] for s in cfg.sources],

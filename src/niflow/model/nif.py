@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from niflow.config import STIMULUS, RunConfig
-from niflow.model.areas import AreaGraph, Geometry
+from niflow.model.areas import AreaGraph, Geometry, input_pool, pooled_stimulus
 from niflow.model.gaussian import (
     GaussianReadout,
     fit_channel_weights,
@@ -63,8 +63,9 @@ class NIFModel(nn.Module):
                 f"model areas are {names}")
         self.config = config
         self.image_shape = tuple(int(s) for s in image_shape)
+        self.input_pool = input_pool(self.image_shape[1:], config.data.input_max_px)
         self.graph = AreaGraph(config.areas, self.image_shape[0], self.image_shape[1:],
-                               heads)
+                               heads, self.input_pool)
         self.readouts = nn.ModuleDict({area: self._readout(area, n)
                                        for area, n in n_voxels.items()})
         self.register_buffer("pixel_mean", torch.zeros(()))
@@ -89,8 +90,9 @@ class NIFModel(nn.Module):
         self.pixel_std.fill_(float(std) if std > 0 else 1.0)
 
     def standardize(self, stimulus: Tensor) -> Tensor:
-        """The stimulus as the first area sees it: (stimulus − pixel_mean) / pixel_std."""
-        return (stimulus - self.pixel_mean) / self.pixel_std
+        """The stimulus (..., H, W) as the first area sees it: (stimulus − pixel_mean) /
+        pixel_std, area-averaged over ``input_pool`` × ``input_pool`` blocks."""
+        return pooled_stimulus((stimulus - self.pixel_mean) / self.pixel_std, self.input_pool)
 
     def bank_bytes(self, n: int) -> int:
         """Bytes of the fixed filter banks' outputs for ``n`` stimuli (float32)."""

@@ -26,6 +26,7 @@ from niflow.runs.folder import (
 from niflow.runs.inputs import (
     AddedAreasWarning,
     Inputs,
+    PooledStimulusWarning,
     check_arrays,
     check_config,
     config_for_areas,
@@ -70,6 +71,7 @@ __all__ = [
     "check_config",
     "config_for_areas",
     "AddedAreasWarning",
+    "PooledStimulusWarning",
     "check_arrays",
     "validate_inputs",
     "sha256",

@@ -34,6 +34,7 @@ from niflow.data.validate import (
     image_shape,
     new_area_names,
 )
+from niflow.model.areas import input_pool
 
 
 @dataclass
@@ -53,7 +54,9 @@ class Inputs:
     voxel_index : dict of str to ndarray of shape (n_kept,), int
         Columns of each area that will be fitted.
     warnings : list of str
-        One line per area with dropped voxels (also issued as ``DroppedVoxelsWarning``).
+        The line on pooled stimuli (:func:`pooled_stimulus_note`, also issued as
+        :class:`PooledStimulusWarning`) and one per area with dropped voxels (also issued as
+        ``DroppedVoxelsWarning``).
     sources : dict of str to str
         Input files (``{"stim": path, "bold": path}``), empty for arrays.
     areas_note : str or None
@@ -91,6 +94,45 @@ class Inputs:
 
 class AddedAreasWarning(UserWarning):
     """The response file names areas the configuration lacks; they were added to it."""
+
+
+class PooledStimulusWarning(UserWarning):
+    """Stimuli larger than ``data.input_max_px`` reach the first area in pixel blocks, or
+    movie frames are large enough that pooling them would save much time and memory."""
+
+
+# pixels × frames per second above which a movie run says how to train faster in less
+# memory: 64 × 64 frames at 24 fps already took 5.2 GiB (README, "Movie fMRI")
+LARGE_MOVIE_PX_PER_S = 64 * 64 * 24
+
+
+def large_frames_note(shape: tuple[int, int, int], fps: float, source: str) -> str | None:
+    """For movie frames of ``shape`` (C, H, W) at ``fps`` that are unpooled and above
+    :data:`LARGE_MOVIE_PX_PER_S`: the line saying what costs and what to set, else ``None``."""
+    h, w = shape[1:]
+    if h * w * fps <= LARGE_MOVIE_PX_PER_S:
+        return None
+    k = input_pool((h, w), 64)
+    return (f"{source}: frames of {h} x {w} px at {fps:g} fps; training time and memory grow "
+            f"with pixels x frame rate; to need less of both, set \"data\": "
+            f"{{\"input_max_px\": 64}} in a config file (frames averaged over {k} x {k} pixel "
+            f"blocks first: about {k * k} times less, at a cost in accuracy where fine detail "
+            f"matters) or shorter training segments (\"video\": {{\"segment_s\": 20}})")
+
+
+def pooled_stimulus_note(cfg: RunConfig, shape: tuple[int, int, int], source: str,
+                         ) -> str | None:
+    """The line saying that stimuli of ``shape`` (C, H, W) from ``source`` reach the first
+    area averaged over pixel blocks (:func:`niflow.model.areas.input_pool`), or ``None``."""
+    k = input_pool(shape[1:], cfg.data.input_max_px)
+    if k == 1:
+        return None
+    h, w = shape[1:]
+    return (f"{source}: stimuli of {h} x {w} px reach the first area averaged over {k} x {k} "
+            f"pixel blocks ({-(-h // k)} x {-(-w // k)}, as data.input_max_px "
+            f"{cfg.data.input_max_px} asks; pRFs stay in stimulus pixels); set "
+            f"\"data\": {{\"input_max_px\": 0}} in a config file to keep every pixel, at "
+            f"about {k * k} times the time and memory")
 
 
 # How deep in the visual hierarchy an area a response file may name sits (upper case; other
@@ -146,7 +188,7 @@ def config_for_areas(cfg: RunConfig, names: list[str], shape: tuple[int, int, in
     note : str or None
         One line naming what was added and how to choose otherwise.
     """
-    from niflow.model.areas import AreaGraph
+    from niflow.model.areas import AreaGraph, input_pool
 
     missing = new_area_names(names, cfg)
     if not missing:
@@ -158,7 +200,8 @@ def config_for_areas(cfg: RunConfig, names: list[str], shape: tuple[int, int, in
         # the last of the deepest (max keeps the first of equals, hence reversed)
         feed = max(reversed(below), key=_depth) if below else out.areas[-1].name
         with torch.device("meta"):
-            grid = AreaGraph(out.areas, shape[0], shape[1:]).geometries[feed].grid
+            grid = AreaGraph(out.areas, shape[0], shape[1:], input_pool=input_pool(
+                shape[1:], cfg.data.input_max_px)).geometries[feed].grid
         pool = 2 if min(grid) >= POOL_FROM else 1
         out.areas.append(added_area(name, feed, pool))
         said.append(f"{name} reads {feed}" + (" (pooled by 2)" if pool == 2 else ""))
@@ -182,7 +225,7 @@ def check_config(cfg: RunConfig, shape: tuple[int, int, int], source: str = "con
     source : str
         Where the configuration came from (a file, ``"command line"``), for messages.
     """
-    from niflow.model.areas import AreaGraph
+    from niflow.model.areas import AreaGraph, input_pool
 
     try:
         cfg.validate()
@@ -192,7 +235,8 @@ def check_config(cfg: RunConfig, shape: tuple[int, int, int], source: str = "con
         # on the meta device nothing is allocated and no random number is drawn: only the
         # shapes are traced, by the same code that builds the real model
         with torch.device("meta"):
-            AreaGraph(cfg.areas, shape[0], shape[1:])
+            AreaGraph(cfg.areas, shape[0], shape[1:],
+                      input_pool=input_pool(shape[1:], cfg.data.input_max_px))
     except ConfigError as err:
         raise ConfigError(f"{source}: {err} for stimuli of {shape[1]}x{shape[2]} pixels; use "
                           f"a smaller kernel, more padding or less pooling") from None
@@ -275,6 +319,10 @@ def check_arrays(stim: np.ndarray, responses: dict[str, np.ndarray], cfg: RunCon
     index, notes = usable_voxel_columns(responses, fit_rows, bold_source)
     for note in notes:
         warnings.warn(note, DroppedVoxelsWarning, stacklevel=2)
+    pooled = pooled_stimulus_note(cfg, image_shape(stim), stim_source)
+    if pooled:
+        warnings.warn(pooled, PooledStimulusWarning, stacklevel=2)
+        notes = [pooled, *notes]
     return Inputs(stim=stim, responses=responses, config=cfg, split=split, voxel_index=index,
                   warnings=notes, sources={k: str(v) for k, v in sources.items()},
                   areas_note=areas_note)

@@ -76,7 +76,14 @@ from niflow.runs.folder import (
     check_resume,
     check_run_dir,
 )
-from niflow.runs.inputs import AddedAreasWarning, check_config, config_for_areas
+from niflow.runs.inputs import (
+    AddedAreasWarning,
+    PooledStimulusWarning,
+    check_config,
+    config_for_areas,
+    large_frames_note,
+    pooled_stimulus_note,
+)
 from niflow.runs.outputs import VOXELS_CSV, _jsonable, _write_csv, write_science_outputs
 from niflow.runs.run import MovieRun, RunError, save_movie_model
 from niflow.runs.units import remove_units, train_units
@@ -121,6 +128,12 @@ def check_movie_config(cfg: cfgmod.RunConfig, files: MovieFiles, bold_path: str,
         warnings.warn(note, AddedAreasWarning, stacklevel=3)
         check_config(cfg, files.frame_shape, config_source)
     check_areas(files.responses, cfg, bold_path)
+    source = files.sources.get("stim", "frames")
+    note = pooled_stimulus_note(cfg, files.frame_shape, source)
+    if note is None and cfg.data.input_max_px == 0:
+        note = large_frames_note(files.frame_shape, files.timing.fps, source)
+    if note:
+        warnings.warn(note, PooledStimulusWarning, stacklevel=3)
     return cfg
 
 

@@ -49,9 +49,11 @@ from niflow.runs.folder import (
 from niflow.runs.inputs import (
     AddedAreasWarning,
     Inputs,
+    PooledStimulusWarning,
     check_arrays,
     check_config,
     config_for_areas,
+    pooled_stimulus_note,
 )
 from niflow.runs.outputs import write_outputs
 from niflow.runs.run import Run
@@ -385,6 +387,9 @@ def _checked_stream_inputs(cfg: RunConfig, stim_path: str | Path, bold_path: str
         warnings.warn(note, AddedAreasWarning, stacklevel=3)
         check_config(cfg, shape, source)
     check_areas(names, cfg, str(bold_path))
+    pooled = pooled_stimulus_note(cfg, shape, str(stim_path))
+    if pooled:
+        warnings.warn(pooled, PooledStimulusWarning, stacklevel=3)
     return int(stim.shape[0]), cfg
 
 
