@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ import torch
 
 from _configs import default_config, movie_config
 from niflow import config as cfgmod
-from niflow.data.dataset import parse_rows
+from niflow.data.dataset import DroppedVoxelsWarning, parse_rows
 from niflow.data.movie import read_movie
 from niflow.data.simulate import simulate
 from niflow.data.simulate.movie import simulate_movie, write_movie_simulation
@@ -21,7 +22,13 @@ from niflow.evaluate.statistics import read_table
 from niflow.model.areas import input_pool, pooled_stimulus
 from niflow.model.nif import NIFModel
 from niflow.model.video import VideoNIF
-from niflow.runs.inputs import PooledStimulusWarning, large_frames_note, pooled_stimulus_note
+from niflow.runs.crossval import cross_validate
+from niflow.runs.inputs import (
+    PooledStimulusWarning,
+    check_arrays,
+    large_frames_note,
+    pooled_stimulus_note,
+)
 from niflow.runs.movie import train_movie
 from niflow.runs.pipeline import train_run
 from niflow.runs.run import load_run
@@ -170,3 +177,20 @@ def test_a_movie_run_on_frames_twice_as_large_is_the_run_on_the_frames(tmp_path)
     got = load_run(tmp_path / "run_big").predict_volumes(read_movie(big["stim"], big["bold"]),
                                                          pred["test_rows"])
     np.testing.assert_allclose(got["V1"], pred["V1"], rtol=1e-4, atol=1e-4)
+
+
+def test_cross_validation_says_once_that_the_stimuli_are_pooled():
+    sim = simulate(n_per_letter=2, n_voxels={"V1": 8, "V2": 6}, seed=2)
+    cfg = default_config(1)
+    cfg.data.input_max_px = 64
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cross_validate(_twice_as_large(sim.stim), sim.responses, cfg, k=2, baselines=())
+    said = [str(w.message) for w in caught if issubclass(w.category, PooledStimulusWarning)]
+    assert len(said) == 1 and "stimuli of 112 x 112 px" in said[0]
+    assert not any("pixel blocks" in str(w.message) for w in caught
+                   if issubclass(w.category, DroppedVoxelsWarning))
+    checked = check_arrays(_twice_as_large(sim.stim), sim.responses, cfg,
+                           np.arange(4), sources={"stim": "letters.h5"})
+    assert checked.pooled_note.startswith("letters.h5: stimuli of 112 x 112 px")
+    assert checked.warnings == []

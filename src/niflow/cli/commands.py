@@ -315,7 +315,8 @@ def _train(args) -> int:
 
         def report_warnings() -> None:
             say_auto_rows()
-            for note in [n for n in (inputs.areas_note, *inputs.warnings) if n]:
+            for note in [n for n in (inputs.areas_note, inputs.pooled_note, *inputs.warnings)
+                         if n]:
                 print(f"niflow train: warning: {note}", file=sys.stderr)
 
         run, hist, data = train_inputs(inputs, args.out, resume=args.resume, force=args.force,

@@ -187,7 +187,7 @@ def cross_validate(stim: np.ndarray, responses: dict[str, np.ndarray], cfg: RunC
         One-line messages, before anything is trained or written.
     """
     from niflow.evaluate.baselines import FEATURE_SETS
-    from niflow.runs.inputs import AddedAreasWarning, check_arrays
+    from niflow.runs.inputs import AddedAreasWarning, PooledStimulusWarning, check_arrays
 
     started = time.time()
     kinds = list(dict.fromkeys([baselines] if isinstance(baselines, str) else baselines))
@@ -196,8 +196,8 @@ def cross_validate(stim: np.ndarray, responses: dict[str, np.ndarray], cfg: RunC
         raise DataError(f"unknown baseline(s) {unknown}; choose from {list(FEATURE_SETS)}")
     sources = dict(inputs or {})
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DroppedVoxelsWarning)  # re-issued once below
-        warnings.simplefilter("ignore", AddedAreasWarning)
+        for once in (DroppedVoxelsWarning, AddedAreasWarning, PooledStimulusWarning):
+            warnings.simplefilter("ignore", once)  # re-issued once below, not per fold
         checked = check_arrays(stim, responses, cfg, np.zeros(0, np.int64),
                                sources={a: sources[a] for a in ("stim", "bold")
                                         if a in sources}, config_source=config_source)
@@ -208,6 +208,8 @@ def cross_validate(stim: np.ndarray, responses: dict[str, np.ndarray], cfg: RunC
         check_out(out_path, force)
     if checked.areas_note:
         warnings.warn(checked.areas_note, AddedAreasWarning, stacklevel=2)
+    if checked.pooled_note:
+        warnings.warn(checked.pooled_note, PooledStimulusWarning, stacklevel=2)
     for note in checked.warnings:  # NaN/Inf or constant in every row: never fitted
         warnings.warn(note, DroppedVoxelsWarning, stacklevel=2)
 
@@ -243,14 +245,17 @@ class _FoldFit:
 def _fit_fold(stim: np.ndarray, responses: dict[str, np.ndarray], cfg: RunConfig,
               folds: np.ndarray, f: int, k: int, progress: bool) -> _FoldFit:
     """Train on every row outside fold ``f``; predict fold ``f``; the readout pRFs."""
+    from niflow.runs.inputs import PooledStimulusWarning
     from niflow.runs.pipeline import train_run
 
     t0 = time.time()
     rows = np.flatnonzero(folds == f)
     try:
         with warnings.catch_warnings():
-            # a fold's dropped voxels are reported once, for all folds, by cross_validate
-            warnings.simplefilter("ignore", DroppedVoxelsWarning)
+            # a fold's dropped voxels and pooled stimuli are reported once, for all folds,
+            # by cross_validate
+            for once in (DroppedVoxelsWarning, PooledStimulusWarning):
+                warnings.simplefilter("ignore", once)
             run, hist, _ = train_run(stim, responses, None, copy.deepcopy(cfg),
                                      test_rows=rows, progress=False)
     except DataError as err:

@@ -54,14 +54,15 @@ class Inputs:
     voxel_index : dict of str to ndarray of shape (n_kept,), int
         Columns of each area that will be fitted.
     warnings : list of str
-        The line on pooled stimuli (:func:`pooled_stimulus_note`, also issued as
-        :class:`PooledStimulusWarning`) and one per area with dropped voxels (also issued as
-        ``DroppedVoxelsWarning``).
+        One line per area with dropped voxels (also issued as ``DroppedVoxelsWarning``).
     sources : dict of str to str
         Input files (``{"stim": path, "bold": path}``), empty for arrays.
     areas_note : str or None
         The line saying which response areas were added to the configuration
         (:func:`config_for_areas`; also issued as :class:`AddedAreasWarning`).
+    pooled_note : str or None
+        The line saying that the stimuli reach the first area in pixel blocks
+        (:func:`pooled_stimulus_note`; also issued as :class:`PooledStimulusWarning`).
     """
 
     stim: np.ndarray
@@ -72,6 +73,7 @@ class Inputs:
     warnings: list[str] = field(default_factory=list)
     sources: dict[str, str] = field(default_factory=dict)
     areas_note: str | None = None
+    pooled_note: str | None = None
 
     @property
     def n_samples(self) -> int:
@@ -322,10 +324,9 @@ def check_arrays(stim: np.ndarray, responses: dict[str, np.ndarray], cfg: RunCon
     pooled = pooled_stimulus_note(cfg, image_shape(stim), stim_source)
     if pooled:
         warnings.warn(pooled, PooledStimulusWarning, stacklevel=2)
-        notes = [pooled, *notes]
     return Inputs(stim=stim, responses=responses, config=cfg, split=split, voxel_index=index,
                   warnings=notes, sources={k: str(v) for k, v in sources.items()},
-                  areas_note=areas_note)
+                  areas_note=areas_note, pooled_note=pooled)
 
 
 def validate_inputs(stim_path: str | Path, bold_path: str | Path, cfg: RunConfig,
