@@ -26,10 +26,9 @@ from niflow.runs.crossval import cross_validate
 from niflow.runs.inputs import (
     PooledStimulusWarning,
     check_arrays,
-    large_frames_note,
     pooled_stimulus_note,
 )
-from niflow.runs.movie import train_movie
+from niflow.runs.movie import large_frames_note, train_movie
 from niflow.runs.pipeline import train_run
 from niflow.runs.run import load_run
 

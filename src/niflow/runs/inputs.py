@@ -34,7 +34,7 @@ from niflow.data.validate import (
     image_shape,
     new_area_names,
 )
-from niflow.model.areas import input_pool
+from niflow.model.areas import AreaGraph, input_pool
 
 
 @dataclass
@@ -101,25 +101,6 @@ class AddedAreasWarning(UserWarning):
 class PooledStimulusWarning(UserWarning):
     """Stimuli larger than ``data.input_max_px`` reach the first area in pixel blocks, or
     movie frames are large enough that pooling them would save much time and memory."""
-
-
-# pixels × frames per second above which a movie run says how to train faster in less
-# memory: 64 × 64 frames at 24 fps already took 5.2 GiB (README, "Movie fMRI")
-LARGE_MOVIE_PX_PER_S = 64 * 64 * 24
-
-
-def large_frames_note(shape: tuple[int, int, int], fps: float, source: str) -> str | None:
-    """For movie frames of ``shape`` (C, H, W) at ``fps`` that are unpooled and above
-    :data:`LARGE_MOVIE_PX_PER_S`: the line saying what costs and what to set, else ``None``."""
-    h, w = shape[1:]
-    if h * w * fps <= LARGE_MOVIE_PX_PER_S:
-        return None
-    k = input_pool((h, w), 64)
-    return (f"{source}: frames of {h} x {w} px at {fps:g} fps; training time and memory grow "
-            f"with pixels x frame rate; to need less of both, set \"data\": "
-            f"{{\"input_max_px\": 64}} in a config file (frames averaged over {k} x {k} pixel "
-            f"blocks first: about {k * k} times less, at a cost in accuracy where fine detail "
-            f"matters) or shorter training segments (\"video\": {{\"segment_s\": 20}})")
 
 
 def pooled_stimulus_note(cfg: RunConfig, shape: tuple[int, int, int], source: str,
@@ -190,8 +171,6 @@ def config_for_areas(cfg: RunConfig, names: list[str], shape: tuple[int, int, in
     note : str or None
         One line naming what was added and how to choose otherwise.
     """
-    from niflow.model.areas import AreaGraph, input_pool
-
     missing = new_area_names(names, cfg)
     if not missing:
         return cfg, None
@@ -227,8 +206,6 @@ def check_config(cfg: RunConfig, shape: tuple[int, int, int], source: str = "con
     source : str
         Where the configuration came from (a file, ``"command line"``), for messages.
     """
-    from niflow.model.areas import AreaGraph, input_pool
-
     try:
         cfg.validate()
     except ConfigError as err:

@@ -68,6 +68,7 @@ from niflow.evaluate.statistics import (
 )
 from niflow.interpret.movie_flow import movie_information_flow
 from niflow.interpret.receptive_fields import spatial_maps
+from niflow.model.areas import input_pool
 from niflow.runs.evaluation import write_statistics
 from niflow.runs.folder import (
     _create_run_dir,
@@ -81,7 +82,6 @@ from niflow.runs.inputs import (
     PooledStimulusWarning,
     check_config,
     config_for_areas,
-    large_frames_note,
     pooled_stimulus_note,
 )
 from niflow.runs.outputs import VOXELS_CSV, _jsonable, _write_csv, write_science_outputs
@@ -110,6 +110,25 @@ def _say(progress: bool) -> Callable[[str], None] | None:
     import sys
 
     return lambda line: print(line, file=sys.stderr, flush=True)
+
+
+# pixels × frames per second above which a movie run says how to train faster in less
+# memory: 64 × 64 frames at 24 fps already took 5.2 GiB (README, "Movie fMRI")
+LARGE_MOVIE_PX_PER_S = 64 * 64 * 24
+
+
+def large_frames_note(shape: tuple[int, int, int], fps: float, source: str) -> str | None:
+    """For movie frames of ``shape`` (C, H, W) at ``fps`` that are unpooled and above
+    :data:`LARGE_MOVIE_PX_PER_S`: the line saying what costs and what to set, else ``None``."""
+    h, w = shape[1:]
+    if h * w * fps <= LARGE_MOVIE_PX_PER_S:
+        return None
+    k = input_pool((h, w), 64)
+    return (f"{source}: frames of {h} x {w} px at {fps:g} fps; training time and memory grow "
+            f"with pixels x frame rate; to need less of both, set \"data\": "
+            f"{{\"input_max_px\": 64}} in a config file (frames averaged over {k} x {k} pixel "
+            f"blocks first: about {k * k} times less, at a cost in accuracy where fine detail "
+            f"matters) or shorter training segments (\"video\": {{\"segment_s\": 20}})")
 
 
 def check_movie_config(cfg: cfgmod.RunConfig, files: MovieFiles, bold_path: str,
